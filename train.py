@@ -1,0 +1,330 @@
+"""Train the design-card detector on preprocessed mel-spectrograms.
+
+Model: EfficientNetB0 (ImageNet, include_top=False, frozen) -> GlobalAveragePooling2D ->
+Dense(128, relu) -> Dropout(0.5) -> Dense(1, sigmoid) = P(spoof). Adam(1e-4), binary
+cross-entropy, 10 epochs, batch 16. Label 1 = spoof.
+
+Each run writes ``runs/<name>/``:
+
+- ``model.keras``   the model after the last epoch,
+- ``best.keras``    the checkpoint with the lowest validation loss,
+- ``config.json``   every argument, the feature parameters, seed, data, versions,
+- ``history.csv``   per-epoch loss and metrics,
+- ``split.csv``     which utterances were used for training and which for validation.
+
+Both model files also carry the feature parameters inside them (``deepfake_meta.json`` in the
+.keras archive), so evaluation and prediction can never drift from training.
+
+Example::
+
+    python train.py --data data/features/train --run runs/baseline            # 80/20 split
+    python train.py --data data/features/train --val-data data/features/dev   # official dev
+    python train.py --weights none --epochs 2                                 # offline smoke run
+
+Re-running an interrupted run with the same ``--run`` resumes from its last finished epoch.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import data_loader
+
+# -----------------------------------------------------------------------------
+EPOCHS = 10
+BATCH_SIZE = 16
+LEARNING_RATE = 1e-4
+DENSE_UNITS = 128
+DROPOUT = 0.5
+WEIGHTS = "imagenet"
+INPUT_SHAPE = (128, 128, 3)
+RUNS_DIR = "runs"
+META_NAME = "deepfake_meta.json"  # metadata file stored inside each .keras archive
+IMAGENET_FILE = "efficientnetb0_notop.h5"
+# -----------------------------------------------------------------------------
+
+
+class WeightsUnavailable(RuntimeError):
+    """The requested backbone weights cannot be loaded."""
+
+
+def make_backbone(weights=WEIGHTS, input_shape=INPUT_SHAPE):
+    """EfficientNetB0 without its classifier.
+
+    Parameters
+    ----------
+    weights : str or None
+        ``"imagenet"`` (downloaded by Keras on first use, then cached in ``~/.keras/models``),
+        ``"none"``/None for random initialization, or the path of a local weights file
+        (e.g. ``efficientnetb0_notop.h5``).
+    input_shape : tuple, default (128, 128, 3)
+
+    Raises
+    ------
+    WeightsUnavailable
+        When the ImageNet weights cannot be fetched or a weights file cannot be loaded; the
+        message names the fixes.
+    """
+    import keras
+
+    if weights is None or str(weights).lower() == "none":
+        w = None
+    elif weights == "imagenet":
+        w = "imagenet"
+    else:
+        w = str(weights)
+        if not Path(w).is_file():
+            raise WeightsUnavailable(f"weights file {w} not found (expected 'imagenet', 'none' "
+                                     "or the path of an EfficientNetB0 no-top weights file)")
+    try:
+        return keras.applications.EfficientNetB0(include_top=False, weights=w,
+                                                 input_shape=input_shape)
+    except Exception as e:  # network errors surface as several exception types
+        if w == "imagenet":
+            raise WeightsUnavailable(
+                "could not download the ImageNet weights of EfficientNetB0 "
+                f"({type(e).__name__}: {e}).\nFixes: (1) on a machine with a network, download "
+                f"{IMAGENET_FILE} from the Keras applications release (it is cached in "
+                f"~/.keras/models/) and pass --weights /path/to/{IMAGENET_FILE}; or "
+                "(2) train from random initialization with --weights none "
+                "(much weaker with a frozen backbone).") from None
+        raise WeightsUnavailable(f"cannot load weights from {w}: {type(e).__name__}: {e}") \
+            from None
+
+
+def build_model(weights=WEIGHTS, input_shape=INPUT_SHAPE, dense_units=DENSE_UNITS,
+                dropout=DROPOUT, learning_rate=LEARNING_RATE):
+    """The design-card model, compiled.
+
+    Parameters
+    ----------
+    weights : str or None
+        See `make_backbone`.
+    input_shape : tuple
+        (128, 128, 3) images with values in [0, 255] (see `data_loader.to_model_input`).
+    dense_units, dropout, learning_rate : number
+
+    Returns
+    -------
+    model : keras.Model
+        Input (batch, 128, 128, 3) -> output (batch, 1) = P(spoof). The backbone layer is named
+        ``efficientnetb0`` and frozen (its BatchNorm layers run in inference mode).
+    """
+    import keras
+    from keras import layers
+
+    backbone = make_backbone(weights, input_shape)
+    backbone.trainable = False
+    inputs = keras.Input(shape=input_shape, name="mel_image")
+    x = backbone(inputs, training=False)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = layers.Dense(dense_units, activation="relu", name="dense")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="p_spoof")(x)
+    model = keras.Model(inputs, outputs, name="efficientnetb0_deepfake_detector")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc"),
+                 keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")])
+    return model
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def save_model_atomic(model, path, meta):
+    """Save ``model`` as a .keras archive with ``meta`` (JSON) stored inside it, atomically."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as z:
+            z.writestr(META_NAME, json.dumps(meta, indent=2))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_model_meta(path):
+    """The metadata (feature parameters, label convention, ...) stored in a .keras file by
+    `save_model_atomic`; None if it has none."""
+    with zipfile.ZipFile(path) as z:
+        if META_NAME not in z.namelist():
+            return None
+        return json.loads(z.read(META_NAME))
+
+
+def make_checkpoint_callback(path, meta, monitor="val_loss"):
+    """A callback that saves the model with the lowest ``monitor`` atomically, metadata inside."""
+    import keras
+
+    class BestCheckpoint(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.best = np.inf
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get(monitor)
+            if value is not None and value < self.best:
+                self.best = float(value)
+                save_model_atomic(self.model, path, {**meta, "epoch": epoch + 1,
+                                                     monitor: self.best})
+
+    return BestCheckpoint()
+
+
+def versions():
+    import keras
+    import librosa
+    import sklearn
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__, "librosa": librosa.__version__,
+            "scikit-learn": sklearn.__version__, "pandas": pd.__version__,
+            "platform": platform.platform()}
+
+
+def default_run_dir():
+    return Path(RUNS_DIR) / time.strftime("%Y%m%d-%H%M%S")
+
+
+def train(data, run_dir, val_data=None, val_fraction=data_loader.VAL_FRACTION,
+          seed=data_loader.SEED, weights=WEIGHTS, epochs=EPOCHS, batch_size=BATCH_SIZE,
+          learning_rate=LEARNING_RATE, dense_units=DENSE_UNITS, dropout=DROPOUT,
+          overwrite=False, verbose=2, argv=None):
+    """Train one run and write its folder (see module docstring).
+
+    Returns
+    -------
+    run_dir : Path
+    history : pandas.DataFrame
+        One row per epoch (as in ``history.csv``).
+    """
+    import keras
+    import tensorflow as tf
+
+    run_dir = Path(run_dir)
+    if (run_dir / "model.keras").exists():
+        if not overwrite:
+            raise FileExistsError(f"{run_dir} already holds a finished run; choose another --run "
+                                  "or pass --overwrite")
+        shutil.rmtree(run_dir)
+    backup = run_dir / "backup"
+    resuming = backup.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+    train_df, val_df, features = data_loader.load_splits(data, val_data, val_fraction, seed)
+    split = pd.concat([train_df.assign(part="train"), val_df.assign(part="val")])
+    split[["utt_id", "part", "label", "attack", "path"]].to_csv(run_dir / "split.csv",
+                                                               index=False)
+    train_ds = data_loader.make_dataset(train_df, batch_size, shuffle=True, seed=seed,
+                                        shape=features["shape"])
+    val_ds = data_loader.make_dataset(val_df, batch_size, shape=features["shape"])
+
+    model = build_model(weights, INPUT_SHAPE, dense_units, dropout, learning_rate)
+    config = {
+        "args": {"data": str(Path(data).resolve()),
+                 "val_data": str(Path(val_data).resolve()) if val_data else None,
+                 "val_fraction": None if val_data else val_fraction, "seed": seed,
+                 "weights": str(weights), "epochs": epochs, "batch_size": batch_size,
+                 "learning_rate": learning_rate, "dense_units": dense_units, "dropout": dropout},
+        "command": " ".join(argv) if argv is not None else None,
+        "features": features,
+        "labels": {"target": "1 = spoof, 0 = bonafide", "output": "P(spoof)",
+                   "score": "log-odds of bonafide (higher = more bonafide, ASVspoof convention)"},
+        "input": {"shape": list(INPUT_SHAPE), "range": [0, 255],
+                  "transform": "data_loader.to_model_input: x * 255, repeated to 3 channels"},
+        "counts": {part: d["label"].value_counts().to_dict()
+                   for part, d in (("train", train_df), ("val", val_df))},
+        "params": {"trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+                   "non_trainable": int(sum(np.prod(w.shape)
+                                            for w in model.non_trainable_weights))},
+        "versions": versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    meta = {k: config[k] for k in ("features", "labels", "input")}
+    meta["run"] = run_dir.name
+
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup)),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
+        make_checkpoint_callback(run_dir / "best.keras", meta),
+    ]
+    if resuming:
+        print(f"resuming {run_dir} from its last finished epoch", file=sys.stderr)
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
+              verbose=verbose)
+    save_model_atomic(model, run_dir / "model.keras", {**meta, "epoch": epochs})
+    history = pd.read_csv(run_dir / "history.csv")
+    return run_dir, history
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        description="Train EfficientNetB0 (frozen) -> GAP -> Dense(128, relu) -> Dropout -> "
+                    "Dense(1, sigmoid) = P(spoof) on preprocessed mel arrays.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--data", default="data/features/train",
+                    help="preprocessed training folder (from preprocess.py)")
+    ap.add_argument("--val-data", help="validate on this preprocessed folder (e.g. the official "
+                                       "dev partition) instead of an 80/20 split of --data")
+    ap.add_argument("--val-fraction", type=float, default=data_loader.VAL_FRACTION,
+                    help="share of --data held out for validation (stratified), without "
+                         "--val-data")
+    ap.add_argument("--run", help="run folder to write (default: runs/<date-time>); an "
+                                  "unfinished run there is resumed")
+    ap.add_argument("--overwrite", action="store_true", help="replace a finished run in --run")
+    ap.add_argument("--weights", default=WEIGHTS,
+                    help="backbone weights: 'imagenet' (downloaded by Keras), 'none' (random "
+                         "init), or the path of a local EfficientNetB0 no-top weights file")
+    ap.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs")
+    ap.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="batch size")
+    ap.add_argument("--lr", type=float, default=LEARNING_RATE, help="Adam learning rate")
+    ap.add_argument("--dense-units", type=int, default=DENSE_UNITS,
+                    help="units of the hidden Dense layer")
+    ap.add_argument("--dropout", type=float, default=DROPOUT, help="dropout rate before the "
+                                                                   "output layer")
+    ap.add_argument("--seed", type=int, default=data_loader.SEED,
+                    help="seed for the split, shuffling and initialization (repeatable runs)")
+    ap.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
+    args = ap.parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1:
+        ap.error("--epochs and --batch-size must be positive")
+    run_dir = Path(args.run) if args.run else default_run_dir()
+    try:
+        run_dir, history = train(
+            args.data, run_dir, val_data=args.val_data, val_fraction=args.val_fraction,
+            seed=args.seed, weights=args.weights, epochs=args.epochs, batch_size=args.batch_size,
+            learning_rate=args.lr, dense_units=args.dense_units, dropout=args.dropout,
+            overwrite=args.overwrite, verbose=0 if args.quiet else 2,
+            argv=sys.argv[:1] + list(argv if argv is not None else sys.argv[1:]))
+    except (WeightsUnavailable, FileNotFoundError, FileExistsError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    best = history.loc[history["val_loss"].idxmin()]
+    print(f"\nrun: {run_dir}\nbest epoch {int(best['epoch']) + 1}: val_loss {best['val_loss']:.4f}"
+          f", val_accuracy {best['val_accuracy']:.4f}, val_auc {best['val_auc']:.4f} "
+          f"(positive class = spoof)\nnext: python evaluate.py --run {run_dir}")
+    return run_dir
+
+
+if __name__ == "__main__":
+    main()
