@@ -19,7 +19,10 @@ Example::
 
 import argparse
 import json
+import os
 from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's INFO/WARNING chatter
 
 import numpy as np
 import pandas as pd

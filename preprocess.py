@@ -244,8 +244,9 @@ def _parse_csv(path):
         ids = files.map(lambda f: str(Path(f).with_suffix("")).strip("/").replace("/", "__"))
     else:
         ids = stems
-    attack = df["attack"] if "attack" in df.columns else pd.Series(["-"] * len(df))
-    attack = [a if lab == "spoof" and a else ("spoof" if lab == "spoof" else "-")
+    # attack: "-" for bonafide; a spoof without a named attack is attributed to "spoof"
+    attack = df["attack"] if "attack" in df.columns else [""] * len(df)
+    attack = ["-" if lab == "bonafide" else (a if a not in ("", "-") else "spoof")
               for a, lab in zip(attack, labels)]
     speaker = df["speaker"] if "speaker" in df.columns else pd.Series(["-"] * len(df))
     return pd.DataFrame({"utt_id": ids, "file": files, "label": labels,

@@ -35,6 +35,8 @@ import time
 import zipfile
 from pathlib import Path
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's INFO/WARNING chatter
+
 import numpy as np
 import pandas as pd
 
@@ -168,14 +170,15 @@ def read_model_meta(path):
         return json.loads(z.read(META_NAME))
 
 
-def make_checkpoint_callback(path, meta, monitor="val_loss"):
-    """A callback that saves the model with the lowest ``monitor`` atomically, metadata inside."""
+def make_checkpoint_callback(path, meta, monitor="val_loss", best=np.inf):
+    """A callback that saves the model with the lowest ``monitor`` atomically, metadata inside.
+    ``best`` is the value to beat (from the finished epochs of a resumed run)."""
     import keras
 
     class BestCheckpoint(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.best = np.inf
+            self.best = best
 
         def on_epoch_end(self, epoch, logs=None):
             value = (logs or {}).get(monitor)
@@ -206,8 +209,11 @@ def default_run_dir():
 def train(data, run_dir, val_data=None, val_fraction=data_loader.VAL_FRACTION,
           seed=data_loader.SEED, weights=WEIGHTS, epochs=EPOCHS, batch_size=BATCH_SIZE,
           learning_rate=LEARNING_RATE, dense_units=DENSE_UNITS, dropout=DROPOUT,
-          overwrite=False, verbose=2, argv=None):
+          overwrite=False, verbose=2, argv=None, callbacks=()):
     """Train one run and write its folder (see module docstring).
+
+    ``callbacks`` are extra Keras callbacks, run after the project's own (backup, CSV log,
+    best checkpoint).
 
     Returns
     -------
@@ -264,15 +270,19 @@ def train(data, run_dir, val_data=None, val_fraction=data_loader.VAL_FRACTION,
     meta = {k: config[k] for k in ("features", "labels", "input")}
     meta["run"] = run_dir.name
 
-    callbacks = [
+    best_so_far = np.inf
+    if resuming and (run_dir / "history.csv").exists():
+        best_so_far = float(pd.read_csv(run_dir / "history.csv")["val_loss"].min())
+    all_callbacks = [
         keras.callbacks.BackupAndRestore(str(backup)),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
-        make_checkpoint_callback(run_dir / "best.keras", meta),
+        make_checkpoint_callback(run_dir / "best.keras", meta, best=best_so_far),
+        *callbacks,
     ]
     if resuming:
         print(f"resuming {run_dir} from its last finished epoch", file=sys.stderr)
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
-              verbose=verbose)
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=all_callbacks,
+              verbose=verbose, shuffle=False)  # train_ds reshuffles itself every epoch
     save_model_atomic(model, run_dir / "model.keras", {**meta, "epoch": epochs})
     history = pd.read_csv(run_dir / "history.csv")
     return run_dir, history

@@ -1,0 +1,37 @@
+"""Every script's --help describes every flag."""
+
+import re
+
+import pytest
+
+import data_loader
+import evaluate
+import make_demo_corpus
+import preprocess
+import train
+
+FLAGS = {
+    preprocess: ["--dataset-root", "--split", "--protocol", "--audio-dir", "--format", "--out",
+                 "--workers", "--fit", "--overwrite", "--strict", "--limit"],
+    data_loader: ["--val-data", "--val-fraction", "--seed"],
+    train: ["--data", "--val-data", "--val-fraction", "--run", "--overwrite", "--weights",
+            "--epochs", "--batch-size", "--lr", "--dense-units", "--dropout", "--seed", "--quiet"],
+    evaluate: ["--run", "--data", "--model", "--threshold", "--batch-size", "--name"],
+    make_demo_corpus: ["--out", "--train", "--dev", "--eval", "--seed", "--min-dur", "--max-dur"],
+}
+
+
+@pytest.mark.parametrize("module", list(FLAGS), ids=lambda m: m.__name__)
+def test_help_lists_every_flag_with_a_description(module, capsys):
+    with pytest.raises(SystemExit) as e:
+        module.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    for flag in FLAGS[module]:
+        i = next(i for i, line in enumerate(lines) if line.strip().startswith(flag))
+        # "  --flag METAVAR   description" or the description on the next, indented line
+        same_line = re.match(rf"\s+{flag}(?: \S+)?\s{{2,}}(\S.*)", lines[i])
+        described = same_line.group(1) if same_line else lines[i + 1].strip()
+        assert len(described) > 8 and not described.startswith("-"), \
+            f"{module.__name__} {flag} has no description"
