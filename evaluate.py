@@ -1,7 +1,8 @@
 """Evaluate a trained run: accuracy, precision, recall and F1 with a threshold sweep.
 
-Positive class: **spoof** (label 1). Precision = share of utterances flagged spoof that are spoof;
-recall = share of spoof utterances that were flagged. A decision "spoof" means P(spoof) >= threshold.
+Positive class: **spoof** (label 1). Precision = share of utterances flagged spoof that are
+spoof; recall = share of spoof utterances that were flagged. An utterance is flagged spoof when
+P(spoof) >= threshold.
 
 By default the run's own held-out validation part (the 20% of its 80/20 split, read from
 ``split.csv``) is evaluated; ``--data`` evaluates any preprocessed folder instead (e.g. the eval

@@ -17,14 +17,13 @@ ASVspoof 2019 LA as downloaded::
 
 Any protocol format (2019, 2021 LA/DF keys, ASVspoof 5 TSV, generic ``file,label`` CSV)::
 
-    python preprocess.py --protocol keys/LA/CM/trial_metadata.txt --audio-dir ASVspoof2021_LA_eval/flac \
-        --out data/features/la21_eval
+    python preprocess.py --protocol keys/LA/CM/trial_metadata.txt \
+        --audio-dir ASVspoof2021_LA_eval/flac --out data/features/la21_eval
 
 Re-running resumes: finished arrays are kept. ``--overwrite`` recomputes everything.
 """
 
 import argparse
-import csv
 import json
 import multiprocessing
 import os
@@ -233,9 +232,8 @@ def _parse_csv(path):
     df.columns = [c.strip().lower() for c in df.columns]
     for col in ("file", "label"):
         if col not in df.columns:
-            raise ProtocolError(
-                f"{path}: CSV needs a header with 'file' and 'label' columns, got {list(df.columns)}"
-            )
+            raise ProtocolError(f"{path}: CSV needs a header with 'file' and 'label' columns, "
+                                f"got {list(df.columns)}")
     labels = [normalize_label(w, f"{path}:{i + 2}: ") for i, w in enumerate(df["label"])]
     files = df["file"].str.strip()
     stems = files.map(lambda f: Path(f).with_suffix("").name)

@@ -225,27 +225,29 @@ def train(data, run_dir, val_data=None, val_fraction=data_loader.VAL_FRACTION,
     import tensorflow as tf
 
     run_dir = Path(run_dir)
-    if (run_dir / "model.keras").exists():
-        if not overwrite:
-            raise FileExistsError(f"{run_dir} already holds a finished run; choose another --run "
-                                  "or pass --overwrite")
-        shutil.rmtree(run_dir)
-    backup = run_dir / "backup"
-    resuming = backup.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    finished = (run_dir / "model.keras").exists()
+    if finished and not overwrite:
+        raise FileExistsError(f"{run_dir} already holds a finished run; choose another --run "
+                              "or pass --overwrite")
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-
+    # everything that can fail on bad input (data, weights) happens before the run folder is
+    # touched, so a failed start never leaves a half-made run or deletes a finished one
     train_df, val_df, features = data_loader.load_splits(data, val_data, val_fraction, seed)
-    split = pd.concat([train_df.assign(part="train"), val_df.assign(part="val")])
-    split[["utt_id", "part", "label", "attack", "path"]].to_csv(run_dir / "split.csv",
-                                                               index=False)
+    model = build_model(weights, INPUT_SHAPE, dense_units, dropout, learning_rate)
     train_ds = data_loader.make_dataset(train_df, batch_size, shuffle=True, seed=seed,
                                         shape=features["shape"])
     val_ds = data_loader.make_dataset(val_df, batch_size, shape=features["shape"])
 
-    model = build_model(weights, INPUT_SHAPE, dense_units, dropout, learning_rate)
+    if finished:
+        shutil.rmtree(run_dir)
+    backup = run_dir / "backup"
+    resuming = backup.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    split = pd.concat([train_df.assign(part="train"), val_df.assign(part="val")])
+    split[["utt_id", "part", "label", "attack", "path"]].to_csv(run_dir / "split.csv",
+                                                               index=False)
     config = {
         "args": {"data": str(Path(data).resolve()),
                  "val_data": str(Path(val_data).resolve()) if val_data else None,

@@ -2,13 +2,15 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import preprocess
-from conftest import FULL_PROTOCOLS, MINI_LA, needs_full_protocols, needs_mini, tone, write_wav
+from conftest import (FULL_PROTOCOLS, MINI_LA, SHARED, needs_full_protocols, needs_mini, tone,
+                      write_wav)
 
 # Real lines of the official ASVspoof 2019 LA protocols (train, dev, eval).
 LINES_2019 = """\
@@ -341,3 +343,16 @@ def test_genuine_mini_corpus_all_202_files(tmp_path):
             assert np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
         n += len(manifest)
     assert n == 202
+
+
+@pytest.mark.skipif(not (SHARED / "wavefake_ljspeech").is_dir(), reason="shared WaveFake not found")
+def test_genuine_wavefake_csv_at_22k(tmp_path):
+    root = SHARED / "wavefake_ljspeech"
+    s = preprocess.main(["--protocol", str(root / "labels.csv"), "--audio-dir", str(root),
+                         "--out", str(tmp_path / "wf"), "--workers", "2"])
+    labels = pd.read_csv(root / "labels.csv")
+    assert s["failed"] == 0 and s["missing"] == 0 and s["in_manifest"] == len(labels) == 117
+    manifest = pd.read_csv(tmp_path / "wf" / "manifest.csv", keep_default_na=False)
+    expected = {Path(f).stem: lab for f, lab in zip(labels["file"], labels["label"])}
+    assert dict(zip(manifest["utt_id"], manifest["label"])) == expected
+    assert set(manifest.loc[manifest["utt_id"].str.endswith("_gen"), "label"]) == {"spoof"}

@@ -78,6 +78,18 @@ def test_imagenet_download_failure_names_the_fixes(monkeypatch):
     assert "name resolution" in msg
 
 
+def test_failed_start_leaves_no_run_folder(monkeypatch, demo_features, tmp_path):
+    import keras
+
+    def offline(**kwargs):
+        raise Exception("URL fetch failure")
+
+    monkeypatch.setattr(keras.applications, "EfficientNetB0", offline)
+    with pytest.raises(SystemExit, match="could not download the ImageNet weights"):
+        train.main(["--data", str(demo_features["train"]), "--run", str(tmp_path / "r")])
+    assert not (tmp_path / "r").exists()
+
+
 def test_local_weights_file(tmp_path):
     import keras
 
