@@ -24,6 +24,7 @@ Re-running resumes: finished arrays are kept. ``--overwrite`` recomputes everyth
 """
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -417,33 +418,41 @@ def compute_features(y, params=None):
     return out
 
 
-def save_npy_atomic(path, array):
-    """Write ``array`` to ``path`` via a temporary file and an atomic rename, so an interrupted
-    run never leaves a half-written array."""
+@contextlib.contextmanager
+def atomic_output(path, suffix=".tmp"):
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` (atomic on
+    one filesystem), on any error or interruption it is removed. Readers never see a partial
+    file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The final file.
+    suffix : str
+        Suffix of the temporary file (some writers, e.g. Keras, insist on one).
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
+        yield tmp
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_npy_atomic(path, array):
+    """Write ``array`` to ``path`` atomically (see `atomic_output`)."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
 
 
 def write_text_atomic(path, text):
-    """Write a text file atomically (temporary file + rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a text file atomically (see `atomic_output`)."""
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def process_file(task):

@@ -30,7 +30,6 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -41,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 import data_loader
+import preprocess
 
 # -----------------------------------------------------------------------------
 EPOCHS = 10
@@ -147,18 +147,10 @@ def build_model(weights=WEIGHTS, input_shape=INPUT_SHAPE, dense_units=DENSE_UNIT
 
 def save_model_atomic(model, path, meta):
     """Save ``model`` as a .keras archive with ``meta`` (JSON) stored inside it, atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
-    os.close(fd)
-    try:
+    with preprocess.atomic_output(path, suffix=".keras") as tmp:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as z:
             z.writestr(META_NAME, json.dumps(meta, indent=2))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_model_meta(path):
