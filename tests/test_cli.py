@@ -16,7 +16,8 @@ FLAGS = {
     data_loader: ["--val-data", "--val-fraction", "--seed"],
     train: ["--data", "--val-data", "--val-fraction", "--run", "--overwrite", "--weights",
             "--epochs", "--batch-size", "--lr", "--dense-units", "--dropout", "--seed", "--quiet"],
-    evaluate: ["--run", "--data", "--model", "--threshold", "--batch-size", "--name"],
+    evaluate: ["--run", "--data", "--model", "--scores", "--protocol", "--format", "--asv-scores",
+               "--threshold", "--batch-size", "--name", "--out", "--no-plots"],
     make_demo_corpus: ["--out", "--train", "--dev", "--eval", "--seed", "--min-dur", "--max-dur"],
 }
 
