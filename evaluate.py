@@ -117,18 +117,14 @@ def read_asv_scores(path):
     if not path.is_file():
         raise FileNotFoundError(f"ASV score file {path} not found")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            cols = line.split()
-            if not cols:
-                continue
-            if len(cols) != 3 or cols[1] not in ("target", "nontarget", "spoof"):
-                raise ValueError(f"{path}:{lineno}: expected 'SOURCE target|nontarget|spoof "
-                                 f"SCORE', got {line.strip()!r}")
-            try:
-                rows.append((cols[0], cols[1], float(cols[2])))
-            except ValueError:
-                raise ValueError(f"{path}:{lineno}: score {cols[2]!r} is not a number") from None
+    for lineno, cols, line in preprocess.iter_columns(path):
+        if len(cols) != 3 or cols[1] not in ("target", "nontarget", "spoof"):
+            raise ValueError(f"{path}:{lineno}: expected 'SOURCE target|nontarget|spoof SCORE', "
+                             f"got {line!r}")
+        try:
+            rows.append((cols[0], cols[1], float(cols[2])))
+        except ValueError:
+            raise ValueError(f"{path}:{lineno}: score {cols[2]!r} is not a number") from None
     df = pd.DataFrame(rows, columns=["source", "key", "score"])
     missing = {"target", "nontarget", "spoof"} - set(df["key"])
     if missing:
@@ -391,20 +387,18 @@ def read_score_file(path):
     if not path.is_file():
         raise FileNotFoundError(f"score file {path} not found")
     ids, values = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            cols = line.split()
-            if not cols or cols[0].startswith("#"):
+    for lineno, cols, line in preprocess.iter_columns(path):
+        if cols[0].startswith("#"):
+            continue
+        if len(cols) < 2:
+            raise ValueError(f"{path}:{lineno}: expected 'utt_id score', got {line!r}")
+        try:
+            values.append(float(cols[-1]))
+        except ValueError:
+            if not ids:  # a header
                 continue
-            if len(cols) < 2:
-                raise ValueError(f"{path}:{lineno}: expected 'utt_id score', got {line.strip()!r}")
-            try:
-                values.append(float(cols[-1]))
-            except ValueError:
-                if not ids:  # a header
-                    continue
-                raise ValueError(f"{path}:{lineno}: score {cols[-1]!r} is not a number") from None
-            ids.append(cols[0])
+            raise ValueError(f"{path}:{lineno}: score {cols[-1]!r} is not a number") from None
+        ids.append(cols[0])
     scores = pd.Series(values, index=ids, dtype=np.float64)
     if scores.empty:
         raise ValueError(f"{path}: no scores")

@@ -206,25 +206,29 @@ def parse_protocol(path, fmt=None):
     return df
 
 
-def _parse_whitespace(path, fmt):
-    spec = _COLUMNS[fmt]
-    rows = []
+def iter_columns(path):
+    """Yield ``(lineno, columns, line)`` for each non-blank line of a whitespace-separated text
+    file (protocols, score files), so errors can name the file and line."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             cols = line.split()
-            if not cols:
-                continue
-            where = f"{path}:{lineno}: "
-            if not spec["n_min"] <= len(cols) <= spec["n_max"]:
-                raise ProtocolError(
-                    f"{where}expected {spec['n_min']}-{spec['n_max']} columns for {fmt}, "
-                    f"got {len(cols)}: {line.strip()!r}"
-                )
-            label = normalize_label(cols[spec["key"]], where)
-            attack = cols[spec["attack"]]
-            if label == "bonafide" or attack.lower() == "bonafide":
-                attack = "-"
-            rows.append((cols[spec["utt"]], None, label, attack, cols[spec["speaker"]]))
+            if cols:
+                yield lineno, cols, line.strip()
+
+
+def _parse_whitespace(path, fmt):
+    spec = _COLUMNS[fmt]
+    rows = []
+    for lineno, cols, line in iter_columns(path):
+        where = f"{path}:{lineno}: "
+        if not spec["n_min"] <= len(cols) <= spec["n_max"]:
+            raise ProtocolError(f"{where}expected {spec['n_min']}-{spec['n_max']} columns for "
+                                f"{fmt}, got {len(cols)}: {line!r}")
+        label = normalize_label(cols[spec["key"]], where)
+        attack = cols[spec["attack"]]
+        if label == "bonafide" or attack.lower() == "bonafide":
+            attack = "-"
+        rows.append((cols[spec["utt"]], None, label, attack, cols[spec["speaker"]]))
     return pd.DataFrame(rows, columns=["utt_id", "file", "label", "attack", "speaker"])
 
 
