@@ -318,7 +318,7 @@ def predict_logits(model, ds):
     import keras
 
     head = model.get_layer("p_spoof")
-    hidden = keras.Model(model.inputs, head.input)
+    hidden = keras.Model(model.input, head.input)
     h = hidden.predict(ds, verbose=0)
     kernel, bias = (np.asarray(w, dtype=np.float64) for w in head.get_weights())
     return (h.astype(np.float64) @ kernel + bias).reshape(-1)

@@ -104,6 +104,37 @@ def make_backbone(weights=WEIGHTS, input_shape=INPUT_SHAPE):
             from None
 
 
+def _inference_mode_class():
+    """The `InferenceMode` wrapper class, defined once Keras is imported (see `build_model`)."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="deepfake_detector")
+    class InferenceMode(keras.layers.Wrapper):
+        """Runs the wrapped layer in inference mode always (Dropout and BatchNorm included).
+
+        Keras 3 functional models pass the outer call's ``training`` flag to every nested
+        layer, overriding a ``training=False`` written when the graph was built; without this
+        wrapper EfficientNet's stochastic-depth Dropout layers would stay active in a "frozen"
+        backbone during ``fit``.
+        """
+
+        def call(self, inputs, training=None):
+            return self.layer(inputs, training=False)
+
+        def compute_output_shape(self, input_shape):
+            return self.layer.compute_output_shape(input_shape)
+
+    return InferenceMode
+
+
+InferenceMode = None  # set on first use of `build_model` (keeps Keras out of plain imports)
+
+
+def backbone_of(model):
+    """The EfficientNetB0 inside a model built by `build_model`."""
+    return model.get_layer("backbone").layer
+
+
 def build_model(weights=WEIGHTS, input_shape=INPUT_SHAPE, dense_units=DENSE_UNITS,
                 dropout=DROPOUT, learning_rate=LEARNING_RATE):
     """The design-card model, compiled.
@@ -119,27 +150,152 @@ def build_model(weights=WEIGHTS, input_shape=INPUT_SHAPE, dense_units=DENSE_UNIT
     Returns
     -------
     model : keras.Model
-        Input (batch, 128, 128, 3) -> output (batch, 1) = P(spoof). The backbone layer is named
-        ``efficientnetb0`` and frozen (its BatchNorm layers run in inference mode).
+        Input (batch, 128, 128, 3) -> output (batch, 1) = P(spoof). Layer ``backbone`` wraps
+        the frozen EfficientNetB0 (`backbone_of`) and runs it in inference mode always, so it
+        is a deterministic feature extractor; ``avg_pool``, ``dense``, ``dropout`` and
+        ``p_spoof`` follow.
     """
     import keras
     from keras import layers
 
+    global InferenceMode
+    InferenceMode = InferenceMode or _inference_mode_class()
     backbone = make_backbone(weights, input_shape)
     backbone.trainable = False
     inputs = keras.Input(shape=input_shape, name="mel_image")
-    x = backbone(inputs, training=False)
+    x = InferenceMode(backbone, name="backbone")(inputs)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = layers.Dense(dense_units, activation="relu", name="dense")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="p_spoof")(x)
     model = keras.Model(inputs, outputs, name="efficientnetb0_deepfake_detector")
+    return compile_model(model, learning_rate)
+
+
+def compile_model(model, learning_rate=LEARNING_RATE):
+    """Compile with the design card's optimizer and loss, and metrics where spoof is positive."""
+    import keras
+
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc"),
                  keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")])
     return model
+
+
+# ----------------------------------------------------------------------------- feature cache
+# With a frozen backbone, EfficientNetB0 + pooling maps a given input to the same 1280 numbers in
+# every epoch. Computing them once and training the head on them is the same training, minus
+# (epochs - 1) backbone passes. The head layers are shared with the full model, so the full model
+# is trained too and is what gets saved.
+
+
+def feature_extractor(model):
+    """The frozen part of ``model``: image (batch, 128, 128, 3) -> pooled features (batch, 1280)."""
+    import keras
+
+    return keras.Model(model.input, model.get_layer("avg_pool").output, name="extractor")
+
+
+def head_model(model, learning_rate=LEARNING_RATE):
+    """A compiled model over pooled features that shares ``model``'s head layers (Dense,
+    Dropout, Dense): training it trains ``model``.
+
+    Returns
+    -------
+    head : keras.Model
+        Input (batch, 1280) -> output (batch, 1) = P(spoof).
+    """
+    import keras
+
+    pooled = model.get_layer("avg_pool").output
+    x = inputs = keras.Input(shape=pooled.shape[1:], name="pooled_features")
+    for name in ("dense", "dropout", "p_spoof"):
+        x = model.get_layer(name)(x)
+    return compile_model(keras.Model(inputs, x, name="head"), learning_rate)
+
+
+def backbone_key(model):
+    """A fingerprint of the frozen backbone's weights (cache key): same key, same features."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for w in backbone_of(model).weights:
+        h.update(np.ascontiguousarray(w.numpy()).tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_features(model, data_dir, manifest, features, cache_dir=None, batch_size=64,
+                    progress=True):
+    """Pooled backbone features of every utterance of a preprocessed folder, computed once.
+
+    The features of the whole manifest are stored as ``<cache_dir>/<backbone key>.npy``
+    (float32, shape (n_utterances, 1280), manifest order) with the utterance ids beside it,
+    written batch by batch to a memory-mapped file and renamed into place when complete.
+    Later runs with the same backbone weights (any seed, split or head) reuse them.
+
+    Parameters
+    ----------
+    model : keras.Model
+        From `build_model`.
+    data_dir : str or Path
+    manifest : pandas.DataFrame
+        `data_loader.load_manifest` of ``data_dir``.
+    features : dict
+        Feature parameters of ``data_dir``.
+    cache_dir : str or Path, optional
+        Default ``<data_dir>/backbone_cache``.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Indexed by utt_id; one column ``row`` into ``array``.
+    array : np.ndarray (memory-mapped), shape (n_utterances, 1280), float32
+    """
+    from tqdm import tqdm
+
+    cache_dir = Path(cache_dir or Path(data_dir) / "backbone_cache")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = backbone_key(model)
+    path, ids_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.ids"
+    ids = list(manifest["utt_id"])
+    if not (path.exists() and ids_path.exists() and ids_path.read_text().split() == ids):
+        import keras
+
+        # a local copy: the model's own variables may be distributed (tf.distribute strategies)
+        distributed = feature_extractor(model)
+        extractor = keras.models.clone_model(distributed)
+        extractor.set_weights(distributed.get_weights())
+        ds = data_loader.make_dataset(manifest, batch_size, shape=features["shape"],
+                                      with_labels=False)
+        with preprocess.atomic_output(path, suffix=".npy") as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                            shape=(len(ids), extractor.output_shape[-1]))
+            i = 0
+            for x in tqdm(ds, total=-(-len(ids) // batch_size), unit="batch",
+                          desc=f"backbone features {Path(data_dir).name}", disable=not progress):
+                f = extractor(x, training=False).numpy()
+                out[i:i + len(f)] = f
+                i += len(f)
+            out.flush()
+            del out
+        preprocess.write_text_atomic(ids_path, "\n".join(ids) + "\n")
+    array = np.load(path, mmap_mode="r")
+    return pd.DataFrame({"row": np.arange(len(ids))}, index=pd.Index(ids, name="utt_id")), array
+
+
+def feature_dataset(array, rows, targets, batch_size, shuffle=False, seed=data_loader.SEED):
+    """tf.data over cached features, shuffled exactly as `data_loader.make_dataset` shuffles
+    the same number of utterances with the same seed (same batches, same order)."""
+    import tensorflow as tf
+
+    x = np.asarray(array[np.asarray(rows)], dtype=np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((x, np.asarray(targets, dtype=np.float32)))
+    if shuffle:
+        ds = ds.shuffle(min(len(x), data_loader.SHUFFLE_BUFFER), seed=seed,
+                        reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 # ----------------------------------------------------------------------------- saving
@@ -162,9 +318,11 @@ def read_model_meta(path):
         return json.loads(z.read(META_NAME))
 
 
-def make_checkpoint_callback(path, meta, monitor="val_loss", best=np.inf):
+def make_checkpoint_callback(path, meta, monitor="val_loss", best=np.inf, model=None):
     """A callback that saves the model with the lowest ``monitor`` atomically, metadata inside.
-    ``best`` is the value to beat (from the finished epochs of a resumed run)."""
+    ``best`` is the value to beat (from the finished epochs of a resumed run); ``model`` is the
+    model to save (default: the one being trained; the full model when training its head on
+    cached features)."""
     import keras
 
     class BestCheckpoint(keras.callbacks.Callback):
@@ -176,8 +334,8 @@ def make_checkpoint_callback(path, meta, monitor="val_loss", best=np.inf):
             value = (logs or {}).get(monitor)
             if value is not None and value < self.best:
                 self.best = float(value)
-                save_model_atomic(self.model, path, {**meta, "epoch": epoch + 1,
-                                                     monitor: self.best})
+                save_model_atomic(model or self.model, path,
+                                  {**meta, "epoch": epoch + 1, monitor: self.best})
 
     return BestCheckpoint()
 
@@ -198,14 +356,65 @@ def default_run_dir():
     return Path(RUNS_DIR) / time.strftime("%Y%m%d-%H%M%S")
 
 
+def configure_cpu_devices(n):
+    """Split the CPU into ``n`` logical devices (to exercise distribution strategies without
+    accelerators). Must run before TensorFlow initializes its devices."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+
+
+MULTIWORKER_BLOCKED = (
+    "--strategy multiworker is not available: Keras 3's Model.fit fails under "
+    "tf.distribute.MultiWorkerMirroredStrategy ('Attempt to convert a value (PerReplica...)'; "
+    "upstream keras-team/keras#20585, tensorflow/tensorflow#72388; reproduced here with "
+    "TensorFlow {tf} / Keras {keras} and two workers on localhost). Use --strategy mirrored "
+    "for several GPUs of one host.")
+
+
+def get_strategy(name="none"):
+    """A ``tf.distribute`` strategy by name.
+
+    Parameters
+    ----------
+    name : {"none", "mirrored", "multiworker"}
+        ``mirrored``: synchronous data parallelism over this host's GPUs (or its logical CPUs
+        when there is no GPU, see `configure_cpu_devices`). The batch size is the global batch,
+        split across replicas. ``multiworker`` (several hosts via ``TF_CONFIG``) raises
+        ValueError: Keras 3's ``fit`` does not run under it (see `MULTIWORKER_BLOCKED`).
+    """
+    import keras
+    import tensorflow as tf
+
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
+    if name == "multiworker":
+        raise ValueError(MULTIWORKER_BLOCKED.format(tf=tf.__version__, keras=keras.__version__))
+    raise ValueError(f"unknown strategy {name!r}; expected none, mirrored or multiworker")
+
+
 def train(data, run_dir, val_data=None, val_fraction=data_loader.VAL_FRACTION,
           seed=data_loader.SEED, weights=WEIGHTS, epochs=EPOCHS, batch_size=BATCH_SIZE,
           learning_rate=LEARNING_RATE, dense_units=DENSE_UNITS, dropout=DROPOUT,
-          overwrite=False, verbose=2, argv=None, callbacks=()):
+          overwrite=False, verbose=2, argv=None, callbacks=(), feature_cache=True,
+          cache_dir=None, strategy="none"):
     """Train one run and write its folder (see module docstring).
 
-    ``callbacks`` are extra Keras callbacks, run after the project's own (backup, CSV log,
-    best checkpoint).
+    Parameters
+    ----------
+    feature_cache : bool
+        With a frozen backbone, compute its pooled features once (`cached_features`) and train
+        the head on them; the saved model is the full end-to-end model either way.
+    cache_dir : str or Path, optional
+        Where the features are cached; default ``<data folder>/backbone_cache``.
+    strategy : {"none", "mirrored", "multiworker"}
+        See `get_strategy`.
+    callbacks : sequence
+        Extra Keras callbacks, run after the project's own (backup, CSV log, best checkpoint).
 
     Returns
     -------
@@ -227,10 +436,38 @@ def train(data, run_dir, val_data=None, val_fraction=data_loader.VAL_FRACTION,
     # everything that can fail on bad input (data, weights) happens before the run folder is
     # touched, so a failed start never leaves a half-made run or deletes a finished one
     train_df, val_df, features = data_loader.load_splits(data, val_data, val_fraction, seed)
-    model = build_model(weights, INPUT_SHAPE, dense_units, dropout, learning_rate)
-    train_ds = data_loader.make_dataset(train_df, batch_size, shuffle=True, seed=seed,
-                                        shape=features["shape"])
-    val_ds = data_loader.make_dataset(val_df, batch_size, shape=features["shape"])
+    dist = get_strategy(strategy)
+    with dist.scope():
+        model = build_model(weights, INPUT_SHAPE, dense_units, dropout, learning_rate)
+    use_cache = feature_cache and not backbone_of(model).trainable
+    replicas = dist.num_replicas_in_sync
+    if replicas > 1:
+        # Keras 3 fails on a batch that splits unevenly across replicas: with a batch size
+        # that is a multiple of the replicas, trimming each part to a multiple of them makes
+        # every batch, the last included, split evenly (at most replicas - 1 utterances unused)
+        if batch_size % replicas:
+            raise ValueError(f"--batch-size {batch_size} must be a multiple of the {replicas} "
+                             "replicas")
+        train_df = train_df.iloc[:len(train_df) - len(train_df) % replicas]
+        val_df = val_df.iloc[:len(val_df) - len(val_df) % replicas]
+    if use_cache:
+        parts = []
+        for df, folder in ((train_df, data), (val_df, val_data or data)):
+            manifest = data_loader.load_manifest(folder)
+            rows, array = cached_features(model, folder, manifest, features,
+                                          cache_dir and Path(cache_dir) / Path(folder).name,
+                                          progress=verbose > 0)
+            parts.append((array, rows.loc[df["utt_id"], "row"].to_numpy()))
+        with dist.scope():
+            fit_model = head_model(model, learning_rate)
+        train_ds = feature_dataset(*parts[0], train_df["target"], batch_size, shuffle=True,
+                                   seed=seed)
+        val_ds = feature_dataset(*parts[1], val_df["target"], batch_size)
+    else:
+        fit_model = model
+        train_ds = data_loader.make_dataset(train_df, batch_size, shuffle=True, seed=seed,
+                                            shape=features["shape"])
+        val_ds = data_loader.make_dataset(val_df, batch_size, shape=features["shape"])
 
     if finished:
         shutil.rmtree(run_dir)
@@ -245,7 +482,9 @@ def train(data, run_dir, val_data=None, val_fraction=data_loader.VAL_FRACTION,
                  "val_data": str(Path(val_data).resolve()) if val_data else None,
                  "val_fraction": None if val_data else val_fraction, "seed": seed,
                  "weights": str(weights), "epochs": epochs, "batch_size": batch_size,
-                 "learning_rate": learning_rate, "dense_units": dense_units, "dropout": dropout},
+                 "learning_rate": learning_rate, "dense_units": dense_units, "dropout": dropout,
+                 "feature_cache": use_cache, "strategy": strategy,
+                 "replicas": dist.num_replicas_in_sync},
         "command": " ".join(argv) if argv is not None else None,
         "features": features,
         "labels": {"target": "1 = spoof, 0 = bonafide", "output": "P(spoof)",
@@ -270,13 +509,13 @@ def train(data, run_dir, val_data=None, val_fraction=data_loader.VAL_FRACTION,
     all_callbacks = [
         keras.callbacks.BackupAndRestore(str(backup)),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
-        make_checkpoint_callback(run_dir / "best.keras", meta, best=best_so_far),
+        make_checkpoint_callback(run_dir / "best.keras", meta, best=best_so_far, model=model),
         *callbacks,
     ]
     if resuming:
         print(f"resuming {run_dir} from its last finished epoch", file=sys.stderr)
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=all_callbacks,
-              verbose=verbose, shuffle=False)  # train_ds reshuffles itself every epoch
+    fit_model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=all_callbacks,
+                  verbose=verbose, shuffle=False)  # train_ds reshuffles itself every epoch
     save_model_atomic(model, run_dir / "model.keras", {**meta, "epoch": epochs})
     history = pd.read_csv(run_dir / "history.csv")
     return run_dir, history
@@ -309,17 +548,33 @@ def main(argv=None):
                                                                    "output layer")
     ap.add_argument("--seed", type=int, default=data_loader.SEED,
                     help="seed for the split, shuffling and initialization (repeatable runs)")
+    ap.add_argument("--no-feature-cache", action="store_true",
+                    help="run the frozen backbone in every epoch instead of computing its "
+                         "features once (same result, slower; for checking)")
+    ap.add_argument("--cache-dir", help="where backbone features are cached (default: "
+                                        "<data folder>/backbone_cache)")
+    ap.add_argument("--strategy", choices=("none", "mirrored", "multiworker"), default="none",
+                    help="tf.distribute strategy: 'mirrored' = all GPUs of this host (the batch "
+                         "size is global); 'multiworker' (hosts in TF_CONFIG) stops with an "
+                         "explanation: Keras 3's fit does not support it yet")
+    ap.add_argument("--cpu-devices", type=int, default=0,
+                    help="split the CPU into N logical devices (to try --strategy mirrored "
+                         "without GPUs)")
     ap.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
     args = ap.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         ap.error("--epochs and --batch-size must be positive")
     run_dir = Path(args.run) if args.run else default_run_dir()
+    if args.cpu_devices > 1:
+        configure_cpu_devices(args.cpu_devices)
     try:
         run_dir, history = train(
             args.data, run_dir, val_data=args.val_data, val_fraction=args.val_fraction,
             seed=args.seed, weights=args.weights, epochs=args.epochs, batch_size=args.batch_size,
             learning_rate=args.lr, dense_units=args.dense_units, dropout=args.dropout,
             overwrite=args.overwrite, verbose=0 if args.quiet else 2,
+            feature_cache=not args.no_feature_cache, cache_dir=args.cache_dir,
+            strategy=args.strategy,
             argv=sys.argv[:1] + list(argv if argv is not None else sys.argv[1:]))
     except (WeightsUnavailable, FileNotFoundError, FileExistsError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None

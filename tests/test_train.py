@@ -1,6 +1,7 @@
 """train.py: the design-card model, weights handling, run folder, seeds, resume."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,10 +24,10 @@ def test_design_card_layers(model):
     import keras
 
     kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds == ["InputLayer", "Functional", "GlobalAveragePooling2D", "Dense", "Dropout",
+    assert kinds == ["InputLayer", "InferenceMode", "GlobalAveragePooling2D", "Dense", "Dropout",
                      "Dense"]
     backbone, dense, drop, out = model.layers[1], model.layers[3], model.layers[4], model.layers[5]
-    assert backbone.name == "efficientnetb0"
+    assert backbone.layer.name == "efficientnetb0" and train.backbone_of(model) is backbone.layer
     assert dense.units == 128 and dense.activation is keras.activations.relu
     assert drop.rate == 0.5
     assert out.units == 1 and out.activation is keras.activations.sigmoid
@@ -34,8 +35,8 @@ def test_design_card_layers(model):
 
 
 def test_backbone_frozen_and_parameter_counts(model):
-    assert model.layers[1].trainable is False
-    assert all(not layer.trainable for layer in model.layers[1].layers)
+    assert train.backbone_of(model).trainable is False
+    assert all(not layer.trainable for layer in train.backbone_of(model).layers)
     count = lambda ws: int(sum(np.prod(w.shape) for w in ws))  # noqa: E731
     assert count(model.trainable_weights) == HEAD_PARAMS == 164_097
     assert count(model.non_trainable_weights) == BACKBONE_PARAMS
@@ -52,15 +53,28 @@ def test_optimizer_and_loss(model):
 def test_frozen_backbone_does_not_change_during_training(model, tmp_path):
     import keras
 
-    before = [w.numpy().copy() for w in model.layers[1].weights]
+    before = [w.numpy().copy() for w in train.backbone_of(model).weights]
     x = np.random.default_rng(0).random((8, 128, 128, 3)).astype(np.float32) * 255
     m = keras.models.clone_model(model)
     m.set_weights(model.get_weights())
     m.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
     m.fit(x, np.array([0, 1] * 4, np.float32), epochs=2, verbose=0)
-    for w, b in zip(m.layers[1].weights, before):  # BatchNorm moving statistics included
+    for w, b in zip(train.backbone_of(m).weights, before):  # BatchNorm statistics included
         np.testing.assert_array_equal(w.numpy(), b)
     assert not np.array_equal(m.layers[3].kernel.numpy(), model.layers[3].kernel.numpy())
+
+
+def test_backbone_is_deterministic_in_training_mode(model):
+    """Keras 3 passes fit's training=True to nested layers; the InferenceMode wrapper keeps
+    EfficientNet's stochastic-depth Dropout and BatchNorm in inference mode anyway."""
+    import keras
+
+    x = np.random.default_rng(1).random((4, 128, 128, 3)).astype(np.float32) * 255
+    extractor = train.feature_extractor(model)
+    np.testing.assert_array_equal(extractor(x, training=True).numpy(),
+                                  extractor(x, training=False).numpy())
+    raw = keras.Model(model.input, train.backbone_of(model)(model.input, training=True))
+    assert not np.array_equal(raw(x, training=True).numpy(), raw(x, training=False).numpy())
 
 
 def test_imagenet_download_failure_names_the_fixes(monkeypatch):
@@ -162,3 +176,95 @@ def test_interrupted_run_resumes(demo_features, tmp_path, capsys):
     assert "resuming" in capsys.readouterr().err
     assert list(history["epoch"]) == [0, 1, 2]
     assert (run / "model.keras").exists() and not (run / "backup").exists()
+
+
+# ----------------------------------------------------------------------------- feature cache
+
+@pytest.fixture(scope="module")
+def informative_weights(tmp_path_factory):
+    """Random-init EfficientNetB0 weights whose last BatchNorm is scaled up, so that pooled
+    features are O(0.1-1) and differ between inputs (with plain random init they are ~1e-6 and
+    every training curve is flat at ln 2, which would make the comparisons below vacuous)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    b = keras.applications.EfficientNetB0(include_top=False, weights=None,
+                                          input_shape=(128, 128, 3))
+    bn = b.get_layer("top_bn")
+    bn.gamma.assign(bn.gamma.numpy() * 1e5)
+    path = tmp_path_factory.mktemp("weights") / "b0_informative.weights.h5"
+    b.save_weights(path)
+    return str(path)
+
+
+def test_head_on_cached_features_predicts_like_the_full_model(informative_weights, demo_features):
+    import data_loader
+
+    model = train.build_model(informative_weights)
+    df = data_loader.load_manifest(demo_features["dev"])
+    x = np.concatenate([b.numpy() for b in data_loader.make_dataset(df, 5, with_labels=False)])
+    features = train.feature_extractor(model).predict(x, batch_size=7, verbose=0)
+    assert features.shape == (len(df), 1280) and features.std(axis=0).mean() > 0.01
+    p_full = model.predict(x, batch_size=4, verbose=0)
+    p_head = train.head_model(model).predict(features, batch_size=3, verbose=0)
+    np.testing.assert_allclose(p_head, p_full, atol=1e-5)
+
+
+def test_cached_and_plain_training_give_the_same_run(informative_weights, demo_features,
+                                                     tmp_path):
+    """Tolerance: loss curves within 1e-5 relative, predictions within 1e-4 (float noise of
+    different batchings of the same backbone pass)."""
+    import data_loader
+
+    args = dict(data=demo_features["train"], val_data=demo_features["dev"],
+                weights=informative_weights, epochs=3, batch_size=8, verbose=0, seed=3)
+    _, h_cached = train.train(run_dir=tmp_path / "cached", cache_dir=tmp_path / "cache", **args)
+    _, h_plain = train.train(run_dir=tmp_path / "plain", feature_cache=False, **args)
+    assert h_cached["loss"].std() > 1e-3  # the curve moves: the comparison means something
+    np.testing.assert_allclose(h_cached["loss"], h_plain["loss"], rtol=1e-5)
+    np.testing.assert_allclose(h_cached["val_loss"], h_plain["val_loss"], rtol=1e-5)
+    cfg = [json.loads((tmp_path / r / "config.json").read_text()) for r in ("cached", "plain")]
+    assert (cfg[0]["args"]["feature_cache"], cfg[1]["args"]["feature_cache"]) == (True, False)
+
+    import keras
+
+    df = data_loader.load_manifest(demo_features["dev"])
+    ds = data_loader.make_dataset(df, 16, with_labels=False)
+    p = [keras.models.load_model(tmp_path / r / "model.keras", compile=False).predict(ds, verbose=0)
+         for r in ("cached", "plain")]
+    np.testing.assert_allclose(p[0], p[1], atol=1e-4)
+
+    caches = sorted((tmp_path / "cache").rglob("*.npy"))
+    assert [c.parent.name for c in caches] == ["dev", "train"]
+    assert np.load(caches[1]).shape == (24, 1280)
+    stamp = [c.stat().st_mtime_ns for c in caches]
+    train.train(run_dir=tmp_path / "again", cache_dir=tmp_path / "cache", **{**args, "seed": 4})
+    assert [c.stat().st_mtime_ns for c in caches] == stamp  # reused, not recomputed
+
+
+def test_mirrored_strategy_on_two_logical_cpus(demo_features, tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "mirrored"
+    proc = subprocess.run(
+        [sys.executable, "train.py", "--data", str(demo_features["train"]), "--run", str(run),
+         "--weights", "none", "--epochs", "2", "--batch-size", "8", "--strategy", "mirrored",
+         "--cpu-devices", "2", "--quiet"],
+        cwd=Path(train.__file__).parent, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((run / "config.json").read_text())
+    assert config["args"]["strategy"] == "mirrored" and config["args"]["replicas"] == 2
+    assert np.isfinite(pd.read_csv(run / "history.csv")["loss"]).all()
+    assert train.read_model_meta(run / "model.keras")["features"] == config["features"]
+    # 19 train / 5 val utterances trimmed to multiples of the 2 replicas (uneven splits of a
+    # batch across replicas crash Keras 3)
+    assert pd.read_csv(run / "split.csv")["part"].value_counts().to_dict() == {"train": 18,
+                                                                               "val": 4}
+
+
+def test_multiworker_strategy_stops_with_the_reason(demo_features, tmp_path):
+    with pytest.raises(SystemExit, match="keras-team/keras#20585"):
+        train.main(["--data", str(demo_features["train"]), "--run", str(tmp_path / "mw"),
+                    "--weights", "none", "--strategy", "multiworker"])
+    assert not (tmp_path / "mw").exists()
