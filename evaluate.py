@@ -276,8 +276,6 @@ def load_run(run_dir, which="best"):
         Feature parameters, label convention and input transform saved with the model.
     path : Path
     """
-    import keras
-
     run_dir = Path(run_dir)
     path = run_dir / ("best.keras" if which == "best" else "model.keras")
     if which == "best" and not path.exists():
@@ -288,8 +286,7 @@ def load_run(run_dir, which="best"):
     if meta is None:
         raise ValueError(f"{path} carries no feature parameters ({train.META_NAME}); it was not "
                          "saved by train.py")
-    model = keras.models.load_model(path, safe_mode=True, compile=False)
-    return model, meta, path
+    return train.load_model(path), meta, path
 
 
 def check_features(model_features, data_features, model_path="model", data_dir="data"):

@@ -459,6 +459,13 @@ def write_text_atomic(path, text):
         f.write(text)
 
 
+def _single_threaded():
+    """Pool initializer: one BLAS/OpenMP thread per worker process (no oversubscription)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
 def process_file(task):
     """Worker: features of one file, written atomically. Never raises for bad audio.
 
@@ -552,7 +559,7 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
     else:
         # forkserver: workers start from a clean process, safe even if TensorFlow is loaded here
         ctx = multiprocessing.get_context("forkserver")
-        with ctx.Pool(workers) as pool:
+        with ctx.Pool(workers, initializer=_single_threaded) as pool:
             for r in pool.imap_unordered(process_file, tasks, chunksize=4):
                 results.append(r)
                 bar.update()

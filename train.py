@@ -104,8 +104,16 @@ def make_backbone(weights=WEIGHTS, input_shape=INPUT_SHAPE):
             from None
 
 
-def _inference_mode_class():
-    """The `InferenceMode` wrapper class, defined once Keras is imported (see `build_model`)."""
+_INFERENCE_MODE = None
+
+
+def inference_mode_layer():
+    """The `InferenceMode` wrapper class, defined and registered with Keras on first use (so
+    that importing this module does not import Keras). Call it before loading a saved model.
+    """
+    global _INFERENCE_MODE
+    if _INFERENCE_MODE is not None:
+        return _INFERENCE_MODE
     import keras
 
     @keras.saving.register_keras_serializable(package="deepfake_detector")
@@ -124,10 +132,16 @@ def _inference_mode_class():
         def compute_output_shape(self, input_shape):
             return self.layer.compute_output_shape(input_shape)
 
+    _INFERENCE_MODE = InferenceMode
     return InferenceMode
 
 
-InferenceMode = None  # set on first use of `build_model` (keeps Keras out of plain imports)
+def load_model(path):
+    """Load a .keras model written by this project, in Keras safe mode (no arbitrary code)."""
+    import keras
+
+    inference_mode_layer()
+    return keras.models.load_model(path, safe_mode=True, compile=False)
 
 
 def backbone_of(model):
@@ -158,8 +172,7 @@ def build_model(weights=WEIGHTS, input_shape=INPUT_SHAPE, dense_units=DENSE_UNIT
     import keras
     from keras import layers
 
-    global InferenceMode
-    InferenceMode = InferenceMode or _inference_mode_class()
+    InferenceMode = inference_mode_layer()
     backbone = make_backbone(weights, input_shape)
     backbone.trainable = False
     inputs = keras.Input(shape=input_shape, name="mel_image")
@@ -275,7 +288,7 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None, batch_s
             i = 0
             for x in tqdm(ds, total=-(-len(ids) // batch_size), unit="batch",
                           desc=f"backbone features {Path(data_dir).name}", disable=not progress):
-                f = extractor(x, training=False).numpy()
+                f = extractor.predict_on_batch(x)  # compiled: eager calls peak at ~3 GB RSS
                 out[i:i + len(f)] = f
                 i += len(f)
             out.flush()

@@ -265,3 +265,19 @@ def test_genuine_mini_corpus_pipeline(tmp_path, capsys):
     s = evaluate.main(["--scores", str(out / "scores.txt"), "--protocol", str(protocol),
                        "--no-plots"])
     assert s["eer"] == m["eer"] and s["per_attack"] == m["per_attack"]
+
+
+def test_cli_loads_the_model_in_a_fresh_process(trained_run, tmp_path):
+    """The saved model holds a custom wrapper layer: loading must work without train.py having
+    built a model in the same process (as `python evaluate.py` does)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run(
+        [sys.executable, "evaluate.py", "--run", str(trained_run), "--out", str(tmp_path / "o"),
+         "--no-plots"], cwd=Path(evaluate.__file__).parent, capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "pooled EER" in proc.stdout
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["n"]["total"] == 5
