@@ -25,6 +25,7 @@ Re-running resumes: finished arrays are kept. ``--overwrite`` recomputes everyth
 
 import argparse
 import contextlib
+import functools
 import json
 import multiprocessing
 import os
@@ -366,6 +367,18 @@ def fit_length(y, n_samples):
     return np.tile(y, reps)[:n_samples]
 
 
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(sr, n_fft, n_mels, fmin, fmax):
+    """librosa's Slaney-normalized mel filterbank, shape (n_mels, 1 + n_fft // 2), float64,
+    computed once per parameter set."""
+    import librosa
+
+    basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax,
+                                dtype=np.float64)
+    basis.setflags(write=False)
+    return basis
+
+
 def compute_features(y, params=None):
     """Normalized log-mel spectrogram of one mono waveform at ``params["sample_rate"]``.
 
@@ -406,10 +419,13 @@ def compute_features(y, params=None):
         y = fit_length(y, p["clip_samples"])
     elif y.size < p["n_fft"]:
         y = fit_length(y, p["n_fft"])
-    mel = librosa.feature.melspectrogram(
-        y=y, sr=p["sample_rate"], n_fft=p["n_fft"], hop_length=p["hop_length"],
-        win_length=p["win_length"], window=p["window"], center=p["center"],
-        n_mels=p["n_mels"], fmin=p["fmin"], fmax=p["fmax"], power=p["power"])
+    # = librosa.feature.melspectrogram, with the filterbank cached and a BLAS product (3x faster)
+    spec = np.abs(librosa.stft(y, n_fft=p["n_fft"], hop_length=p["hop_length"],
+                               win_length=p["win_length"], window=p["window"],
+                               center=p["center"])) ** p["power"]
+    # float64 product: the result does not depend on how many BLAS threads sum it
+    basis = mel_filterbank(p["sample_rate"], p["n_fft"], p["n_mels"], p["fmin"], p["fmax"])
+    mel = (basis @ spec.astype(np.float64)).astype(np.float32)
     if p["fit"] == "resize" and mel.shape[1] != p["n_frames"]:
         src = np.linspace(0.0, 1.0, mel.shape[1])
         dst = np.linspace(0.0, 1.0, p["n_frames"])
@@ -559,6 +575,7 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
     else:
         # forkserver: workers start from a clean process, safe even if TensorFlow is loaded here
         ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["numpy", "soundfile", "librosa", "preprocess"])
         with ctx.Pool(workers, initializer=_single_threaded) as pool:
             for r in pool.imap_unordered(process_file, tasks, chunksize=4):
                 results.append(r)
