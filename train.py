@@ -239,7 +239,7 @@ def backbone_key(model):
     return h.hexdigest()[:16]
 
 
-def cached_features(model, data_dir, manifest, features, cache_dir=None, batch_size=64,
+def cached_features(model, data_dir, manifest, features, cache_dir=None, batch_size=32,
                     progress=True):
     """Pooled backbone features of every utterance of a preprocessed folder, computed once.
 
@@ -331,24 +331,49 @@ def read_model_meta(path):
         return json.loads(z.read(META_NAME))
 
 
-def make_checkpoint_callback(path, meta, monitor="val_loss", best=np.inf, model=None):
-    """A callback that saves the model with the lowest ``monitor`` atomically, metadata inside.
-    ``best`` is the value to beat (from the finished epochs of a resumed run); ``model`` is the
-    model to save (default: the one being trained; the full model when training its head on
-    cached features)."""
+def make_checkpoint_callback(path, meta, model, monitor="val_loss"):
+    """Keep the model with the lowest ``monitor`` and write it to ``path`` when training ends.
+
+    After each improving epoch the trainable weights are written (atomically, about 650 kB for
+    the head) to ``<path>.trainable.npz`` instead of the whole 19 MB model, which made short
+    epochs on cached features slow. A resumed run starts from that file. At the end of
+    training, ``path`` gets the full model (``model``, the end-to-end model even when its head
+    is trained on cached features) with the best weights and ``meta`` inside.
+    """
     import keras
+
+    store = Path(f"{path}.trainable.npz")
 
     class BestCheckpoint(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.best = best
+            self.best, self.weights, self.info = np.inf, None, {}
+            if store.exists():  # a resumed run
+                with np.load(store, allow_pickle=False) as z:
+                    self.best = float(z["best"])
+                    self.weights = [z[f"w{i}"] for i in range(len(model.trainable_weights))]
+                    self.info = {"epoch": int(z["epoch"]), monitor: self.best}
 
         def on_epoch_end(self, epoch, logs=None):
             value = (logs or {}).get(monitor)
             if value is not None and value < self.best:
                 self.best = float(value)
-                save_model_atomic(model or self.model, path,
-                                  {**meta, "epoch": epoch + 1, monitor: self.best})
+                self.weights = [w.numpy().copy() for w in model.trainable_weights]
+                self.info = {"epoch": epoch + 1, monitor: self.best}
+                arrays = {f"w{i}": w for i, w in enumerate(self.weights)}
+                with preprocess.atomic_output(store, suffix=".npz") as tmp:
+                    np.savez(tmp, best=self.best, epoch=epoch + 1, **arrays)
+
+        def on_train_end(self, logs=None):
+            if self.weights is None:
+                return
+            current = [w.numpy() for w in model.trainable_weights]
+            for var, w in zip(model.trainable_weights, self.weights):
+                var.assign(w)
+            save_model_atomic(model, path, {**meta, **self.info})
+            for var, w in zip(model.trainable_weights, current):
+                var.assign(w)
+            store.unlink(missing_ok=True)
 
     return BestCheckpoint()
 
@@ -516,13 +541,10 @@ def train(data, run_dir, val_data=None, val_fraction=data_loader.VAL_FRACTION,
     meta = {k: config[k] for k in ("features", "labels", "input")}
     meta["run"] = run_dir.name
 
-    best_so_far = np.inf
-    if resuming and (run_dir / "history.csv").exists():
-        best_so_far = float(pd.read_csv(run_dir / "history.csv")["val_loss"].min())
     all_callbacks = [
         keras.callbacks.BackupAndRestore(str(backup)),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
-        make_checkpoint_callback(run_dir / "best.keras", meta, best=best_so_far, model=model),
+        make_checkpoint_callback(run_dir / "best.keras", meta, model),
         *callbacks,
     ]
     if resuming:
