@@ -327,8 +327,14 @@ def load_audio(path, sr=SAMPLE_RATE):
 
     path = Path(path)
     try:
-        data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
-        y = data.mean(axis=1)
+        with sf.SoundFile(str(path)) as f:
+            file_sr = f.samplerate
+            if f.channels == 1:
+                y = f.read(dtype="float32")
+            else:  # channels averaged block by block: memory of the mono signal only
+                y = [b.mean(axis=1) for b in f.blocks(blocksize=1 << 18, dtype="float32",
+                                                      always_2d=True)]
+                y = np.concatenate(y) if y else np.zeros(0, np.float32)
     except sf.LibsndfileError as e:
         if path.suffix.lower() in (".flac", ".wav", ".ogg", ".mp3"):
             raise AudioError(f"cannot decode: {e}") from None
@@ -569,9 +575,12 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
     bar = tqdm(total=len(tasks), desc=f"preprocess {split or Path(protocol).name}",
                unit="file", disable=not progress)
     if workers == 1:
-        for t in tasks:
-            results.append(process_file(t))
-            bar.update()
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):  # one worker = one core, as each pool worker below
+            for t in tasks:
+                results.append(process_file(t))
+                bar.update()
     else:
         # forkserver: workers start from a clean process, safe even if TensorFlow is loaded here
         ctx = multiprocessing.get_context("forkserver")

@@ -240,7 +240,7 @@ def backbone_key(model):
 
 
 def cached_features(model, data_dir, manifest, features, cache_dir=None, batch_size=32,
-                    progress=True):
+                    progress=True, distributed=False):
     """Pooled backbone features of every utterance of a preprocessed folder, computed once.
 
     The features of the whole manifest are stored as ``<cache_dir>/<backbone key>.npy``
@@ -259,6 +259,8 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None, batch_s
         Feature parameters of ``data_dir``.
     cache_dir : str or Path, optional
         Default ``<data_dir>/backbone_cache``.
+    distributed : bool
+        ``model`` was built under a multi-replica ``tf.distribute`` strategy.
 
     Returns
     -------
@@ -276,10 +278,11 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None, batch_s
     if not (path.exists() and ids_path.exists() and ids_path.read_text().split() == ids):
         import keras
 
-        # a local copy: the model's own variables may be distributed (tf.distribute strategies)
-        distributed = feature_extractor(model)
-        extractor = keras.models.clone_model(distributed)
-        extractor.set_weights(distributed.get_weights())
+        extractor = feature_extractor(model)
+        if distributed:  # a local copy: called directly, mirrored variables give per-replica values
+            local = keras.models.clone_model(extractor)
+            local.set_weights(extractor.get_weights())
+            extractor = local
         ds = data_loader.make_dataset(manifest, batch_size, shape=features["shape"],
                                       with_labels=False)
         with preprocess.atomic_output(path, suffix=".npy") as tmp:
@@ -494,7 +497,7 @@ def train(data, run_dir, val_data=None, val_fraction=data_loader.VAL_FRACTION,
             manifest = data_loader.load_manifest(folder)
             rows, array = cached_features(model, folder, manifest, features,
                                           cache_dir and Path(cache_dir) / Path(folder).name,
-                                          progress=verbose > 0)
+                                          progress=verbose > 0, distributed=replicas > 1)
             parts.append((array, rows.loc[df["utt_id"], "row"].to_numpy()))
         with dist.scope():
             fit_model = head_model(model, learning_rate)

@@ -4,8 +4,8 @@ Not part of the test suite. Generates N synthetic utterances of realistic length
 median 3 s like ASVspoof 2019 LA, 1-10 s, 16 kHz FLAC) and measures, with the machine stated:
 
 - preprocessing files/s with 1 worker and with all cores, and the decode-plus-mel floor on the
-  same files (decoding and the log-mel computation alone, nothing written: the work no
-  implementation can skip),
+  same files (decoding and the log-mel computation alone on one core, nothing written: the work
+  no implementation can skip),
 - training time of the default recipe (10 epochs, batch 16) with and without the backbone
   feature cache,
 - evaluation files/s: batched streaming prediction vs ``model.predict`` once per file,
@@ -167,10 +167,12 @@ def main(argv=None):
 
         floor = stage(f"""
 import json, time, preprocess
+from threadpoolctl import threadpool_limits
 ids = [l.split()[1] for l in open({str(proto_small)!r})]
 t = time.perf_counter()
-for u in ids:
-    preprocess.compute_features(preprocess.load_audio({str(audio)!r} + '/' + u + '.flac'))
+with threadpool_limits(1):  # one core, like one preprocessing worker
+    for u in ids:
+        preprocess.compute_features(preprocess.load_audio({str(audio)!r} + '/' + u + '.flac'))
 print(json.dumps({{"work_seconds": time.perf_counter() - t}}))
 """, f"decode+mel floor, {small} files", files=small)
 

@@ -7,7 +7,9 @@ import pytest
 import data_loader
 import evaluate
 import make_demo_corpus
+import predict
 import preprocess
+import serve
 import train
 
 FLAGS = {
@@ -20,6 +22,10 @@ FLAGS = {
     evaluate: ["--run", "--data", "--model", "--scores", "--protocol", "--format", "--asv-scores",
                "--threshold", "--batch-size", "--name", "--out", "--no-plots"],
     make_demo_corpus: ["--out", "--train", "--dev", "--eval", "--seed", "--min-dur", "--max-dur"],
+    predict: ["--run", "--model", "--threshold", "--aggregate", "--hop", "--batch-size", "--json",
+              "--csv"],
+    serve: ["--run", "--model", "--threshold", "--host", "--port", "--max-upload-mb",
+            "--max-seconds"],
 }
 
 

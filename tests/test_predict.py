@@ -1,0 +1,140 @@
+"""predict.py: any rate, channels, format and length; per-file errors; windows; batching."""
+
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import predict
+from conftest import MINI_LA, SHARED, needs_mini, tone, write_wav
+
+
+@pytest.fixture(scope="module")
+def detector(trained_run):
+    return predict.Detector(trained_run)
+
+
+def test_window_starts_cover_the_whole_signal():
+    assert predict.window_starts(100, 200, 50) == [0]
+    assert predict.window_starts(200, 200, 50) == [0]
+    assert predict.window_starts(450, 200, 100) == [0, 100, 200, 250]
+    assert predict.window_starts(400, 200, 100) == [0, 100, 200]
+
+
+@pytest.fixture(scope="module")
+def audio_files(tmp_path_factory):
+    import soundfile as sf
+
+    d = tmp_path_factory.mktemp("audio")
+    files = {}
+    for sr in (8000, 22050, 44100, 48000):
+        files[f"{sr}"] = write_wav(d / f"tone_{sr}.wav", tone(3.0, sr=sr, seed=sr), sr)
+    stereo = np.stack([tone(3.0, sr=44100), tone(3.0, sr=44100, freq=330)], axis=1)
+    files["stereo"] = write_wav(d / "stereo.wav", stereo, 44100)
+    y = tone(3.0, sr=22050, seed=5)
+    sf.write(d / "clip.mp3", y, 22050, format="MP3")
+    sf.write(d / "clip.ogg", y, 22050, format="OGG", subtype="VORBIS")
+    files["mp3"], files["ogg"] = d / "clip.mp3", d / "clip.ogg"
+    files["silence"] = write_wav(d / "silence.wav", np.zeros(48000), 16000)
+    (d / "empty.wav").write_bytes(b"")
+    files["empty"] = d / "empty.wav"
+    (d / "random.wav").write_bytes(np.random.default_rng(0).bytes(20000))
+    files["random"] = d / "random.wav"
+    write_wav(d / "whole.flac", tone(3.0, seed=9), 16000)
+    good = (d / "whole.flac").read_bytes()
+    (d / "truncated.flac").write_bytes(good[: len(good) // 2])
+    files["truncated"] = d / "truncated.flac"
+    files["short"] = write_wav(d / "short.wav", tone(0.05), 16000)
+    return files
+
+
+GOOD = ["8000", "22050", "44100", "48000", "stereo", "mp3", "ogg"]
+BAD = {"silence": "silent", "empty": "cannot decode", "random": "cannot decode",
+       "truncated": "cannot decode", "short": "too short"}
+
+
+def test_every_input_gets_a_score_or_the_promised_error(detector, audio_files):
+    names = GOOD + list(BAD)
+    rows = list(predict.score_files([audio_files[n] for n in names], detector, batch_size=3))
+    assert [r["file"] for r in rows] == [str(audio_files[n]) for n in names]
+    for name, r in zip(names, rows):
+        if name in BAD:
+            assert r["status"] == "error" and r["error"].startswith(BAD[name]), (name, r)
+        else:
+            assert r["status"] == "ok", (name, r)
+            assert 0 <= r["p_spoof"] <= 1 and np.isfinite(r["score"])
+            assert r["label"] in ("bonafide", "spoof")
+            assert abs(r["duration_s"] - 3.0) < 0.06, name
+            assert r["windows_scored"] == 1
+    by = dict(zip(names, rows))
+    assert (by["8000"]["sample_rate"], by["stereo"]["channels"]) == (8000, 2)
+    assert by["44100"]["threshold_source"].startswith("default 0.5")
+
+
+def test_same_scores_as_the_training_features(detector, demo_corpus, demo_features):
+    """A file shorter than one window is scored exactly as preprocess + evaluate score it."""
+    import data_loader
+
+    df = data_loader.load_manifest(demo_features["dev"]).iloc[:4]
+    files = [demo_corpus / "ASVspoof2019_LA_dev" / "flac" / f"{u}.flac" for u in df["utt_id"]]
+    rows = list(predict.score_files(files, detector))
+    z = detector.logits(np.stack([np.load(p) for p in df["path"]]))
+    np.testing.assert_allclose([r["score"] for r in rows], -z, rtol=1e-6)
+
+
+def test_long_recording_is_windowed_with_bounded_memory(detector, tmp_path):
+    sr, minutes = 16000, 10
+    y = np.concatenate([tone(60.0, seed=i, freq=150 + 10 * i) for i in range(minutes)])
+    y[sr * 100:sr * 130] = 0  # 30 s of digital silence: its windows are not scored
+    path = write_wav(tmp_path / "ten_minutes.flac", y, sr)
+    tracemalloc.start()
+    (r,) = list(predict.score_files([path], detector, hop_seconds=2.0, batch_size=32))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert r["status"] == "ok" and r["duration_s"] == 600.0
+    starts = [w["start_s"] for w in r["windows"]]
+    assert starts[:3] == [0.0, 2.0, 4.0] and r["windows"][-1]["end_s"] == 600.0
+    # starts every 2 s up to 9,535,476 samples (298 windows) plus one ending at 600 s
+    assert r["windows_scored"] + r["windows_silent"] == len(r["windows"]) == 299
+    assert r["windows_silent"] == 13  # windows starting at 100, 102, ..., 124 s
+    assert r["p_spoof_max"] >= r["p_spoof_mean"]
+    decoded = y.size * 4  # float32 at 16 kHz: 38 MB
+    # decoded audio plus one batch of windows; holding every window would add 300 x 64 KB
+    assert peak < 1.5 * decoded, peak / 2**20
+
+
+def test_cli_table_json_csv_and_exit_status(trained_run, audio_files, capsys):
+    ok = [str(audio_files["22050"]), str(audio_files["mp3"])]
+    assert predict.main(["--run", str(trained_run), *ok]) == 0
+    table = capsys.readouterr().out
+    assert "threshold 0.5 (default 0.5" in table and "tone_22050.wav" in table
+    assert predict.main(["--run", str(trained_run), "--json", *ok,
+                         str(audio_files["random"])]) == 1
+    out = capsys.readouterr()
+    data = json.loads(out.out)
+    assert data["model"]["features"]["sample_rate"] == 16000
+    assert [r["status"] for r in data["results"]] == ["ok", "ok", "error"]
+    assert "1 of 3 files failed" in out.err
+    assert predict.main(["--run", str(trained_run), "--csv", "--threshold", "0.01", *ok]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("file,status,error,label,p_spoof") and len(lines) == 3
+    assert all(",spoof," in line and ",--threshold," in line for line in lines[1:])
+
+
+def test_folders_are_searched(trained_run, audio_files, capsys):
+    folder = audio_files["mp3"].parent
+    assert predict.main(["--run", str(trained_run), "--json", str(folder)]) == 1
+    names = {r["file"].rsplit("/", 1)[1] for r in json.loads(capsys.readouterr().out)["results"]}
+    assert {"clip.mp3", "clip.ogg", "stereo.wav", "whole.flac"} <= names
+
+
+@needs_mini
+@pytest.mark.skipif(not (SHARED / "wavefake_ljspeech").is_dir(), reason="shared WaveFake absent")
+def test_genuine_corpora(detector):
+    files = sorted((SHARED / "wavefake_ljspeech" / "audio").glob("*.wav"))
+    files += sorted(MINI_LA.glob("ASVspoof2019_LA_dev/flac/*.flac"))
+    rows = list(predict.score_files(files, detector))
+    assert len(rows) == 117 + 100
+    assert all(r["status"] == "ok" for r in rows), [r for r in rows if r["status"] != "ok"][:2]
+    assert {r["sample_rate"] for r in rows} == {22050, 16000}

@@ -1,0 +1,145 @@
+"""serve.py through a real HTTP client against a server on loopback, and the page in Chromium."""
+
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import predict
+from conftest import REPO, tone, write_wav
+
+httpx = pytest.importorskip("httpx")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(trained_run):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "serve.py", "--run", str(trained_run), "--port", str(port),
+         "--max-upload-mb", "1", "--max-seconds", "20"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited: {proc.stdout.read()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clips")
+    return {"good": write_wav(d / "good.wav", tone(3.0, sr=22050), 22050),
+            "long": write_wav(d / "long.flac", tone(30.0), 16000),
+            "silent": write_wav(d / "silent.wav", np.zeros(32000), 16000),
+            "short": write_wav(d / "short.wav", tone(0.05), 16000)}
+
+
+def post(url, name, content, **params):
+    return httpx.post(f"{url}/predict", files={"file": (name, content)}, params=params,
+                      timeout=120)
+
+
+def test_health_names_the_model(server, trained_run):
+    h = httpx.get(f"{server}/health").json()
+    assert h["status"] == "ok" and h["run"] == str(trained_run)
+    assert h["features"]["n_mels"] == 128 and h["max_upload_mb"] == 1
+    assert httpx.get(f"{server}/openapi.json").json()["paths"]["/predict"]
+
+
+def test_good_upload_matches_predict_py(server, trained_run, clips):
+    r = post(server, "good.wav", clips["good"].read_bytes(), spectrogram="true")
+    assert r.status_code == 200
+    res = r.json()["results"][0]
+    (local,) = predict.score_files([clips["good"]], predict.Detector(trained_run))
+    assert res["file"] == "good.wav" and res["status"] == "ok"
+    assert res["score"] == pytest.approx(local["score"], rel=1e-6)
+    assert res["label"] == local["label"] and res["sample_rate"] == 22050
+    png = base64.b64decode(res["spectrogram_png"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name, content, status, detail", [
+    ("random.wav", np.random.default_rng(1).bytes(5000), 415, "cannot decode"),
+    ("notes.txt", b"hello, this is not audio", 415, "cannot decode"),
+    ("empty.wav", b"", 422, "empty upload"),
+    ("silent.wav", "silent", 422, "silent"),
+    ("short.wav", "short", 422, "too short"),
+    ("long.flac", "long", 413, "too long"),
+    ("big.wav", b"\0" * (2 * 2**20), 413, "larger than 1 MB"),
+])
+def test_bad_uploads_get_clear_4xx(server, clips, name, content, status, detail):
+    if isinstance(content, str):
+        content = clips[content].read_bytes()
+    r = post(server, name, content)
+    assert r.status_code == status, r.text
+    assert detail in r.json()["detail"]
+
+
+def test_fifty_concurrent_requests(server, clips):
+    data = clips["good"].read_bytes()
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        codes = list(pool.map(lambda _: post(server, "good.wav", data).status_code, range(50)))
+    assert codes == [200] * 50
+
+
+def test_uploads_leave_no_temporary_files(server, clips):
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("deepfake-upload-*"))
+    post(server, "good.wav", clips["good"].read_bytes())
+    post(server, "random.wav", b"\x00\x01" * 100)
+    assert set(Path(tempfile.gettempdir()).glob("deepfake-upload-*")) == before
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(not CHROMIUM and not os.environ.get("CI"),
+                    reason="no system Chromium (CI installs it)")
+def test_page_in_a_real_browser(server, clips):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    assert CHROMIUM, "CI must install Chromium (.ci/run)"
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"])
+        page = browser.new_page()
+        page.goto(server + "/")
+        page.set_input_files("#file", str(clips["good"]))
+        page.wait_for_selector("#result:not([hidden])", timeout=60000)
+        assert page.get_attribute("#verdict", "data-label") in ("bonafide", "spoof")
+        assert "Likely" in page.inner_text("#verdict")
+        width = page.evaluate("document.getElementById('spectrogram').naturalWidth")
+        assert width == 128  # the 128 x 128 mel array, one pixel per bin and frame
+        assert page.locator("#timeline rect").count() >= 2
+        page.set_input_files("#file", str(clips["silent"]))
+        page.wait_for_function("document.getElementById('error').textContent.length > 0")
+        assert "422" in page.inner_text("#error") and "silent" in page.inner_text("#error")
+        browser.close()
