@@ -481,25 +481,34 @@ def write_text_atomic(path, text):
         f.write(text)
 
 
-def _single_threaded():
-    """Pool initializer: one BLAS/OpenMP thread per worker process (no oversubscription)."""
+_PARAMS = None  # feature parameters of a pool worker (sent once, by `_init_worker`)
+
+
+def _init_worker(params):
+    """Pool initializer: the feature parameters, and one BLAS/OpenMP thread per worker process
+    (no oversubscription)."""
     from threadpoolctl import threadpool_limits
 
+    global _PARAMS
+    _PARAMS = params
     threadpool_limits(1)
 
 
-def process_file(task):
+def process_file(task, params=None):
     """Worker: features of one file, written atomically. Never raises for bad audio.
 
     Parameters
     ----------
-    task : tuple (utt_id, audio_path, out_path, params)
+    task : tuple (utt_id, audio_path, out_path)
+    params : dict, optional
+        Feature parameters; default those given to `_init_worker`.
 
     Returns
     -------
     (utt_id, status, reason) : status is ``"written"`` or ``"failed"``
     """
-    utt_id, src, dst, params = task
+    utt_id, src, dst = task
+    params = params or _PARAMS
     try:
         y = load_audio(src, params["sample_rate"])
         save_npy_atomic(dst, compute_features(y, params))
@@ -568,8 +577,8 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
     df["path"] = df["utt_id"] + ".npy"
     done = df["path"].map(lambda p: (out_dir / p).exists()) & (not overwrite)
     todo = df[~done]
-    tasks = [(u, s, str(out_dir / p), params) for u, s, p in zip(todo["utt_id"], todo["src"],
-                                                                  todo["path"])]
+    tasks = [(u, s, str(out_dir / p)) for u, s, p in zip(todo["utt_id"], todo["src"],
+                                                          todo["path"])]
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
     results = []
     bar = tqdm(total=len(tasks), desc=f"preprocess {split or Path(protocol).name}",
@@ -579,14 +588,15 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
 
         with threadpool_limits(1):  # one worker = one core, as each pool worker below
             for t in tasks:
-                results.append(process_file(t))
+                results.append(process_file(t, params))
                 bar.update()
     else:
         # forkserver: workers start from a clean process, safe even if TensorFlow is loaded here
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["numpy", "soundfile", "librosa", "preprocess"])
-        with ctx.Pool(workers, initializer=_single_threaded) as pool:
-            for r in pool.imap_unordered(process_file, tasks, chunksize=4):
+        chunk = max(4, min(64, len(tasks) // (8 * workers)))
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(params,)) as pool:
+            for r in pool.imap_unordered(process_file, tasks, chunksize=chunk):
                 results.append(r)
                 bar.update()
     bar.close()

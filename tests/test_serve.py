@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import predict
-from conftest import REPO, tone, write_wav
+from conftest import MINI_LA, REPO, SHARED, needs_mini, tone, write_wav
 
 httpx = pytest.importorskip("httpx")
 
@@ -53,7 +53,11 @@ def server(trained_run):
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("clips")
+    write_wav(d / "whole.flac", tone(3.0), 16000)
+    whole = (d / "whole.flac").read_bytes()
+    (d / "truncated.flac").write_bytes(whole[: len(whole) // 2])
     return {"good": write_wav(d / "good.wav", tone(3.0, sr=22050), 22050),
+            "truncated": d / "truncated.flac",
             "long": write_wav(d / "long.flac", tone(30.0), 16000),
             "silent": write_wav(d / "silent.wav", np.zeros(32000), 16000),
             "short": write_wav(d / "short.wav", tone(0.05), 16000)}
@@ -86,6 +90,7 @@ def test_good_upload_matches_predict_py(server, trained_run, clips):
 @pytest.mark.parametrize("name, content, status, detail", [
     ("random.wav", np.random.default_rng(1).bytes(5000), 415, "cannot decode"),
     ("notes.txt", b"hello, this is not audio", 415, "cannot decode"),
+    ("truncated.flac", "truncated", 415, "cannot decode"),
     ("empty.wav", b"", 422, "empty upload"),
     ("silent.wav", "silent", 422, "silent"),
     ("short.wav", "short", 422, "too short"),
@@ -143,3 +148,21 @@ def test_page_in_a_real_browser(server, clips):
         page.wait_for_function("document.getElementById('error').textContent.length > 0")
         assert "422" in page.inner_text("#error") and "silent" in page.inner_text("#error")
         browser.close()
+
+
+@needs_mini
+@pytest.mark.skipif(not (SHARED / "wavefake_ljspeech").is_dir(), reason="shared WaveFake absent")
+def test_genuine_corpora_same_scores_as_predict_py(server, trained_run):
+    """Acceptance: every public sample through predict.py and through the API, same scores."""
+    files = sorted((SHARED / "wavefake_ljspeech" / "audio").glob("*.wav"))
+    files += sorted(MINI_LA.glob("ASVspoof2019_LA_*/flac/*.flac"))
+    assert len(files) == 117 + 202
+    local = list(predict.score_files(files, predict.Detector(trained_run)))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        remote = list(pool.map(lambda f: post(server, f.name, f.read_bytes()), files))
+    assert all(r.status_code == 200 for r in remote)
+    api = [r.json()["results"][0] for r in remote]
+    assert [a["file"] for a in api] == [f.name for f in files]
+    np.testing.assert_allclose([a["score"] for a in api], [x["score"] for x in local],
+                               rtol=1e-6)
+    assert [a["label"] for a in api] == [x["label"] for x in local]
