@@ -265,18 +265,23 @@ CSV_COLUMNS = ["file", "status", "error", "label", "p_spoof", "aggregate", "p_sp
                "sample_rate", "channels", "windows_scored", "windows_silent"]
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(
-        description="Score audio files with a trained run (label, P(spoof), ASVspoof score; "
-                    "sliding windows for long recordings).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
+def add_model_args(ap):
+    """The --run, --model and --threshold flags shared by predict.py and serve.py."""
     ap.add_argument("--run", help="run folder from train.py (default: the newest under runs/)")
     ap.add_argument("--model", choices=("best", "final"), default="best",
                     help="best.keras (lowest validation loss) or model.keras (last epoch)")
     ap.add_argument("--threshold", type=float,
                     help="decision threshold on P(spoof) (default: the run's saved threshold, "
                          "else 0.5)")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        description="Score audio files with a trained run (label, P(spoof), ASVspoof score; "
+                    "sliding windows for long recordings).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
+    add_model_args(ap)
     ap.add_argument("--aggregate", choices=("max", "mean"), default=AGGREGATE,
                     help="window aggregate that decides the file's label")
     ap.add_argument("--hop", type=float, default=HOP_SECONDS,

@@ -142,12 +142,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(
         description="Serve a trained run: POST /predict, GET /health, a web page at /.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--run", help="run folder from train.py (default: the newest under runs/)")
-    ap.add_argument("--model", choices=("best", "final"), default="best",
-                    help="best.keras (lowest validation loss) or model.keras (last epoch)")
-    ap.add_argument("--threshold", type=float,
-                    help="decision threshold on P(spoof) (default: the run's saved threshold, "
-                         "else 0.5)")
+    predict.add_model_args(ap)
     ap.add_argument("--host", default=HOST, help="address to bind (127.0.0.1 = this machine "
                                                  "only)")
     ap.add_argument("--port", type=int, default=PORT, help="TCP port")
