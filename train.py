@@ -185,15 +185,18 @@ def build_model(weights=WEIGHTS, input_shape=INPUT_SHAPE, dense_units=DENSE_UNIT
     return compile_model(model, learning_rate)
 
 
-def compile_model(model, learning_rate=LEARNING_RATE):
-    """Compile with the design card's optimizer and loss, and metrics where spoof is positive."""
+def compile_model(model, learning_rate=LEARNING_RATE, steps_per_execution=1):
+    """Compile with the design card's optimizer and loss, and metrics where spoof is positive.
+    ``steps_per_execution`` > 1 runs several training steps per compiled call (the same updates,
+    less Python overhead per step)."""
     import keras
 
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc"),
-                 keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")])
+                 keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")],
+        steps_per_execution=steps_per_execution)
     return model
 
 
@@ -211,7 +214,7 @@ def feature_extractor(model):
     return keras.Model(model.input, model.get_layer("avg_pool").output, name="extractor")
 
 
-def head_model(model, learning_rate=LEARNING_RATE):
+def head_model(model, learning_rate=LEARNING_RATE, steps_per_execution=32):
     """A compiled model over pooled features that shares ``model``'s head layers (Dense,
     Dropout, Dense): training it trains ``model``.
 
@@ -226,7 +229,9 @@ def head_model(model, learning_rate=LEARNING_RATE):
     x = inputs = keras.Input(shape=pooled.shape[1:], name="pooled_features")
     for name in ("dense", "dropout", "p_spoof"):
         x = model.get_layer(name)(x)
-    return compile_model(keras.Model(inputs, x, name="head"), learning_rate)
+    # steps on 1280 numbers take microseconds: Keras' per-step overhead would dominate
+    return compile_model(keras.Model(inputs, x, name="head"), learning_rate,
+                         steps_per_execution)
 
 
 def backbone_key(model):
@@ -500,7 +505,8 @@ def train(data, run_dir, val_data=None, val_fraction=data_loader.VAL_FRACTION,
                                           progress=verbose > 0, distributed=replicas > 1)
             parts.append((array, rows.loc[df["utt_id"], "row"].to_numpy()))
         with dist.scope():
-            fit_model = head_model(model, learning_rate)
+            # several steps per call fail in Keras 3 under MirroredStrategy: one per call there
+            fit_model = head_model(model, learning_rate, 1 if replicas > 1 else 32)
         train_ds = feature_dataset(*parts[0], train_df["target"], batch_size, shuffle=True,
                                    seed=seed)
         val_ds = feature_dataset(*parts[1], val_df["target"], batch_size)
