@@ -301,23 +301,33 @@ def check_features(model_features, data_features, model_path="model", data_dir="
                               "with the model's parameters.")
 
 
-def predict_logits(model, ds):
-    """Batched log-odds of spoof for every element of ``ds``, in order.
+def logit_parts(model):
+    """The model up to its last layer, and that layer's weights: ``logit = hidden(x) @ kernel +
+    bias`` is log(P(spoof) / P(bonafide)), taken before the sigmoid so extreme scores stay finite.
 
-    The design-card model ends in Dense(1, sigmoid) named ``p_spoof``; the logit is taken before
-    that sigmoid, so extreme scores stay finite and exact.
+    Returns
+    -------
+    hidden : keras.Model
+        Image batch (n, 128, 128, 3) -> (n, dense_units).
+    kernel, bias : np.ndarray, float64
+    """
+    import keras
+
+    head = model.get_layer("p_spoof")
+    kernel, bias = (np.asarray(w, dtype=np.float64) for w in head.get_weights())
+    return keras.Model(model.input, head.input), kernel, bias
+
+
+def predict_logits(model, ds):
+    """Batched log-odds of spoof for every element of ``ds``, in order (see `logit_parts`).
 
     Returns
     -------
     logits : np.ndarray, shape (n,), float64
         ``log(P(spoof) / P(bonafide))``; the ASVspoof score is ``-logits``.
     """
-    import keras
-
-    head = model.get_layer("p_spoof")
-    hidden = keras.Model(model.input, head.input)
+    hidden, kernel, bias = logit_parts(model)
     h = hidden.predict(ds, verbose=0)
-    kernel, bias = (np.asarray(w, dtype=np.float64) for w in head.get_weights())
     return (h.astype(np.float64) @ kernel + bias).reshape(-1)
 
 

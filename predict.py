@@ -56,16 +56,12 @@ class Detector:
     """
 
     def __init__(self, run_dir, which="best", threshold=None):
-        import keras
-
         import evaluate
 
         self.run_dir = Path(run_dir)
         self.model, self.meta, self.model_path = evaluate.load_run(self.run_dir, which)
         self.features = self.meta["features"]
-        head = self.model.get_layer("p_spoof")
-        self._hidden = keras.Model(self.model.input, head.input)
-        self._kernel, self._bias = (np.asarray(w, np.float64) for w in head.get_weights())
+        self._hidden, self._kernel, self._bias = evaluate.logit_parts(self.model)
         saved = self.run_dir / "threshold.json"
         if threshold is not None:
             self.threshold, self.threshold_source = float(threshold), "--threshold"
