@@ -9,6 +9,11 @@ Two ways to get training and validation data:
 
 Arrays are streamed from disk, so a corpus larger than memory works.
 
+For the training part only (never validation or evaluation) there are options a recipe may
+turn on: balanced batches (`balanced_indices`), loss weights per class (`class_weights`) and
+augmentation (`augment_example`: SpecAugment masks on the mel array; random crop, gain, noise
+and low-pass on the waveform, read again from the source audio listed in the manifest).
+
 Example::
 
     python data_loader.py data/features/train          # split sizes per label and attack
@@ -26,6 +31,11 @@ SEED = 42
 BATCH_SIZE = 16
 SHUFFLE_BUFFER = 2048
 MANIFEST_COLUMNS = ("utt_id", "path", "label", "target", "attack", "speaker", "split")
+# Augmentation (train.py flags; all off by default). Each waveform perturbation is applied to an
+# example with probability AUGMENT_P; SpecAugment masks always (their width is random, from 0).
+AUGMENT_OFF = {"freq_mask": 0, "time_mask": 0, "masks": 1, "random_crop": False,
+               "gain_db": 0.0, "noise_snr_db": None, "lowpass_hz": None, "p": 0.5}
+LOWPASS_ORDER = 8  # Butterworth order of the codec-like low-pass filter
 
 
 def load_features_json(data_dir):
@@ -91,6 +101,223 @@ def stratified_split(df, val_fraction=VAL_FRACTION, seed=SEED):
     return train_df.reset_index(drop=True), val_df.reset_index(drop=True)
 
 
+def parse_class_weight(spec):
+    """Validate a ``--class-weight`` value.
+
+    Parameters
+    ----------
+    spec : str
+        ``"none"``, ``"balanced"`` or ``"W_BONA,W_SPOOF"`` (two positive numbers).
+
+    Returns
+    -------
+    spec : str or tuple of float
+        ``"none"``, ``"balanced"`` or ``(w_bona, w_spoof)``.
+    """
+    spec = str(spec).strip().lower()
+    if spec in ("none", "balanced"):
+        return spec
+    try:
+        w = tuple(float(v) for v in spec.split(","))
+    except ValueError:
+        w = ()
+    if len(w) != 2 or not all(np.isfinite(v) and v > 0 for v in w):
+        raise ValueError(f"class weight {spec!r}: expected 'none', 'balanced' or two positive "
+                         "numbers W_BONA,W_SPOOF (e.g. 0.9,0.1)")
+    return w
+
+
+def class_weights(targets, spec="balanced"):
+    """Loss weight of each class, for Keras' ``fit(class_weight=...)``.
+
+    Parameters
+    ----------
+    targets : array of {0, 1}, shape (n,)
+        Training targets (1 = spoof).
+    spec : str or tuple
+        ``"none"``; ``"balanced"``: ``n / (2 * n_class)``, so each class carries half of the
+        total weight (sklearn's ``compute_class_weight("balanced")``; on ASVspoof 2019 LA train,
+        2,580 bonafide and 22,800 spoof, about 4.92 and 0.56); or explicit
+        ``(w_bona, w_spoof)``.
+
+    Returns
+    -------
+    weights : dict {0: w_bona, 1: w_spoof} or None
+    """
+    from sklearn.utils.class_weight import compute_class_weight
+
+    spec = parse_class_weight(spec) if isinstance(spec, str) else tuple(spec)
+    if spec == "none":
+        return None
+    if spec == "balanced":
+        t = np.asarray(targets).astype(int)
+        counts = np.bincount(t, minlength=2)
+        if counts.min() == 0:
+            raise ValueError(f"balanced class weights need both classes, got {counts[0]} "
+                             f"bonafide and {counts[1]} spoof")
+        w = compute_class_weight("balanced", classes=np.array([0, 1]), y=t)
+        return {0: float(w[0]), 1: float(w[1])}
+    return {0: float(spec[0]), 1: float(spec[1])}
+
+
+def balanced_indices(targets, batch_size, seed=SEED, n_batches=None):
+    """Indices into the training part, drawn so that every batch is half bonafide, half spoof.
+
+    Each class is reshuffled every time it is used up and the classes alternate, so a batch of
+    even size holds exactly ``batch_size / 2`` of each (odd sizes alternate between one more of
+    either). The minority class is oversampled, the majority subsampled within an epoch.
+
+    Parameters
+    ----------
+    targets : array of {0, 1}, shape (n,)
+    batch_size : int
+    seed : int
+    n_batches : int, optional
+        Batches per epoch; default ``ceil(n / batch_size)``, as without balancing.
+
+    Returns
+    -------
+    ds : tf.data.Dataset
+        ``n_batches * batch_size`` int64 indices (unbatched), new draws each iteration.
+    """
+    import tensorflow as tf
+
+    t = np.asarray(targets).astype(int)
+    groups = [np.flatnonzero(t == c).astype(np.int64) for c in (0, 1)]
+    if min(len(g) for g in groups) == 0:
+        raise ValueError(f"balanced batches need both classes, got {len(groups[0])} bonafide "
+                         f"and {len(groups[1])} spoof")
+    n_batches = n_batches or -(-len(t) // batch_size)
+    streams = [tf.data.Dataset.from_tensor_slices(g).shuffle(len(g), seed=seed + c,
+                                                             reshuffle_each_iteration=True)
+               .repeat() for c, g in enumerate(groups)]
+    order = tf.data.Dataset.range(2).repeat()  # 0, 1, 0, 1, ...
+    return tf.data.Dataset.choose_from_datasets(streams, order).take(n_batches * batch_size)
+
+
+def parse_range(spec, name, low=-np.inf, high=np.inf):
+    """``"A,B"`` -> (A, B) with ``low <= A <= B <= high``; None for None/""/"none"."""
+    if spec is None or str(spec).strip().lower() in ("", "none"):
+        return None
+    try:
+        a, b = (float(v) for v in str(spec).split(","))
+    except ValueError:
+        raise ValueError(f"{name} {spec!r}: expected two numbers LOW,HIGH") from None
+    if not low <= a <= b <= high:
+        raise ValueError(f"{name} {spec!r}: need {low:g} <= LOW <= HIGH <= {high:g}")
+    return a, b
+
+
+def augmentation(freq_mask=0, time_mask=0, masks=1, random_crop=False, gain_db=0.0,
+                 noise_snr_db=None, lowpass_hz=None, p=0.5, sample_rate=16000):
+    """Checked augmentation settings (see `augment_example`); all off by default.
+
+    Parameters
+    ----------
+    freq_mask, time_mask : int
+        SpecAugment: maximum width, in mel bins and frames, of each frequency and time mask
+        (0 = off). Park et al., "SpecAugment", Interspeech 2019.
+    masks : int
+        Masks of each kind per example.
+    random_crop : bool
+        Take the ~4 s window at a random position of longer utterances (preprocessing takes
+        the start, as evaluation does).
+    gain_db : float
+        Random gain, uniform in ``[-gain_db, +gain_db]`` dB, then clipping to [-1, 1]. The
+        features are normalized to their maximum, so a gain alone changes them only through
+        clipping (and the level against added noise).
+    noise_snr_db : (low, high), optional
+        Add white Gaussian noise at an SNR drawn uniformly from this range (dB).
+    lowpass_hz : (low, high), optional
+        Codec-like band limiting: Butterworth low-pass (order `LOWPASS_ORDER`) with a cutoff
+        drawn uniformly from this range (Hz, below Nyquist).
+    p : float in (0, 1]
+        Probability that each waveform perturbation (gain, noise, low-pass) is applied.
+
+    Returns
+    -------
+    aug : dict or None
+        None when nothing is on.
+    """
+    aug = {"freq_mask": int(freq_mask), "time_mask": int(time_mask), "masks": int(masks),
+           "random_crop": bool(random_crop), "gain_db": float(gain_db),
+           "noise_snr_db": parse_range(noise_snr_db, "noise SNR") if isinstance(
+               noise_snr_db, str) else noise_snr_db,
+           "lowpass_hz": parse_range(lowpass_hz, "low-pass cutoff", 1.0, sample_rate / 2 - 1)
+           if isinstance(lowpass_hz, str) else lowpass_hz,
+           "p": float(p)}
+    if aug["freq_mask"] < 0 or aug["time_mask"] < 0 or aug["masks"] < 1 or aug["gain_db"] < 0:
+        raise ValueError("mask widths and --gain-db must be >= 0 and --masks >= 1")
+    if not 0 < aug["p"] <= 1:
+        raise ValueError(f"augmentation probability must be in (0, 1], got {aug['p']}")
+    for k in ("noise_snr_db", "lowpass_hz"):
+        if aug[k] is not None:
+            aug[k] = [float(v) for v in aug[k]]
+    if aug == {**AUGMENT_OFF, "masks": aug["masks"], "p": aug["p"]}:
+        return None
+    return aug
+
+
+def needs_audio(aug):
+    """Whether ``aug`` perturbs the waveform (so the source audio must be read again)."""
+    return bool(aug) and bool(aug["random_crop"] or aug["gain_db"] or aug["noise_snr_db"]
+                              or aug["lowpass_hz"])
+
+
+def augment_example(x, audio, rng, aug, params):
+    """One augmented training example.
+
+    Parameters
+    ----------
+    x : np.ndarray, shape (n_mels, n_frames), or None
+        The stored array (used when no waveform perturbation is on).
+    audio : str
+        Source audio file (manifest column ``audio``), read when `needs_audio`.
+    rng : np.random.Generator
+    aug : dict
+        From `augmentation`.
+    params : dict
+        Feature parameters (``features.json``): the waveform goes through the same
+        `preprocess.compute_features` as every other array.
+
+    Returns
+    -------
+    x_aug : np.ndarray, shape (n_mels, n_frames), float32, values in [0, 1]
+    """
+    if needs_audio(aug):
+        import preprocess
+
+        sr = params["sample_rate"]
+        y = preprocess.load_audio(audio, sr)
+        n = params["clip_samples"]
+        if aug["random_crop"] and n and y.size > n:
+            start = int(rng.integers(0, y.size - n + 1))
+            y = y[start:start + n]
+        if aug["gain_db"] and rng.random() < aug["p"]:
+            y = np.clip(y * 10 ** (rng.uniform(-aug["gain_db"], aug["gain_db"]) / 20), -1, 1)
+        if aug["noise_snr_db"] and rng.random() < aug["p"]:
+            snr = rng.uniform(*aug["noise_snr_db"])
+            power = float(np.mean(np.square(y, dtype=np.float64)))
+            y = y + rng.standard_normal(y.size) * np.sqrt(power / 10 ** (snr / 10))
+        if aug["lowpass_hz"] and rng.random() < aug["p"]:
+            from scipy.signal import butter, sosfilt
+
+            sos = butter(LOWPASS_ORDER, rng.uniform(*aug["lowpass_hz"]), fs=sr, output="sos")
+            y = sosfilt(sos, y)
+        x = preprocess.compute_features(np.asarray(y, dtype=np.float32), params)
+    x = np.array(x, dtype=np.float32)  # a copy: masks never write into a stored array
+    fill = float(x.mean())  # SpecAugment replaces masked cells by the mean
+    for _ in range(aug["masks"]):
+        for axis, width in ((0, aug["freq_mask"]), (1, aug["time_mask"])):
+            if width:
+                w = int(rng.integers(0, min(width, x.shape[axis]) + 1))
+                start = int(rng.integers(0, x.shape[axis] - w + 1))
+                index = [slice(None)] * 2
+                index[axis] = slice(start, start + w)
+                x[tuple(index)] = fill
+    return x
+
+
 def to_model_input(x):
     """Map normalized mel arrays to the input EfficientNetB0 expects.
 
@@ -125,14 +352,49 @@ def _load_npy(path, shape):
     return x
 
 
+def _load_augmented(path, audio, seed, shape, aug, params):
+    wave = needs_audio(aug)
+
+    def read(p, a, s):
+        x = None if wave else np.load(p.decode(), allow_pickle=False)
+        return augment_example(x, a.decode(), np.random.default_rng(int(s)), aug, params)
+
+    import tensorflow as tf
+
+    x = tf.numpy_function(read, [path, audio, seed], tf.float32, stateful=False)
+    x.set_shape(shape)
+    return x
+
+
+def train_indices(targets, batch_size, shuffle=False, seed=SEED, balanced=False):
+    """The order in which a part is read: ``range(n)``, reshuffled every epoch, or balanced
+    batches (`balanced_indices`). One function, so that the cached-feature path of train.py
+    reads exactly the batches `make_dataset` reads.
+
+    Returns
+    -------
+    ds : tf.data.Dataset of int64 indices into the part
+    """
+    import tensorflow as tf
+
+    if balanced:
+        return balanced_indices(targets, batch_size, seed)
+    index = tf.data.Dataset.range(len(targets))
+    if shuffle:
+        index = index.shuffle(min(len(targets), SHUFFLE_BUFFER), seed=seed,
+                              reshuffle_each_iteration=True)
+    return index
+
+
 def make_dataset(df, batch_size=BATCH_SIZE, shuffle=False, seed=SEED, shape=(128, 128),
-                 with_labels=True):
+                 with_labels=True, balanced=False, augment=None, params=None):
     """A batched, prefetched ``tf.data.Dataset`` streaming the arrays listed in ``df``.
 
     Parameters
     ----------
     df : pandas.DataFrame
-        Manifest rows (absolute ``path``; ``target`` when ``with_labels``).
+        Manifest rows (absolute ``path``; ``target`` when ``with_labels``; ``audio`` for
+        waveform augmentation).
     batch_size : int
     shuffle : bool
         Reshuffle every epoch (seeded); off for evaluation so order matches ``df``.
@@ -141,6 +403,14 @@ def make_dataset(df, batch_size=BATCH_SIZE, shuffle=False, seed=SEED, shape=(128
         Shape of each stored array, ``features.json["shape"]``.
     with_labels : bool
         Yield ``(image, target)`` pairs, else images alone.
+    balanced : bool
+        Training only: draw batches half bonafide, half spoof (`balanced_indices`; implies
+        shuffling).
+    augment : dict, optional
+        Training only: `augmentation` settings; each example gets a new draw every epoch,
+        repeatable from ``seed``.
+    params : dict, optional
+        Feature parameters, required for waveform augmentation.
 
     Returns
     -------
@@ -150,18 +420,35 @@ def make_dataset(df, batch_size=BATCH_SIZE, shuffle=False, seed=SEED, shape=(128
     import tensorflow as tf
 
     shape = tuple(shape)
+    if augment and needs_audio(augment):
+        if params is None or not params.get("clip_samples"):
+            raise ValueError("waveform augmentation needs the feature parameters of a "
+                             "fixed-window ('window' fit) preprocessing run")
+        if "audio" not in df.columns:
+            raise ValueError("waveform augmentation needs the source audio of each utterance: "
+                             "this manifest.csv has no 'audio' column (an older preprocess.py "
+                             "wrote it); run preprocess.py on it again (finished arrays are "
+                             "kept)")
     paths = tf.constant(df["path"].to_numpy(dtype=str))
-    if with_labels:
-        ds = tf.data.Dataset.from_tensor_slices((paths, df["target"].to_numpy(np.float32)))
+    audio = tf.constant(df["audio"].to_numpy(dtype=str) if "audio" in df.columns
+                        else np.full(len(df), ""))
+    targets = tf.constant(df["target"].to_numpy(np.float32) if with_labels
+                          else np.zeros(len(df), np.float32))
+    index = train_indices(df["target"] if with_labels or balanced else np.zeros(len(df)),
+                          batch_size, shuffle, seed, balanced)
+    if augment:
+        ds = tf.data.Dataset.zip(index, tf.data.Dataset.random(
+            seed=seed, rerandomize_each_iteration=True))
+        load = lambda i, r: _load_augmented(tf.gather(paths, i), tf.gather(audio, i),
+                                            r, shape, augment, params)
     else:
-        ds = tf.data.Dataset.from_tensor_slices(paths)
-    if shuffle:
-        ds = ds.shuffle(min(len(df), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+        ds = index.map(lambda i: (i, tf.constant(0, tf.int64)))
+        load = lambda i, r: _load_npy(tf.gather(paths, i), shape)
     if with_labels:
-        ds = ds.map(lambda p, y: (to_model_input(_load_npy(p, shape)), y),
+        ds = ds.map(lambda i, r: (to_model_input(load(i, r)), tf.gather(targets, i)),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
-        ds = ds.map(lambda p: to_model_input(_load_npy(p, shape)),
+        ds = ds.map(lambda i, r: to_model_input(load(i, r)),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 

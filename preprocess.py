@@ -5,7 +5,8 @@ in [0, 1], saved as ``<out>/<utterance_id>.npy``. Beside the arrays:
 
 - ``features.json``: the feature parameters (the single source of truth; train.py copies them into
   every saved model and evaluate.py refuses data computed differently),
-- ``manifest.csv``: utt_id, path, label, target, attack, speaker, split,
+- ``manifest.csv``: utt_id, path, label, target, attack, speaker, split, audio (the source
+  file, read again only by train.py's waveform augmentation),
 - ``errors.csv``: files that could not be turned into features and why,
 - ``missing.txt``: protocol entries whose audio file is not on disk.
 
@@ -609,6 +610,7 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
         "utt_id": ok["utt_id"], "path": ok["path"], "label": ok["label"],
         "target": (ok["label"] == "spoof").astype(int), "attack": ok["attack"],
         "speaker": ok["speaker"], "split": split,
+        "audio": [str(Path(f).resolve()) for f in ok["src"]],  # for train.py's augmentation
     })
     write_text_atomic(out_dir / "manifest.csv", manifest.to_csv(index=False))
     err = df[df["utt_id"].isin(failed)]

@@ -132,3 +132,136 @@ def test_main_prints_counts_per_label_and_attack(tmp_path, capsys):
     table = [line.split() for line in text.splitlines()]
     assert ["bonafide", "-", "16", "4"] in table
     assert ["total", "40", "10"] in table
+
+
+# ----------------------------------------------------------------------------- imbalance
+
+
+def test_class_weights_from_counts():
+    # ASVspoof 2019 LA train: 2,580 bonafide, 22,800 spoof
+    t = np.r_[np.zeros(2580, int), np.ones(22800, int)]
+    w = data_loader.class_weights(t, "balanced")
+    assert w[0] == pytest.approx(25380 / (2 * 2580)) and w[1] == pytest.approx(25380 / (2 * 22800))
+    assert w[0] * 2580 == pytest.approx(w[1] * 22800)  # each class carries half the weight
+    assert data_loader.class_weights(t, "0.9,0.1") == {0: 0.9, 1: 0.1}
+    assert data_loader.class_weights(t, "none") is None
+    assert data_loader.class_weights([0, 1, 1, 1], "balanced") == {0: 2.0, 1: pytest.approx(2 / 3)}
+    for bad in ("heavy", "1,2,3", "0,1", "-1,1", "nan,1"):
+        with pytest.raises(ValueError, match="expected 'none', 'balanced' or two positive"):
+            data_loader.class_weights(t, bad)
+    with pytest.raises(ValueError, match="need both classes"):
+        data_loader.class_weights([1, 1, 1], "balanced")
+
+
+@pytest.mark.parametrize("batch", [8, 7])
+def test_balanced_sampler_yields_balanced_batches(batch):
+    t = np.r_[np.zeros(5, int), np.ones(45, int)]  # 10% bonafide
+    ds = data_loader.balanced_indices(t, batch, seed=3).batch(batch)
+    epochs = [[b.numpy() for b in ds] for _ in range(2)]
+    for batches in epochs:
+        assert len(batches) == -(-50 // batch)  # as many batches as without balancing
+        assert all(len(b) == batch for b in batches)
+        for b in batches:
+            n_bona = int((t[b] == 0).sum())
+            assert n_bona in ((batch // 2,) if batch % 2 == 0 else (batch // 2, batch // 2 + 1))
+        drawn = np.concatenate(batches)
+        assert set(drawn[t[drawn] == 0]) == set(range(5))  # the minority class is oversampled
+    assert not all(np.array_equal(a, b) for a, b in zip(*epochs))  # new draws every epoch
+    again = [b.numpy() for b in data_loader.balanced_indices(t, batch, seed=3).batch(batch)]
+    assert all(np.array_equal(a, b) for a, b in zip(again, epochs[0]))  # seeded
+    with pytest.raises(ValueError, match="need both classes"):
+        data_loader.balanced_indices(np.ones(5, int), 4)
+
+
+def test_balanced_dataset_pairs_each_array_with_its_label(tmp_path):
+    folder = fake_folder(tmp_path, 3, 17)
+    df = data_loader.load_manifest(folder)
+    ds = data_loader.make_dataset(df, 4, balanced=True, seed=1)
+    stored = {data_loader.to_model_input(np.load(p)).numpy().tobytes(): y
+              for p, y in zip(df["path"], df["target"])}
+    n = 0
+    for x, y in ds:
+        assert sorted(y.numpy().tolist()) == [0, 0, 1, 1]
+        for xi, yi in zip(x.numpy(), y.numpy()):
+            assert stored[xi.tobytes()] == yi
+            n += 1
+    assert n == 20
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def test_augmentation_settings_are_checked():
+    assert data_loader.augmentation() is None  # all off by default
+    aug = data_loader.augmentation(freq_mask=8, noise_snr_db="10,30", lowpass_hz="3000,7000")
+    assert aug["noise_snr_db"] == [10.0, 30.0] and aug["lowpass_hz"] == [3000.0, 7000.0]
+    assert data_loader.needs_audio(aug) and not data_loader.needs_audio(
+        data_loader.augmentation(freq_mask=8))
+    with pytest.raises(ValueError, match="low-pass cutoff '3000,9000'"):
+        data_loader.augmentation(lowpass_hz="3000,9000")
+    with pytest.raises(ValueError, match="noise SNR '30,10'"):
+        data_loader.augmentation(noise_snr_db="30,10")
+    with pytest.raises(ValueError, match="expected two numbers"):
+        data_loader.augmentation(noise_snr_db="loud")
+
+
+def test_spec_augment_masks_with_the_mean_and_never_writes_the_input():
+    rng = np.random.default_rng(0)
+    x = rng.random((128, 128), dtype=np.float32)
+    keep = x.copy()
+    aug = data_loader.augmentation(freq_mask=20, time_mask=10, masks=2)
+    widths = set()
+    for seed in range(30):
+        y = data_loader.augment_example(x, "", np.random.default_rng(seed), aug, None)
+        np.testing.assert_array_equal(x, keep)
+        rows = np.flatnonzero((y == np.float32(x.mean())).all(axis=1))
+        cols = np.flatnonzero((y == np.float32(x.mean())).all(axis=0))
+        assert len(rows) <= 40 and len(cols) <= 20  # two masks each, widths <= 20 and <= 10
+        outside = np.ones_like(x, bool)
+        outside[rows] = False
+        outside[:, cols] = False
+        np.testing.assert_array_equal(y[outside], x[outside])  # only masked cells change
+        widths.add(len(rows))
+    assert len(widths) > 3  # random widths
+    y1 = data_loader.augment_example(x, "", np.random.default_rng(5), aug, None)
+    y2 = data_loader.augment_example(x, "", np.random.default_rng(5), aug, None)
+    np.testing.assert_array_equal(y1, y2)
+
+
+def test_waveform_augmentation_crop_noise_and_lowpass(tmp_path):
+    from conftest import tone, write_wav
+
+    params = preprocess.feature_params()
+    n = params["clip_samples"]
+    y = np.r_[tone(4.2, freq=200), tone(4.2, freq=600, seed=1)]  # 8.4 s, two halves
+    wav = write_wav(tmp_path / "long.wav", y)
+    start = preprocess.compute_features(preprocess.load_audio(wav), params)
+    crop = data_loader.augmentation(random_crop=True)
+    crops = [data_loader.augment_example(None, str(wav), np.random.default_rng(s), crop, params)
+             for s in range(4)]
+    assert all(c.shape == (128, 128) for c in crops)
+    assert any(not np.allclose(c, start) for c in crops)  # another window than the start
+    # a crop is the features of some window of the signal: the one its rng drew
+    s0 = int(np.random.default_rng(0).integers(0, y.size - n + 1))
+    np.testing.assert_allclose(crops[0], preprocess.compute_features(
+        preprocess.load_audio(wav)[s0:s0 + n], params), atol=1e-6)
+
+    low = data_loader.augmentation(lowpass_hz="2000,2000", p=1.0)
+    lp = data_loader.augment_example(None, str(wav), np.random.default_rng(0), low, params)
+    import librosa
+
+    mel_hz = librosa.mel_frequencies(params["n_mels"] + 2, fmin=params["fmin"],
+                                     fmax=params["fmax"])[1:-1]
+    high = mel_hz > 4000
+    assert lp[high].mean() < start[high].mean() - 0.1  # energy above the cutoff is removed
+
+    noisy = data_loader.augmentation(noise_snr_db="0,0", p=1.0)
+    nz = data_loader.augment_example(None, str(wav), np.random.default_rng(0), noisy, params)
+    assert nz[high].mean() > start[high].mean() + 0.1  # white noise fills the quiet bands
+
+
+def test_waveform_augmentation_needs_the_audio_column(tmp_path):
+    df = data_loader.load_manifest(fake_folder(tmp_path, 2, 2))
+    with pytest.raises(ValueError, match="no 'audio' column"):
+        data_loader.make_dataset(df, 2, augment=data_loader.augmentation(random_crop=True),
+                                 params=preprocess.feature_params())
