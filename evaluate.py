@@ -249,6 +249,93 @@ def best_f1(table):
 # ----------------------------------------------------------------------------- scores
 
 
+# ----------------------------------------------------------------------------- calibration
+CALIBRATION_METHODS = ("eer", "f1", "far:RATE", "none")
+
+
+def parse_calibration(method):
+    """Validate a ``--calibrate`` value: ``eer``, ``f1``, ``far:RATE`` (0 <= RATE < 1) or
+    ``none``. Returns it normalized (lower case)."""
+    m = str(method).strip().lower()
+    if m in ("eer", "f1", "none"):
+        return m
+    if m.startswith("far:"):
+        try:
+            rate = float(m[4:])
+        except ValueError:
+            rate = -1.0
+        if 0 <= rate < 1:
+            return f"far:{rate:g}"
+    raise ValueError(f"calibration {method!r}: expected eer, f1, far:RATE (e.g. far:0.05, the "
+                     "share of bonafide utterances allowed to be flagged as spoof) or none")
+
+
+def calibrate_threshold(y_true, score, method="eer"):
+    """Choose a decision threshold on validation scores.
+
+    Parameters
+    ----------
+    y_true : array of {0, 1}, shape (n,)
+        1 = spoof.
+    score : array, shape (n,)
+        Log-odds of bonafide (higher = more bonafide).
+    method : str
+        ``eer``: the EER operating point (`compute_eer`'s DET point, where the share of bonafide
+        flagged and the share of spoofs missed are closest). ``f1``: the highest F1 over every
+        distinct threshold (positive class spoof). ``far:RATE``: the most spoofs caught while at
+        most RATE of the bonafide utterances are flagged as spoof (false alarms of a deepfake
+        detector; in ASVspoof terms the CM miss rate).
+
+    Returns
+    -------
+    cal : dict
+        ``method``; ``score_threshold`` (spoof when score < it) and ``threshold`` (the same
+        decision on P(spoof) = sigmoid(-score): spoof when P(spoof) >= it), placed midway
+        between two adjacent distinct validation scores so no validation utterance sits on
+        it; and on the validation data ``n``, ``bonafide_flagged`` (share of bonafide called
+        spoof), ``spoof_missed`` (share of spoofs called bonafide), ``eer``.
+    """
+    method = parse_calibration(method)
+    if method == "none":
+        raise ValueError("calibration 'none' chooses no threshold")
+    y = np.asarray(y_true).astype(int)
+    score = np.asarray(score, dtype=np.float64)
+    bona, spoof = score[y == 0], score[y == 1]
+    p_miss, p_fa, thresholds = det_curve(bona, spoof)  # bonafide when score >= t
+    if method == "eer":
+        i = int(np.argmin(np.abs(p_miss - p_fa)))
+    elif method == "f1":
+        tp, fn, fp = spoof.size * (1 - p_fa), spoof.size * p_fa, bona.size * p_miss
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+        i = int(np.argmax(f1))
+    else:
+        rate = float(method[4:])
+        i = int(np.flatnonzero(p_miss <= rate + 1e-12)[-1])  # p_miss rises with t
+    distinct = thresholds[:-1]  # the distinct scores
+    below = distinct[distinct < thresholds[i]]
+    lower = below[-1] if below.size else thresholds[i] - 1.0
+    upper = thresholds[i] if np.isfinite(thresholds[i]) else distinct[-1] + 2.0
+    t = float((lower + upper) / 2)  # same decisions as ">= thresholds[i]", no score on it
+    eer, _ = compute_eer(bona, spoof)
+    return {"method": method, "score_threshold": t, "threshold": float(sigmoid(-t)),
+            "n": {"bonafide": int(bona.size), "spoof": int(spoof.size)},
+            "bonafide_flagged": float(p_miss[i]), "spoof_missed": float(p_fa[i]), "eer": eer}
+
+
+def read_threshold(run_dir, which="best"):
+    """The calibrated threshold train.py saved for ``which`` model of a run
+    (``threshold.json``), or None."""
+    path = Path(run_dir) / "threshold.json"
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    cal = saved.get(which)
+    if cal is None and which == "best" and not (Path(run_dir) / "best.keras").exists():
+        cal = saved.get("final")  # load_run falls back the same way
+    return cal
+
+
 def find_latest_run(runs_dir=train.RUNS_DIR):
     """The most recently written run folder under ``runs_dir`` that holds a model."""
     runs = [p.parent for p in Path(runs_dir).glob("*/config.json")
@@ -494,15 +581,17 @@ def per_attack_table(table, threshold, asv=None):
     return pd.DataFrame(rows)
 
 
-def compute_report(table, threshold=THRESHOLD, asv=None):
+def compute_report(table, threshold=None, asv=None, calibrated=None):
     """Every number of the evaluation, from a table of scores.
 
     Parameters
     ----------
     table : pandas.DataFrame
         ``utt_id, speaker, attack, key, score, p_spoof``.
-    threshold : float
-        User's P(spoof) operating point.
+    threshold : float, optional
+        User's P(spoof) operating point; default the calibrated one, else 0.5.
+    calibrated : dict, optional
+        The run's calibrated threshold (`calibrate_threshold` on its validation data).
     asv : pandas.DataFrame, optional
         ASV scores (`read_asv_scores`) for the min t-DCF.
 
@@ -525,12 +614,27 @@ def compute_report(table, threshold=THRESHOLD, asv=None):
                         "direction look swapped (scores must be higher for bonafide), or the "
                         "detector learned nothing")
     sweep = threshold_sweep(y, p)
-    points = {"0.5": binary_metrics(y, p, 0.5), "best_f1": best_f1(sweep),
-              "eer": {"threshold": float(sigmoid(-eer_thr)), "score_threshold": eer_thr,
-                      **classification_metrics(y, score < eer_thr)},
-              "chosen": binary_metrics(y, p, threshold)}
-    for name, point in points.items():
-        if name != "eer":
+    points = {"0.5": binary_metrics(y, p, 0.5)}
+    if calibrated is not None:  # decided on the score, exactly as calibrated
+        t = calibrated["score_threshold"]
+        points["calibrated"] = {"threshold": calibrated["threshold"], "score_threshold": t,
+                                "method": calibrated["method"],
+                                **classification_metrics(y, score < t)}
+    # these two are chosen on the evaluated data itself: oracle points, not deployable
+    points["best_f1"] = best_f1(sweep)
+    points["eer"] = {"threshold": float(sigmoid(-eer_thr)), "score_threshold": eer_thr,
+                     **classification_metrics(y, score < eer_thr)}
+    if threshold is not None:
+        points["chosen"] = binary_metrics(y, p, threshold)
+        source = "--threshold"
+    elif calibrated is not None:
+        threshold, points["chosen"] = calibrated["threshold"], dict(points["calibrated"])
+        source = f"calibrated on the run's validation data ({calibrated['method']})"
+    else:
+        threshold, points["chosen"] = THRESHOLD, dict(points["0.5"])
+        source = "default 0.5 (no calibrated threshold saved with the run)"
+    for point in points.values():
+        if "score_threshold" not in point:
             t = point["threshold"]
             point["score_threshold"] = float(np.log((1 - t) / t))
     if asv is not None:
@@ -541,6 +645,7 @@ def compute_report(table, threshold=THRESHOLD, asv=None):
                           "ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.eval.gi.trl.scores.txt)"}
     per_attack = per_attack_table(table, threshold, asv)
     metrics = {
+        "threshold": {"value": float(threshold), "source": source},
         "n": {"total": int(len(y)), "bonafide": int((y == 0).sum()), "spoof": int((y == 1).sum())},
         "conventions": {
             "score": "log-odds of bonafide: higher = more bonafide (ASVspoof)",
@@ -656,7 +761,7 @@ def write_outputs(table, metrics, per_attack, sweep, out_dir, threshold):
                                                      allow_nan=False) + "\n")
 
 
-def evaluate(run_dir=None, data=None, which="best", threshold=THRESHOLD, batch_size=BATCH_SIZE,
+def evaluate(run_dir=None, data=None, which="best", threshold=None, batch_size=BATCH_SIZE,
              name=None, scores=None, protocol=None, fmt=None, asv_scores=None, out=None,
              plots=True):
     """Score (a run's model, or a score file) and write the full report.
@@ -668,9 +773,10 @@ def evaluate(run_dir=None, data=None, which="best", threshold=THRESHOLD, batch_s
     data : str or Path, optional
         Preprocessed folder to score; default the run's held-out part.
     which : {"best", "final"}
-    threshold : float
-        User's P(spoof) operating point (reported, used for predictions.csv and the confusion
-        matrix).
+    threshold : float, optional
+        P(spoof) operating point used for predictions.csv, per-attack detection and the
+        confusion matrix; default the run's calibrated threshold (``threshold.json``), else
+        0.5. Metrics at 0.5 and at the calibrated threshold are always reported.
     batch_size : int
     name : str, optional
         Output subfolder under ``<run>/eval/``; default ``heldout`` or the data folder's name.
@@ -703,7 +809,9 @@ def evaluate(run_dir=None, data=None, which="best", threshold=THRESHOLD, batch_s
         out_dir = Path(out) if out else Path(run_dir) / "eval" / name
         history = Path(run_dir) / "history.csv"
     asv = read_asv_scores(asv_scores) if asv_scores else None
-    metrics, per_attack, sweep = compute_report(table, threshold, asv)
+    calibrated = read_threshold(run_dir, which) if scores is None else None
+    metrics, per_attack, sweep = compute_report(table, threshold, asv, calibrated)
+    threshold = metrics["threshold"]["value"]
     metrics = {"name": name, "source": source, **metrics}
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ["metrics.json", "scores.txt", "predictions.csv", "per_attack.csv", "thresholds.csv"]
@@ -735,7 +843,10 @@ def format_report(metrics):
         lines.append(f"{r['attack']:>12s} {r['n']:6d} {eer:>8s} {r['detected']:9.3f} {td:>10s}")
     hdr = (f"{'point':>8s} {'P(spoof)>=':>10s} {'score<=':>9s} {'acc':>6s} {'prec':>6s} "
            f"{'recall':>6s} {'F1':>6s}")
-    lines += ["", "operating points (positive class = spoof):", hdr]
+    thr = metrics["threshold"]
+    lines += ["", f"operating points (positive class = spoof; chosen = {thr['value']:.4g}, "
+                  f"{thr['source']}; best_f1 and eer are picked on this data itself, "
+                  "for reference only):", hdr]
     for key, m in metrics["operating_points"].items():
         lines.append(f"{key:>8s} {m['threshold']:10.4g} {m['score_threshold']:9.4g} "
                      f"{m['accuracy']:6.3f} {m['precision']:6.3f} {m['recall']:6.3f} "
@@ -768,9 +879,11 @@ def main(argv=None):
     ap.add_argument("--asv-scores", help="ASVspoof 2019 ASV score file "
                                          "(ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt) "
                                          "for the min t-DCF")
-    ap.add_argument("--threshold", type=float, default=THRESHOLD,
-                    help="your operating point on P(spoof): reported, and used for "
-                         "predictions.csv and the confusion matrix")
+    ap.add_argument("--threshold", type=float,
+                    help="operating point on P(spoof) for predictions.csv, per-attack detection "
+                         "and the confusion matrix (default: the run's calibrated threshold, "
+                         "else 0.5); metrics at 0.5 and at the calibrated threshold are always "
+                         "reported")
     ap.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="prediction batch size")
     ap.add_argument("--name", help="output subfolder under <run>/eval/ (default: 'heldout' or the "
                                    "data folder's name)")
@@ -778,7 +891,7 @@ def main(argv=None):
                                   "<scores>_eval/ beside a score file)")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = ap.parse_args(argv)
-    if not 0 < args.threshold < 1:
+    if args.threshold is not None and not 0 < args.threshold < 1:
         ap.error("--threshold must be in (0, 1)")
     try:
         run_dir = None

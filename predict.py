@@ -51,8 +51,10 @@ class Detector:
     run_dir : str or Path
     which : {"best", "final"}
     threshold : float, optional
-        Decision threshold on P(spoof); default the run's saved threshold
-        (``threshold.json``), else 0.5.
+        Decision threshold on P(spoof); default the threshold train.py calibrated on the
+        run's validation data for this model (``threshold.json``), else 0.5. It was
+        calibrated on one window per utterance: with several windows and ``--aggregate max``,
+        a long file is flagged more readily than one window would be.
     """
 
     def __init__(self, run_dir, which="best", threshold=None):
@@ -62,13 +64,12 @@ class Detector:
         self.model, self.meta, self.model_path = evaluate.load_run(self.run_dir, which)
         self.features = self.meta["features"]
         self._hidden, self._kernel, self._bias = evaluate.logit_parts(self.model)
-        saved = self.run_dir / "threshold.json"
+        saved = evaluate.read_threshold(self.run_dir, which)
         if threshold is not None:
             self.threshold, self.threshold_source = float(threshold), "--threshold"
-        elif saved.exists():
-            t = json.loads(saved.read_text())
-            self.threshold = float(t["threshold"])
-            self.threshold_source = f"{saved.name}: {t.get('method', 'saved with the run')}"
+        elif saved is not None:
+            self.threshold = float(saved["threshold"])
+            self.threshold_source = f"calibrated ({saved['method']}, threshold.json)"
         else:
             self.threshold, self.threshold_source = 0.5, "default 0.5 (no threshold saved)"
 

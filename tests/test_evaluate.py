@@ -188,7 +188,9 @@ def test_evaluate_heldout_and_other_partition(trained_run, demo_features, demo_c
     assert saved["eer"] == pytest.approx(evaluate.compute_eer(
         pred.loc[pred["key"] == "bonafide", "score"], pred.loc[pred["key"] == "spoof", "score"])[0])
     assert len(saved["sweep"]) == 99 and len(pd.read_csv(out / "thresholds.csv")) == 99
-    assert set(saved["operating_points"]) == {"0.5", "best_f1", "eer", "chosen"}
+    assert set(saved["operating_points"]) == {"0.5", "calibrated", "best_f1", "eer", "chosen"}
+    assert saved["threshold"]["source"].startswith("calibrated on the run's validation data")
+    assert saved["operating_points"]["chosen"] == saved["operating_points"]["calibrated"]
     for point in saved["operating_points"].values():
         assert all(np.isfinite(point[k]) for k in ("accuracy", "precision", "recall", "f1"))
     text = capsys.readouterr().out
@@ -208,7 +210,8 @@ def test_evaluate_heldout_and_other_partition(trained_run, demo_features, demo_c
                        "--no-plots"])
     assert s["eer"] == m["eer"] and s["eer_threshold"] == m["eer_threshold"]
     assert s["per_attack"] == m["per_attack"] and s["roc_auc"] == m["roc_auc"]
-    assert s["operating_points"] == m["operating_points"]
+    assert s["operating_points"] == {k: v for k, v in m["operating_points"].items()
+                                     if k != "calibrated"}  # a score file has no run
     assert (trained_run / "eval" / "dev" / "scores_eval" / "metrics.json").exists()
 
 
@@ -263,7 +266,7 @@ def test_genuine_mini_corpus_pipeline(tmp_path, capsys):
     assert "pooled EER" in text and "A06" in text and "threshold sweep" in text
     protocol = MINI_LA / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.dev.trl.txt"
     s = evaluate.main(["--scores", str(out / "scores.txt"), "--protocol", str(protocol),
-                       "--no-plots"])
+                       "--no-plots", "--threshold", str(m["threshold"]["value"])])
     assert s["eer"] == m["eer"] and s["per_attack"] == m["per_attack"]
 
 
@@ -281,3 +284,49 @@ def test_cli_loads_the_model_in_a_fresh_process(trained_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "pooled EER" in proc.stdout
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["n"]["total"] == 5
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def _scores(seed=0, n_bona=40, n_spoof=160):
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.zeros(n_bona, int), np.ones(n_spoof, int)]
+    score = np.r_[rng.normal(1.0, 1.0, n_bona), rng.normal(-1.0, 1.0, n_spoof)]
+    return y, np.round(score, 1)  # rounding makes ties, which must stay together
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_calibrated_eer_threshold_reproduces_the_eer_point(seed):
+    y, score = _scores(seed)
+    cal = evaluate.calibrate_threshold(y, score, "eer")
+    t = cal["score_threshold"]
+    assert not np.any(score == t)  # no utterance sits on the threshold
+    flagged = np.mean(score[y == 0] < t)  # bonafide called spoof
+    missed = np.mean(score[y == 1] >= t)  # spoof called bonafide
+    eer, _ = evaluate.compute_eer(score[y == 0], score[y == 1])
+    assert flagged == pytest.approx(cal["bonafide_flagged"], abs=1e-12)
+    assert missed == pytest.approx(cal["spoof_missed"], abs=1e-12)
+    assert (flagged + missed) / 2 == pytest.approx(eer) == cal["eer"]
+    # the same decision on P(spoof), as evaluate.py and predict.py apply it
+    p = evaluate.sigmoid(-score)
+    np.testing.assert_array_equal(p >= cal["threshold"], score < t)
+
+
+def test_calibrated_f1_and_false_alarm_thresholds():
+    y, score = _scores(3)
+    f1 = evaluate.calibrate_threshold(y, score, "f1")
+    best = max(evaluate.classification_metrics(y, score < t)["f1"]
+               for t in np.r_[np.unique(score), np.inf])  # brute force over every threshold
+    assert evaluate.classification_metrics(y, score < f1["score_threshold"])["f1"] == best
+    for rate in (0.0, 0.05, 0.2):
+        far = evaluate.calibrate_threshold(y, score, f"far:{rate}")
+        pred = score < far["score_threshold"]
+        assert np.mean(pred[y == 0]) <= rate  # at most RATE of bonafide flagged
+        # and no higher threshold keeps that promise while catching more spoofs
+        higher = np.unique(score)[np.unique(score) > far["score_threshold"]]
+        if higher.size:
+            assert np.mean(score[y == 0] < higher[0] + 1e-9) > rate
+    for bad in ("median", "far:2", "far:x"):
+        with pytest.raises(ValueError, match="expected eer, f1, far:RATE"):
+            evaluate.calibrate_threshold(y, score, bad)

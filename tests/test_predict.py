@@ -69,7 +69,7 @@ def test_every_input_gets_a_score_or_the_promised_error(detector, audio_files):
             assert r["windows_scored"] == 1
     by = dict(zip(names, rows))
     assert (by["8000"]["sample_rate"], by["stereo"]["channels"]) == (8000, 2)
-    assert by["44100"]["threshold_source"].startswith("default 0.5")
+    assert by["44100"]["threshold_source"] == "calibrated (eer, threshold.json)"
 
 
 def test_same_scores_as_the_training_features(detector, demo_corpus, demo_features):
@@ -108,7 +108,9 @@ def test_cli_table_json_csv_and_exit_status(trained_run, audio_files, capsys):
     ok = [str(audio_files["22050"]), str(audio_files["mp3"])]
     assert predict.main(["--run", str(trained_run), *ok]) == 0
     table = capsys.readouterr().out
-    assert "threshold 0.5 (default 0.5" in table and "tone_22050.wav" in table
+    saved = json.loads((trained_run / "threshold.json").read_text())["best"]["threshold"]
+    assert f"threshold {saved:g} (calibrated (eer, threshold.json))" in table
+    assert "tone_22050.wav" in table
     assert predict.main(["--run", str(trained_run), "--json", *ok,
                          str(audio_files["random"])]) == 1
     out = capsys.readouterr()
@@ -138,3 +140,14 @@ def test_genuine_corpora(detector):
     assert len(rows) == 117 + 202
     assert all(r["status"] == "ok" for r in rows), [r for r in rows if r["status"] != "ok"][:2]
     assert {r["sample_rate"] for r in rows} == {22050, 16000}
+
+
+def test_threshold_falls_back_to_0_5_without_calibration(trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "uncalibrated"
+    shutil.copytree(trained_run, run)
+    (run / "threshold.json").unlink()
+    d = predict.Detector(run)
+    assert (d.threshold, d.threshold_source) == (0.5, "default 0.5 (no threshold saved)")
+    assert predict.Detector(run, threshold=0.2).threshold_source == "--threshold"
