@@ -268,3 +268,150 @@ def test_multiworker_strategy_stops_with_the_reason(demo_features, tmp_path):
         train.main(["--data", str(demo_features["train"]), "--run", str(tmp_path / "mw"),
                     "--weights", "none", "--strategy", "multiworker"])
     assert not (tmp_path / "mw").exists()
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def test_fine_tuning_unfreezes_exactly_n_blocks_and_no_batchnorm():
+    import keras
+
+    model = train.build_model(weights="none")
+    blocks = train.backbone_blocks(train.backbone_of(model))
+    assert len(blocks) == 16 and blocks[0] == "block1a" and blocks[-3:] == ["block6c", "block6d",
+                                                                            "block7a"]
+    assert train.unfreeze_top_blocks(model, 3) == ["block6c", "block6d", "block7a"]
+    backbone = train.backbone_of(model)
+    trainable = {layer.name for layer in backbone.layers if layer.trainable and layer.weights}
+    assert {n.split("_")[0] for n in trainable} == {"block6c", "block6d", "block7a", "top"}
+    assert "top_conv" in trainable and "block6b_project_conv" not in trainable
+    bns = [layer for layer in backbone.layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bns) == 49 and not any(layer.trainable for layer in bns)
+    names = {w.path.split("/")[-2] if "/" in w.path else w.path for w in model.trainable_weights}
+    assert not any(n.endswith("_bn") or "bn" in n.split("_")[-1] for n in names)
+    # trainable weights = the convs and squeeze-excite of the 3 blocks, top_conv, the head
+    in_blocks = sum(int(np.prod(w.shape)) for layer in backbone.layers if layer.name in trainable
+                    for w in layer.trainable_weights)
+    count = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    assert count == in_blocks + HEAD_PARAMS and in_blocks > 0
+    for bad in (0, 17):
+        with pytest.raises(ValueError, match="between 1 and 16"):
+            train.unfreeze_top_blocks(model, bad)
+
+
+def test_fine_tuned_run_changes_only_the_unfrozen_blocks(demo_features, tmp_path):
+    run, history = train.train(demo_features["train"], tmp_path / "ft", weights="none",
+                               epochs=1, batch_size=8, verbose=0, fine_tune_blocks=1,
+                               fine_tune_epochs=1, fine_tune_lr=1e-3)
+    assert list(history["epoch"]) == [0, 1]
+    config = json.loads((run / "config.json").read_text())
+    assert config["fine_tune"]["blocks"] == ["block7a"] and config["fine_tune"]["phase1_epochs"] == 1
+    assert config["args"]["feature_cache"] is True  # the frozen phase used the cache
+    final = train.backbone_of(train.load_model(run / "model.keras"))
+    # a frozen-only twin (same seed, same initial backbone) holds the backbone as it started
+    twin, _ = train.train(demo_features["train"], tmp_path / "frozen", weights="none", epochs=1,
+                          batch_size=8, verbose=0)
+    frozen = train.backbone_of(train.load_model(twin / "model.keras"))
+    changed = set()
+    for a, b in zip(final.layers, frozen.layers):
+        for wa, wb in zip(a.weights, b.weights):
+            if not np.array_equal(wa.numpy(), wb.numpy()):
+                changed.add(a.name)
+    assert changed and {n.split("_")[0] for n in changed} <= {"block7a", "top"}
+    assert not any("bn" in n for n in changed)  # BatchNorm weights and statistics untouched
+
+
+def test_monitor_selects_best_checkpoint_and_early_stopping(demo_features, tmp_path):
+    run, history = train.train(demo_features["train"], tmp_path / "eer", weights="none",
+                               epochs=6, batch_size=8, verbose=0, monitor="auc",
+                               early_stopping=1, learning_rate=0.0)
+    # lr 0: nothing changes after the first epoch, so patience 1 stops after epoch 2
+    assert len(history) == 2 and "val_eer" in history.columns
+    meta = train.read_model_meta(run / "best.keras")
+    assert meta["monitor"] == "val_auc" and meta["epoch"] == 1
+    run2, h2 = train.train(demo_features["train"], tmp_path / "eer2", weights="none", epochs=3,
+                           batch_size=8, verbose=0, monitor="eer", learning_rate=1e-2)
+    meta2 = train.read_model_meta(run2 / "best.keras")
+    assert meta2["monitor"] == "val_eer"
+    assert meta2["val_eer"] == pytest.approx(h2["val_eer"].min())
+    assert meta2["epoch"] == int(h2["val_eer"].idxmin()) + 1
+
+
+def test_calibrated_threshold_reproduces_the_eer_point_on_validation(trained_run):
+    import evaluate
+
+    saved = json.loads((trained_run / "threshold.json").read_text())
+    assert set(saved) == {"best", "final"} and saved["best"]["method"] == "eer"
+    m = evaluate.evaluate(trained_run, plots=False, out=trained_run / "eval" / "cal_check")
+    cal = m["operating_points"]["calibrated"]
+    assert m["threshold"]["value"] == saved["best"]["threshold"]  # the default operating point
+    assert m["operating_points"]["chosen"]["threshold"] == cal["threshold"]
+    flagged = cal["fp"] / (cal["fp"] + cal["tn"])  # bonafide called spoof
+    missed = cal["fn"] / (cal["fn"] + cal["tp"])  # spoof called bonafide
+    assert flagged == pytest.approx(saved["best"]["bonafide_flagged"])
+    assert missed == pytest.approx(saved["best"]["spoof_missed"])
+    assert (flagged + missed) / 2 == pytest.approx(m["eer"])  # held-out part = validation
+    assert m["operating_points"]["0.5"]["threshold"] == 0.5
+
+
+def test_augmentation_never_touches_validation_or_evaluation(demo_features, tmp_path,
+                                                             monkeypatch):
+    import data_loader
+    import evaluate
+    import predict
+
+    seen = []
+    real = data_loader.augment_example
+
+    def spy(x, audio, rng, aug, params):
+        seen.append(audio)
+        return real(x, audio, rng, aug, params)
+
+    monkeypatch.setattr(data_loader, "augment_example", spy)
+    run, _ = train.train(demo_features["train"], tmp_path / "aug", weights="none", epochs=2,
+                         batch_size=8, verbose=0, augment=data_loader.augmentation(
+                             freq_mask=16, time_mask=16, random_crop=True,
+                             noise_snr_db="10,40", lowpass_hz="3400,7000"))
+    split = pd.read_csv(run / "split.csv")
+    manifest = data_loader.load_manifest(demo_features["train"]).set_index("utt_id")
+    audio = {part: set(manifest.loc[split.loc[split["part"] == part, "utt_id"], "audio"])
+             for part in ("train", "val")}
+    assert set(seen) <= audio["train"] and not set(seen) & audio["val"]
+    assert len(seen) >= 2 * len(audio["train"])  # every training example, every epoch
+    config = json.loads((run / "config.json").read_text())
+    assert config["args"]["augment"]["random_crop"] and config["args"]["feature_cache"] is False
+
+    def forbidden(*a, **k):
+        raise AssertionError("augmentation called outside training")
+
+    monkeypatch.setattr(data_loader, "augment_example", forbidden)
+    m = evaluate.evaluate(run, demo_features["dev"], plots=False)
+    model = train.load_model(run / "best.keras")
+    df = data_loader.load_manifest(demo_features["dev"])
+    x = np.stack([data_loader.to_model_input(np.load(p)).numpy() for p in df["path"]])
+    p = model.predict(x, verbose=0).reshape(-1)
+    table = pd.read_csv(Path(m["out_dir"]) / "predictions.csv")
+    np.testing.assert_allclose(table["p_spoof"], p, rtol=1e-4, atol=1e-7)
+    d = predict.Detector(run)
+    assert d.threshold == evaluate.read_threshold(run)["threshold"]
+
+
+def test_seeds_report_mean_and_spread(demo_features, tmp_path, capsys):
+    run = tmp_path / "seeds"
+    train.main(["--data", str(demo_features["train"]), "--run", str(run), "--weights", "none",
+                "--epochs", "1", "--batch-size", "8", "--quiet", "--seeds", "1,2",
+                "--test-data", str(demo_features["dev"])])
+    per_run = pd.read_csv(run / "seeds.csv")
+    summary = pd.read_csv(run / "seeds_summary.csv", index_col=0)
+    assert list(per_run["seed"]) == [1, 2]
+    for k in ("val_eer", "val_f1_0.5", "val_f1_cal", "test_eer", "test_f1"):
+        assert summary.loc["mean", k] == pytest.approx(per_run[k].mean())
+        assert summary.loc["std", k] == pytest.approx(per_run[k].std(ddof=1))
+    splits = [pd.read_csv(run / f"seed{s}" / "split.csv") for s in (1, 2)]
+    assert splits[0].equals(splits[1])  # one split (--seed), two initializations
+    configs = [json.loads((run / f"seed{s}" / "config.json").read_text()) for s in (1, 2)]
+    assert [c["args"]["seed"] for c in configs] == [1, 2]
+    assert "mean" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="distinct integers"):
+        train.main(["--data", str(demo_features["train"]), "--seeds", "1,1"])
