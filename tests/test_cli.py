@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+import compare_recipes
 import data_loader
 import evaluate
 import make_demo_corpus
@@ -18,7 +19,13 @@ FLAGS = {
     data_loader: ["--val-data", "--val-fraction", "--seed"],
     train: ["--data", "--val-data", "--val-fraction", "--run", "--overwrite", "--weights",
             "--epochs", "--batch-size", "--lr", "--dense-units", "--dropout", "--seed",
+            "--seeds", "--test-data", "--class-weight", "--balanced-batches", "--calibrate",
+            "--monitor", "--early-stopping", "--fine-tune-blocks", "--fine-tune-epochs",
+            "--fine-tune-lr", "--freq-mask", "--time-mask", "--masks", "--random-crop",
+            "--gain-db", "--noise-snr", "--lowpass", "--augment-p",
             "--no-feature-cache", "--cache-dir", "--strategy", "--cpu-devices", "--quiet"],
+    compare_recipes: ["--data", "--val-data", "--test", "--recipes", "--seeds", "--out",
+                      "--asv-scores", "--list", "--verbose"],
     evaluate: ["--run", "--data", "--model", "--scores", "--protocol", "--format", "--asv-scores",
                "--threshold", "--batch-size", "--name", "--out", "--no-plots"],
     make_demo_corpus: ["--out", "--train", "--dev", "--eval", "--seed", "--min-dur", "--max-dur"],
