@@ -135,7 +135,13 @@ def vocode(y, attack, rng):
     return (0.5 * out / np.abs(out).max()).astype(np.float32)
 
 
-def make_corpus(out, counts, seed=0, min_dur=2.0, max_dur=5.0):
+def is_spoof(i, spoof_fraction=0.5):
+    """Whether utterance ``i`` of a split is a spoof: spoofs spread evenly, ``spoof_fraction``
+    of every split (0.5: the odd utterances)."""
+    return int((i + 1) * spoof_fraction) > int(i * spoof_fraction)
+
+
+def make_corpus(out, counts, seed=0, min_dur=2.0, max_dur=5.0, spoof_fraction=0.5):
     """Write the demo corpus.
 
     Parameters
@@ -143,10 +149,12 @@ def make_corpus(out, counts, seed=0, min_dur=2.0, max_dur=5.0):
     out : str or Path
         Folder that will hold ``LA/``.
     counts : dict
-        Utterances per split, e.g. ``{"train": 80, "dev": 40, "eval": 40}``; half bonafide, half
-        spoof (spoofs alternate between the attacks).
+        Utterances per split, e.g. ``{"train": 80, "dev": 40, "eval": 40}``.
     seed : int
         Same seed and counts -> byte-identical files.
+    spoof_fraction : float in (0, 1)
+        Share of spoofs in every split (0.5 by default; ASVspoof 2019 LA is about 0.9).
+        Spoofs alternate between the attacks.
 
     Returns
     -------
@@ -174,7 +182,7 @@ def make_corpus(out, counts, seed=0, min_dur=2.0, max_dur=5.0):
             utt = f"DEMO_{letter}_{i + 1:07d}"
             y = synth_utterance(rng, f0 * rng.uniform(0.93, 1.07), scale,
                                 rng.uniform(min_dur, max_dur))
-            if i % 2:  # odd utterances are spoofs
+            if is_spoof(i, spoof_fraction):
                 attack = ATTACKS[(i // 2) % len(ATTACKS)]
                 y, key = vocode(y, attack, rng), "spoof"
             else:
@@ -196,17 +204,21 @@ def main(argv=None):
                     "(proves the pipeline runs; not real data).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--out", default="data/demo", help="output folder (LA/ is created in it)")
-    ap.add_argument("--train", type=int, default=120, help="training utterances (half spoof)")
-    ap.add_argument("--dev", type=int, default=60, help="development utterances (half spoof)")
-    ap.add_argument("--eval", type=int, default=60, help="evaluation utterances (half spoof)")
+    ap.add_argument("--train", type=int, default=120, help="training utterances")
+    ap.add_argument("--dev", type=int, default=60, help="development utterances")
+    ap.add_argument("--eval", type=int, default=60, help="evaluation utterances")
+    ap.add_argument("--spoof-fraction", type=float, default=0.5,
+                    help="share of spoofs in every split (ASVspoof 2019 LA: about 0.9)")
     ap.add_argument("--seed", type=int, default=0, help="seed; same seed, same files")
     ap.add_argument("--min-dur", type=float, default=2.0, help="shortest utterance, seconds")
     ap.add_argument("--max-dur", type=float, default=5.0, help="longest utterance, seconds")
     args = ap.parse_args(argv)
     if not 0.5 <= args.min_dur <= args.max_dur:
         ap.error("need 0.5 <= --min-dur <= --max-dur")
+    if not 0 < args.spoof_fraction < 1:
+        ap.error("--spoof-fraction must be in (0, 1)")
     protocols = make_corpus(args.out, {"train": args.train, "dev": args.dev, "eval": args.eval},
-                            args.seed, args.min_dur, args.max_dur)
+                            args.seed, args.min_dur, args.max_dur, args.spoof_fraction)
     for split, p in protocols.items():
         print(f"{split}: {p}")
     print(f"next: python preprocess.py --dataset-root {Path(args.out) / 'LA'} --split train "

@@ -233,6 +233,7 @@ def test_bad_files_are_recorded_never_fatal(messy_corpus, tmp_path):
     assert list(manifest["target"]) == [0, 1, 0, 1]
     assert list(manifest["attack"]) == ["-", "A01", "-", "A01"]
     assert set(manifest["split"]) == {"train"}
+    assert list(manifest["audio"]) == [str((audio / f"U_{i}.flac").resolve()) for i in range(4)]
     for p in manifest["path"]:
         a = np.load(out / p)
         assert a.shape == (128, 128) and np.isfinite(a).all() and 0 <= a.min() <= a.max() <= 1
@@ -356,3 +357,11 @@ def test_genuine_wavefake_csv_at_22k(tmp_path):
     expected = {Path(f).stem: lab for f, lab in zip(labels["file"], labels["label"])}
     assert dict(zip(manifest["utt_id"], manifest["label"])) == expected
     assert set(manifest.loc[manifest["utt_id"].str.endswith("_gen"), "label"]) == {"spoof"}
+
+
+def test_demo_corpus_spoof_fraction():
+    import make_demo_corpus
+
+    assert [make_demo_corpus.is_spoof(i) for i in range(4)] == [False, True, False, True]
+    share = np.mean([make_demo_corpus.is_spoof(i, 0.9) for i in range(400)])
+    assert share == 0.9
