@@ -45,6 +45,7 @@ def test_compare_table(demo_features, tmp_path, capsys):
     assert config["args"]["split_seed"] == 42  # every seed and recipe: the same 80/20 split
     md = (out / "compare.md").read_text()
     assert md.startswith("`python scripts/compare_recipes.py") and "| class_weighted |" in md
+    assert "| bonafide accepted |" in md and "bonafide_recall_mean" in table.columns
     assert "positive class = spoof" in capsys.readouterr().out
     # a second call reuses the finished runs
     stamp = (out / "baseline" / "seed1" / "model.keras").stat().st_mtime_ns
