@@ -415,3 +415,27 @@ def test_seeds_report_mean_and_spread(demo_features, tmp_path, capsys):
     assert "mean" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="distinct integers"):
         train.main(["--data", str(demo_features["train"]), "--seeds", "1,1"])
+
+
+def test_interrupted_fine_tuning_resumes_in_its_phase(demo_features, tmp_path, capsys):
+    import keras
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:  # the first fine-tuning epoch
+                raise RuntimeError("power cut")
+
+    run = tmp_path / "ft"
+    args = dict(data=demo_features["train"], weights="none", epochs=2, batch_size=8, verbose=0,
+                fine_tune_blocks=1, fine_tune_epochs=2)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train.train(run_dir=run, callbacks=[Crash()], **args)
+    assert (run / "phase1.json").exists() and (run / "backup_ft").exists()
+    assert not (run / "model.keras").exists()
+    _, history = train.train(run_dir=run, **args)
+    assert "resuming" in capsys.readouterr().err
+    assert list(history["epoch"]) == [0, 1, 2, 3]  # the frozen phase was not run again
+    assert not (run / "phase1.json").exists() and not (run / "phase1.weights.h5").exists()
+    config = json.loads((run / "config.json").read_text())
+    assert config["fine_tune"]["blocks"] == ["block7a"]
+    assert (run / "threshold.json").exists()
