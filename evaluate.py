@@ -841,14 +841,14 @@ def format_report(metrics):
         eer = f"{r['eer']:.2%}" if r["eer"] is not None else "-"
         td = f"{r['min_tdcf']:.4f}" if r["min_tdcf"] is not None else "-"
         lines.append(f"{r['attack']:>12s} {r['n']:6d} {eer:>8s} {r['detected']:9.3f} {td:>10s}")
-    hdr = (f"{'point':>8s} {'P(spoof)>=':>10s} {'score<=':>9s} {'acc':>6s} {'prec':>6s} "
+    hdr = (f"{'point':>10s} {'P(spoof)>=':>10s} {'score<=':>9s} {'acc':>6s} {'prec':>6s} "
            f"{'recall':>6s} {'F1':>6s}")
     thr = metrics["threshold"]
     lines += ["", f"operating points (positive class = spoof; chosen = {thr['value']:.4g}, "
                   f"{thr['source']}; best_f1 and eer are picked on this data itself, "
                   "for reference only):", hdr]
     for key, m in metrics["operating_points"].items():
-        lines.append(f"{key:>8s} {m['threshold']:10.4g} {m['score_threshold']:9.4g} "
+        lines.append(f"{key:>10s} {m['threshold']:10.4g} {m['score_threshold']:9.4g} "
                      f"{m['accuracy']:6.3f} {m['precision']:6.3f} {m['recall']:6.3f} "
                      f"{m['f1']:6.3f}")
     lines += ["", "threshold sweep (every 0.1; all 99 thresholds in thresholds.csv):",
