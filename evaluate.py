@@ -353,7 +353,7 @@ def load_run(run_dir, which="best"):
     ----------
     run_dir : str or Path
     which : {"best", "final"}
-        ``best.keras`` (lowest validation loss) or ``model.keras`` (last epoch); "best" falls
+        ``best.keras`` (best validation metric, see train.py --monitor) or ``model.keras`` (last epoch); "best" falls
         back to the final model when no checkpoint exists.
 
     Returns
@@ -869,7 +869,8 @@ def main(argv=None):
     ap.add_argument("--data", help="preprocessed folder to evaluate (default: the run's held-out "
                                    "validation part)")
     ap.add_argument("--model", choices=("best", "final"), default="best",
-                    help="best.keras (lowest validation loss) or model.keras (last epoch)")
+                    help="best.keras (best validation --monitor of train.py, by default the "
+                         "lowest loss) or model.keras (last epoch)")
     ap.add_argument("--scores", help="evaluate this score file ('utt_id score', higher = more "
                                      "bonafide) instead of a model; needs --protocol")
     ap.add_argument("--protocol", help="protocol/key file giving the labels and attacks of "

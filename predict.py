@@ -266,10 +266,12 @@ def add_model_args(ap):
     """The --run, --model and --threshold flags shared by predict.py and serve.py."""
     ap.add_argument("--run", help="run folder from train.py (default: the newest under runs/)")
     ap.add_argument("--model", choices=("best", "final"), default="best",
-                    help="best.keras (lowest validation loss) or model.keras (last epoch)")
+                    help="best.keras (best validation --monitor of train.py, by default the "
+                         "lowest loss) or model.keras (last epoch)")
     ap.add_argument("--threshold", type=float,
-                    help="decision threshold on P(spoof) (default: the run's saved threshold, "
-                         "else 0.5)")
+                    help="decision threshold on P(spoof) (default: the threshold train.py "
+                         "calibrated on the run's validation data for this model, "
+                         "threshold.json; else 0.5)")
 
 
 def main(argv=None):

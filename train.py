@@ -7,7 +7,8 @@ cross-entropy, 10 epochs, batch 16. Label 1 = spoof.
 Each run writes ``runs/<name>/``:
 
 - ``model.keras``   the model after the last epoch,
-- ``best.keras``    the checkpoint with the lowest validation loss,
+- ``best.keras``    the checkpoint with the best validation ``--monitor`` (default: lowest loss),
+- ``threshold.json`` the decision threshold of each model, calibrated on the validation part,
 - ``config.json``   every argument, the feature parameters, seed, data, versions,
 - ``history.csv``   per-epoch loss and metrics,
 - ``split.csv``     which utterances were used for training and which for validation.
@@ -22,6 +23,15 @@ Example::
     python train.py --weights none --epochs 2                                 # offline smoke run
 
 Re-running an interrupted run with the same ``--run`` resumes from its last finished epoch.
+
+Beyond the design card (off by default, except that the threshold is calibrated:
+``--calibrate eer``; see README "Beyond the design card")::
+
+    python train.py --class-weight balanced --balanced-batches     # class imbalance
+    python train.py --calibrate far:0.05 --monitor eer --early-stopping 3
+    python train.py --fine-tune-blocks 2 --fine-tune-epochs 5      # second, unfrozen phase
+    python train.py --freq-mask 16 --time-mask 16 --random-crop --noise-snr 10,40
+    python train.py --seeds 1,2,3 --test-data data/features/dev    # mean and spread
 """
 
 import argparse
