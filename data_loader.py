@@ -357,7 +357,8 @@ def _load_augmented(path, audio, seed, shape, aug, params):
 
     def read(p, a, s):
         x = None if wave else np.load(p.decode(), allow_pickle=False)
-        return augment_example(x, a.decode(), np.random.default_rng(int(s)), aug, params)
+        rng = np.random.default_rng(int(s) % 2**63)  # SeedSequence wants a non-negative seed
+        return augment_example(x, a.decode(), rng, aug, params)
 
     import tensorflow as tf
 

@@ -815,8 +815,12 @@ def train(data, run_dir, val_data=None, val_fraction=data_loader.VAL_FRACTION,
     for leftover in ("phase1.json", "phase1.weights.h5"):
         (run_dir / leftover).unlink(missing_ok=True)
     if calibrate != "none":
-        calibrate_run(run_dir, calibrate, val_features=val_features,
-                      val_targets=val_df["target"])
+        try:
+            calibrate_run(run_dir, calibrate, val_features=val_features,
+                          val_targets=val_df["target"])
+        except ValueError as e:  # e.g. a validation part with one class: the run is still good
+            print(f"warning: no threshold calibrated ({e}); evaluate.py and predict.py will "
+                  "use 0.5", file=sys.stderr)
     return run_dir, history
 
 

@@ -109,6 +109,9 @@ def compare(recipes, common, seeds, test, out, asv_scores=None, verbose=0):
             m = evaluate.evaluate(run, test, threshold=0.5 if judged_at == "0.5" else None,
                                   name=f"{Path(test).resolve().name}_{judged_at}",
                                   asv_scores=asv_scores, plots=False)
+            if judged_at == "calibrated" and "calibrated" not in m["operating_points"]:
+                raise ValueError(f"recipe {name} is judged at its calibrated threshold, but "
+                                 f"{run} has none (was --calibrate none passed?)")
             chosen = m["operating_points"]["chosen"]
             rows.append({"recipe": name, "seed": seed, "run": str(run), "threshold_at": judged_at,
                          "threshold": m["threshold"]["value"], "eer": m["eer"],

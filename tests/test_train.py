@@ -439,3 +439,18 @@ def test_interrupted_fine_tuning_resumes_in_its_phase(demo_features, tmp_path, c
     config = json.loads((run / "config.json").read_text())
     assert config["fine_tune"]["blocks"] == ["block7a"]
     assert (run / "threshold.json").exists()
+
+
+def test_single_class_validation_skips_calibration_with_a_warning(demo_features, tmp_path,
+                                                                   capsys):
+    import shutil
+
+    val = tmp_path / "spoof_only"
+    shutil.copytree(demo_features["dev"], val)
+    manifest = pd.read_csv(val / "manifest.csv")
+    manifest[manifest["label"] == "spoof"].to_csv(val / "manifest.csv", index=False)
+    run, history = train.train(demo_features["train"], tmp_path / "r", val_data=val,
+                               weights="none", epochs=1, batch_size=8, verbose=0)
+    assert "warning: no threshold calibrated" in capsys.readouterr().err
+    assert (run / "model.keras").exists() and not (run / "threshold.json").exists()
+    assert history["val_eer"].isna().all()  # EER undefined with one class, logged as NaN
