@@ -246,11 +246,7 @@ def best_f1(table):
     return table.loc[[table["f1"].idxmax()]].to_dict("records")[0]
 
 
-# ----------------------------------------------------------------------------- scores
-
-
 # ----------------------------------------------------------------------------- calibration
-CALIBRATION_METHODS = ("eer", "f1", "far:RATE", "none")
 
 
 def parse_calibration(method):
@@ -336,6 +332,9 @@ def read_threshold(run_dir, which="best"):
     return cal
 
 
+# ----------------------------------------------------------------------------- scores
+
+
 def find_latest_run(runs_dir=train.RUNS_DIR):
     """The most recently written run folder under ``runs_dir`` that holds a model."""
     runs = [p.parent for p in Path(runs_dir).glob("*/config.json")
@@ -353,8 +352,9 @@ def load_run(run_dir, which="best"):
     ----------
     run_dir : str or Path
     which : {"best", "final"}
-        ``best.keras`` (best validation metric, see train.py --monitor) or ``model.keras`` (last epoch); "best" falls
-        back to the final model when no checkpoint exists.
+        ``best.keras`` (best validation metric, see train.py ``--monitor``) or
+        ``model.keras`` (last epoch); "best" falls back to the final model when no checkpoint
+        exists.
 
     Returns
     -------

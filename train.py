@@ -431,7 +431,8 @@ def make_checkpoint_callback(path, meta, model, monitor="val_loss", mode="min", 
     class BestCheckpoint(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.best = np.inf if best is None else sign * float(best)  # stored as "lower is better"
+            # kept as sign * value, so that lower is better in either mode
+            self.best = np.inf if best is None else sign * float(best)
             self.weights, self.info = None, {}
             if store.exists():  # a resumed run
                 with np.load(store, allow_pickle=False) as z:
@@ -855,15 +856,17 @@ def seed_summary(run_dirs, test_data=None, batch_size=32):
     rows = []
     for run in map(Path, run_dirs):
         config = json.loads((run / "config.json").read_text())
-        table, _ = evaluate.scores_from_model(run, None, "best", batch_size)
-        y = (table["key"] == "spoof").to_numpy(int)
-        score = table["score"].to_numpy()
-        row = {"run": str(run), "seed": config["args"]["seed"],
-               "val_eer": evaluate.compute_eer(score[y == 0], score[y == 1])[0],
-               "val_f1_0.5": evaluate.binary_metrics(y, table["p_spoof"], 0.5)["f1"]}
+        row = {"run": str(run), "seed": config["args"]["seed"]}
         cal = evaluate.read_threshold(run, "best")
-        if cal is not None:
-            row["val_f1_cal"] = cal["validation"]["calibrated"]["f1"]
+        if cal is not None:  # calibration scored the validation part already
+            row.update({"val_eer": cal["eer"], "val_f1_0.5": cal["validation"]["at_0.5"]["f1"],
+                        "val_f1_cal": cal["validation"]["calibrated"]["f1"]})
+        else:
+            table, _ = evaluate.scores_from_model(run, None, "best", batch_size)
+            y = (table["key"] == "spoof").to_numpy(int)
+            score = table["score"].to_numpy()
+            row.update({"val_eer": evaluate.compute_eer(score[y == 0], score[y == 1])[0],
+                        "val_f1_0.5": evaluate.binary_metrics(y, table["p_spoof"], 0.5)["f1"]})
         if test_data is not None:
             m = evaluate.evaluate(run, test_data, batch_size=batch_size, plots=False)
             row.update({"test_eer": m["eer"], "test_f1": m["operating_points"]["chosen"]["f1"],

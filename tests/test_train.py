@@ -306,7 +306,8 @@ def test_fine_tuned_run_changes_only_the_unfrozen_blocks(demo_features, tmp_path
                                fine_tune_epochs=1, fine_tune_lr=1e-3)
     assert list(history["epoch"]) == [0, 1]
     config = json.loads((run / "config.json").read_text())
-    assert config["fine_tune"]["blocks"] == ["block7a"] and config["fine_tune"]["phase1_epochs"] == 1
+    assert config["fine_tune"]["blocks"] == ["block7a"]
+    assert config["fine_tune"]["phase1_epochs"] == 1
     assert config["args"]["feature_cache"] is True  # the frozen phase used the cache
     final = train.backbone_of(train.load_model(run / "model.keras"))
     # a frozen-only twin (same seed, same initial backbone) holds the backbone as it started
