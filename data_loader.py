@@ -196,16 +196,17 @@ def balanced_indices(targets, batch_size, seed=SEED, n_batches=None):
 
 
 def parse_range(spec, name, low=-np.inf, high=np.inf):
-    """``"A,B"`` -> (A, B) with ``low <= A <= B <= high``; None for None/""/"none"."""
-    if spec is None or str(spec).strip().lower() in ("", "none"):
+    """``"A,B"`` or ``(A, B)`` -> ``[A, B]`` with ``low <= A <= B <= high``; None for None, ""
+    or "none"."""
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "none")):
         return None
     try:
-        a, b = (float(v) for v in str(spec).split(","))
-    except ValueError:
+        a, b = (float(v) for v in (spec.split(",") if isinstance(spec, str) else spec))
+    except (TypeError, ValueError):
         raise ValueError(f"{name} {spec!r}: expected two numbers LOW,HIGH") from None
     if not low <= a <= b <= high:
         raise ValueError(f"{name} {spec!r}: need {low:g} <= LOW <= HIGH <= {high:g}")
-    return a, b
+    return [a, b]
 
 
 def augmentation(freq_mask=0, time_mask=0, masks=1, random_crop=False, gain_db=0.0,
@@ -241,18 +242,13 @@ def augmentation(freq_mask=0, time_mask=0, masks=1, random_crop=False, gain_db=0
     """
     aug = {"freq_mask": int(freq_mask), "time_mask": int(time_mask), "masks": int(masks),
            "random_crop": bool(random_crop), "gain_db": float(gain_db),
-           "noise_snr_db": parse_range(noise_snr_db, "noise SNR") if isinstance(
-               noise_snr_db, str) else noise_snr_db,
-           "lowpass_hz": parse_range(lowpass_hz, "low-pass cutoff", 1.0, sample_rate / 2 - 1)
-           if isinstance(lowpass_hz, str) else lowpass_hz,
+           "noise_snr_db": parse_range(noise_snr_db, "noise SNR"),
+           "lowpass_hz": parse_range(lowpass_hz, "low-pass cutoff", 1.0, sample_rate / 2 - 1),
            "p": float(p)}
     if aug["freq_mask"] < 0 or aug["time_mask"] < 0 or aug["masks"] < 1 or aug["gain_db"] < 0:
         raise ValueError("mask widths and --gain-db must be >= 0 and --masks >= 1")
     if not 0 < aug["p"] <= 1:
         raise ValueError(f"augmentation probability must be in (0, 1], got {aug['p']}")
-    for k in ("noise_snr_db", "lowpass_hz"):
-        if aug[k] is not None:
-            aug[k] = [float(v) for v in aug[k]]
     if aug == {**AUGMENT_OFF, "masks": aug["masks"], "p": aug["p"]}:
         return None
     return aug
