@@ -433,19 +433,19 @@ def make_dataset(df, batch_size=BATCH_SIZE, shuffle=False, seed=SEED, shape=(128
                           else np.zeros(len(df), np.float32))
     index = train_indices(df["target"] if with_labels or balanced else np.zeros(len(df)),
                           batch_size, shuffle, seed, balanced)
-    if augment:
+    if augment:  # elements (index, seed): a new, repeatable draw per example and epoch
         ds = tf.data.Dataset.zip(index, tf.data.Dataset.random(
             seed=seed, rerandomize_each_iteration=True))
         load = lambda i, r: _load_augmented(tf.gather(paths, i), tf.gather(audio, i),
                                             r, shape, augment, params)
-    else:
-        ds = index.map(lambda i: (i, tf.constant(0, tf.int64)))
-        load = lambda i, r: _load_npy(tf.gather(paths, i), shape)
+    else:  # elements: the index alone
+        ds = index
+        load = lambda i: _load_npy(tf.gather(paths, i), shape)
     if with_labels:
-        ds = ds.map(lambda i, r: (to_model_input(load(i, r)), tf.gather(targets, i)),
+        ds = ds.map(lambda i, *r: (to_model_input(load(i, *r)), tf.gather(targets, i)),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
-        ds = ds.map(lambda i, r: to_model_input(load(i, r)),
+        ds = ds.map(lambda i, *r: to_model_input(load(i, *r)),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 

@@ -763,7 +763,7 @@ def write_outputs(table, metrics, per_attack, sweep, out_dir, threshold):
 
 def evaluate(run_dir=None, data=None, which="best", threshold=None, batch_size=BATCH_SIZE,
              name=None, scores=None, protocol=None, fmt=None, asv_scores=None, out=None,
-             plots=True):
+             plots=True, scored=None):
     """Score (a run's model, or a score file) and write the full report.
 
     Parameters
@@ -787,6 +787,9 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None, batch_size=B
     out : str or Path, optional
         Output folder (overrides the defaults).
     plots : bool
+    scored : tuple, optional
+        ``(table, source)`` that `scores_from_model` returned for this run and data: report
+        the same scores again (e.g. at another threshold) without predicting again.
 
     Returns
     -------
@@ -801,7 +804,7 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None, batch_size=B
         name = name or Path(scores).stem
         out_dir = Path(out) if out else Path(scores).parent / f"{Path(scores).stem}_eval"
     else:
-        table, source = scores_from_model(run_dir, data, which, batch_size)
+        table, source = scored or scores_from_model(run_dir, data, which, batch_size)
         if data is None:
             name = name or "heldout"
         else:

@@ -578,9 +578,8 @@ def calibrate_run(run_dir, method=CALIBRATE, batch_size=32, val_features=None,
             continue
         if val_features is not None:
             model, _, _ = evaluate.load_run(run_dir, which)
+            _, kernel, bias = evaluate.logit_parts(model)  # the last layer, before the sigmoid
             h = np.asarray(model.get_layer("dense")(np.asarray(val_features)), np.float64)
-            kernel, bias = (np.asarray(w, np.float64) for w in
-                            model.get_layer("p_spoof").get_weights())
             score = -(h @ kernel + bias).reshape(-1)
             y = np.asarray(val_targets).astype(int)
         else:

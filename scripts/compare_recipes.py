@@ -92,6 +92,7 @@ def compare(recipes, common, seeds, test, out, asv_scores=None, verbose=0):
     """
     out = Path(out)
     trained = {}
+    scored = {}  # run -> its scores on `test`: recipes sharing a run share one prediction pass
     rows = []
     for name in recipes:
         what, flags, judged_at = RECIPES[name]
@@ -106,9 +107,11 @@ def compare(recipes, common, seeds, test, out, asv_scores=None, verbose=0):
                                 argv=["compare_recipes.py", *common, *shlex.split(flags)])
                 trained[key] = run
             run = trained[key]
+            if run not in scored:
+                scored[run] = evaluate.scores_from_model(run, test)
             m = evaluate.evaluate(run, test, threshold=0.5 if judged_at == "0.5" else None,
                                   name=f"{Path(test).resolve().name}_{judged_at}",
-                                  asv_scores=asv_scores, plots=False)
+                                  asv_scores=asv_scores, plots=False, scored=scored[run])
             if judged_at == "calibrated" and "calibrated" not in m["operating_points"]:
                 raise ValueError(f"recipe {name} is judged at its calibrated threshold, but "
                                  f"{run} has none (was --calibrate none passed?)")
@@ -125,7 +128,7 @@ def compare(recipes, common, seeds, test, out, asv_scores=None, verbose=0):
     return per_run, table
 
 
-def markdown(table, recipes):
+def markdown(table):
     """The comparison as a Markdown table: mean +- std over seeds."""
     def cell(row, k, pct):
         mean, std = row[f"{k}_mean"], row[f"{k}_std"]
@@ -188,7 +191,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     per_run.to_csv(out / "compare_runs.csv", index=False)
     table.to_csv(out / "compare.csv")
-    text = markdown(table, recipes)
+    text = markdown(table)
     command = "python scripts/compare_recipes.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     (out / "compare.md").write_text(f"`{command}`\n\n{text}\n")
