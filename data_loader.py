@@ -26,9 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import features as F
+import protocols
+
 VAL_FRACTION = 0.2
 SEED = 42
-BATCH_SIZE = 16
 SHUFFLE_BUFFER = 2048
 MANIFEST_COLUMNS = ("utt_id", "path", "label", "target", "attack", "speaker", "split")
 # Augmentation (train.py flags; all off by default). Each waveform perturbation is applied to an
@@ -65,7 +67,7 @@ def load_manifest(data_dir):
         raise ValueError(f"{mf}: missing columns {missing}")
     if df.empty:
         raise ValueError(f"{mf}: no utterances (did every file fail? see errors.csv)")
-    bad = df[(df["target"] != (df["label"] == "spoof").astype(int))]
+    bad = df[df["target"] != protocols.targets(df["label"])]
     if len(bad):
         raise ValueError(f"{mf}: target disagrees with label for {bad['utt_id'].iloc[0]!r}")
     df["path"] = [str(data_dir / p) for p in df["path"]]
@@ -210,7 +212,7 @@ def parse_range(spec, name, low=-np.inf, high=np.inf):
 
 
 def augmentation(freq_mask=0, time_mask=0, masks=1, random_crop=False, gain_db=0.0,
-                 noise_snr_db=None, lowpass_hz=None, p=0.5, sample_rate=16000):
+                 noise_snr_db=None, lowpass_hz=None, p=0.5, sample_rate=F.SAMPLE_RATE):
     """Checked augmentation settings (see `augment_example`); all off by default.
 
     Parameters
@@ -274,17 +276,15 @@ def augment_example(x, audio, rng, aug, params):
         From `augmentation`.
     params : dict
         Feature parameters (``features.json``): the waveform goes through the same
-        `preprocess.compute_features` as every other array.
+        `features.compute_features` as every other array.
 
     Returns
     -------
     x_aug : np.ndarray, shape (n_mels, n_frames), float32, values in [0, 1]
     """
     if needs_audio(aug):
-        import preprocess
-
         sr = params["sample_rate"]
-        y = preprocess.load_audio(audio, sr)
+        y = F.load_audio(audio, sr)
         n = params["clip_samples"]
         if aug["random_crop"] and n and y.size > n:
             start = int(rng.integers(0, y.size - n + 1))
@@ -300,7 +300,7 @@ def augment_example(x, audio, rng, aug, params):
 
             sos = butter(LOWPASS_ORDER, rng.uniform(*aug["lowpass_hz"]), fs=sr, output="sos")
             y = sosfilt(sos, y)
-        x = preprocess.compute_features(np.asarray(y, dtype=np.float32), params)
+        x = F.compute_features(np.asarray(y, dtype=np.float32), params)
     x = np.array(x, dtype=np.float32)  # a copy: masks never write into a stored array
     fill = float(x.mean())  # SpecAugment replaces masked cells by the mean
     for _ in range(aug["masks"]):
@@ -336,10 +336,7 @@ def to_model_input(x):
 
 def _load_npy(path, shape):
     def read(p):
-        a = np.load(p.decode(), allow_pickle=False)
-        if a.shape != shape:
-            raise ValueError(f"{p.decode()}: array shape {a.shape}, expected {shape}")
-        return a.astype(np.float32, copy=False)
+        return F.read_array(p.decode(), shape)
 
     import tensorflow as tf
 
@@ -352,7 +349,7 @@ def _load_augmented(path, audio, seed, shape, aug, params):
     wave = needs_audio(aug)
 
     def read(p, a, s):
-        x = None if wave else np.load(p.decode(), allow_pickle=False)
+        x = None if wave else F.read_array(p.decode(), shape)
         rng = np.random.default_rng(int(s) % 2**63)  # SeedSequence wants a non-negative seed
         return augment_example(x, a.decode(), rng, aug, params)
 
@@ -383,7 +380,7 @@ def train_indices(targets, batch_size, shuffle=False, seed=SEED, balanced=False)
     return index
 
 
-def make_dataset(df, batch_size=BATCH_SIZE, shuffle=False, seed=SEED, shape=(128, 128),
+def make_dataset(df, batch_size, shuffle=False, seed=SEED, shape=F.SHAPE,
                  with_labels=True, balanced=False, augment=None, params=None):
     """A batched, prefetched ``tf.data.Dataset`` streaming the arrays listed in ``df``.
 
@@ -465,11 +462,10 @@ def load_splits(data_dir, val_data=None, val_fraction=VAL_FRACTION, seed=SEED):
     if val_data is None:
         train_df, val_df = stratified_split(df, val_fraction, seed)
     else:
-        other = load_features_json(val_data)
-        if other != features:
-            diff = sorted(k for k in set(other) | set(features) if other.get(k) != features.get(k))
-            raise ValueError(f"{data_dir} and {val_data} were preprocessed with different feature "
-                             f"parameters (differ in: {', '.join(diff)})")
+        diff = F.differing(load_features_json(val_data), features)
+        if diff:
+            raise F.FeatureMismatch(f"{data_dir} and {val_data} were preprocessed with different "
+                                    f"feature parameters (differ in: {', '.join(diff)})")
         train_df, val_df = df, load_manifest(val_data)
     return train_df, val_df, features
 
@@ -490,7 +486,8 @@ def describe(train_df, val_df):
     return table.astype(int)
 
 
-def main(argv=None):
+def build_parser():
+    """The command line of data_loader.py."""
     ap = argparse.ArgumentParser(
         description="Print the train/validation split of a preprocessed folder, per label and "
                     "attack (label 1 = spoof).",
@@ -502,7 +499,11 @@ def main(argv=None):
     ap.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
                     help="share of DATA held out for validation, stratified by label")
     ap.add_argument("--seed", type=int, default=SEED, help="seed of the split")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     try:
         train_df, val_df, features = load_splits(args.data, args.val_data, args.val_fraction,
                                                  args.seed)

@@ -26,8 +26,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's INFO/WARNING chatter
 
-import predict
-import preprocess
+import inference
+import runs
+from features import compute_features, load_audio
 
 # -----------------------------------------------------------------------------
 HOST = "127.0.0.1"
@@ -39,13 +40,8 @@ PAGE = Path(__file__).resolve().parent / "static" / "index.html"
 # -----------------------------------------------------------------------------
 
 
-def status_for(error):
-    """HTTP status of a per-file error from `predict.score_files`."""
-    if error.startswith("cannot decode"):
-        return 415
-    if error.startswith("too long"):
-        return 413
-    return 422  # empty, too short, silent
+# HTTP status of each kind of per-file error (`inference.error_kind`); 422 for the others
+STATUS = {"undecodable": 415, "too_long": 413}
 
 
 def spectrogram_png(path, detector, start_s):
@@ -56,10 +52,10 @@ def spectrogram_png(path, detector, start_s):
     import matplotlib.pyplot as plt
 
     p = detector.features
-    y = preprocess.load_audio(path, p["sample_rate"])
+    y = load_audio(path, p["sample_rate"])
     a = int(round(start_s * p["sample_rate"]))
     win = detector.window_samples or y.size
-    mel = preprocess.compute_features(y[a:a + win], p)
+    mel = compute_features(y[a:a + win], p)
     buf = io.BytesIO()
     plt.imsave(buf, mel, origin="lower", cmap="magma", format="png")
     return buf.getvalue()
@@ -81,7 +77,7 @@ def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_M
     from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
     from fastapi.responses import FileResponse, JSONResponse
 
-    detector = predict.Detector(run_dir, which, threshold)
+    detector = inference.Detector(run_dir, which, threshold)
     lock = threading.Lock()  # one model call at a time; requests are served concurrently
     max_bytes = int(max_upload_mb * 2**20)
     app = FastAPI(title="Audio deepfake detector",
@@ -110,7 +106,7 @@ def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_M
                      spectrogram: bool = Query(False, description="add spectrogram_png")):
         """Score one uploaded recording (any format ffmpeg/libsndfile decode, any rate)."""
         suffix = Path(file.filename or "").suffix.lower()
-        suffix = suffix if suffix in predict.AUDIO_EXTENSIONS else ""
+        suffix = suffix if suffix in inference.AUDIO_EXTENSIONS else ""
         with tempfile.TemporaryDirectory(prefix="deepfake-upload-") as tmp:
             path = Path(tmp) / f"upload{suffix}"
             size = 0
@@ -123,9 +119,9 @@ def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_M
             if size == 0:
                 raise HTTPException(422, "empty upload")
             with lock:
-                result = next(predict.score_files([path], detector, max_seconds=max_seconds))
+                result = next(inference.score_files([path], detector, max_seconds=max_seconds))
                 if result["status"] != "ok":
-                    raise HTTPException(status_for(result["error"]), result["error"])
+                    raise HTTPException(STATUS.get(result["error_kind"], 422), result["error"])
                 result["file"] = file.filename or "upload"
                 if spectrogram:
                     top = max((w for w in result["windows"] if w["p_spoof"] is not None),
@@ -138,25 +134,28 @@ def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_M
     return app
 
 
-def main(argv=None):
+def build_parser():
+    """The command line of serve.py."""
     ap = argparse.ArgumentParser(
         description="Serve a trained run: POST /predict, GET /health, a web page at /.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    predict.add_model_args(ap)
+    inference.add_model_args(ap)
     ap.add_argument("--host", default=HOST, help="address to bind (127.0.0.1 = this machine "
                                                  "only)")
-    ap.add_argument("--port", type=int, default=PORT, help="TCP port")
+    ap.add_argument("--port", type=int, default=PORT, help="TCP port to listen on")
     ap.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_MB,
                     help="largest upload accepted (413 above)")
     ap.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
                     help="longest recording accepted, in seconds (413 above)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     import uvicorn
 
-    import evaluate
-
     try:
-        run = Path(args.run) if args.run else evaluate.find_latest_run()
+        run = Path(args.run) if args.run else runs.find_latest_run()
         app = create_app(run, args.model, args.threshold, args.max_upload_mb, args.max_seconds)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None

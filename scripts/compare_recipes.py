@@ -21,6 +21,7 @@ Example (ASVspoof 2019 LA, official partitions, preprocessed with preprocess.py)
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -32,7 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
+import config as C  # noqa: E402
 import evaluate  # noqa: E402
+import model  # noqa: E402
+import report  # noqa: E402
 import train  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -54,18 +58,21 @@ METRICS = ("eer", "min_tdcf", "accuracy", "precision", "recall", "f1", "bonafide
 # -----------------------------------------------------------------------------
 
 
-def recipe_kwargs(common, flags, seed):
-    """`train.train` keyword arguments of one recipe: the common flags, then the recipe's.
-    ``seed`` seeds initialization and batch order; the 80/20 split (without --val-data) stays
-    that of the common ``--seed`` for every recipe and seed."""
-    args = train.build_parser().parse_args([*common, *shlex.split(flags)])
-    return args.data, {**train.train_kwargs(args), "seed": seed, "split_seed": args.seed}
+def recipe_config(common, flags, seed):
+    """The checked `config.TrainConfig` of one recipe (the common flags, then the recipe's) and
+    the seed of its split. ``seed`` seeds initialization and batch order; the 80/20 split
+    (without --val-data) stays that of the common ``--seed`` for every recipe and seed."""
+    cfg = C.make_config(C.from_args(train.build_parser().parse_args([*common,
+                                                                     *shlex.split(flags)])))
+    return dataclasses.replace(cfg, seed=seed), cfg.seed
 
 
-def run_key(data, kwargs):
+def run_key(cfg, split_seed):
     """Runs with the same key train identically (the threshold is not part of training)."""
-    k = {key: v for key, v in kwargs.items() if key not in ("verbose", "overwrite")}
-    return json.dumps({"data": str(Path(data).resolve()), **k}, sort_keys=True, default=str)
+    k = {key: v for key, v in dataclasses.asdict(cfg).items()
+         if key not in ("run", "overwrite", "quiet")}
+    k["data"] = str(Path(cfg.data).resolve())
+    return json.dumps({**k, "split_seed": split_seed}, sort_keys=True, default=str)
 
 
 def compare(recipes, common, seeds, test, out, asv_scores=None, verbose=0):
@@ -97,18 +104,18 @@ def compare(recipes, common, seeds, test, out, asv_scores=None, verbose=0):
     for name in recipes:
         what, flags, judged_at = RECIPES[name]
         for seed in seeds:
-            data, kwargs = recipe_kwargs(common, flags, seed)
-            key = run_key(data, kwargs)
+            cfg, split_seed = recipe_config(common, flags, seed)
+            key = run_key(cfg, split_seed)
             if key not in trained:
                 run = out / name / f"seed{seed}"
                 if not (run / "model.keras").exists():
                     print(f"training {name} seed {seed} -> {run}", file=sys.stderr, flush=True)
-                    train.train(data, run, **{**kwargs, "verbose": verbose},
+                    train.train(cfg.data, run, cfg, verbose=verbose, split_seed=split_seed,
                                 argv=["compare_recipes.py", *common, *shlex.split(flags)])
                 trained[key] = run
             run = trained[key]
             if run not in scored:
-                scored[run] = evaluate.scores_from_model(run, test)
+                scored[run] = report.scores_from_model(run, test)
             m = evaluate.evaluate(run, test, threshold=0.5 if judged_at == "0.5" else None,
                                   name=f"{Path(test).resolve().name}_{judged_at}",
                                   asv_scores=asv_scores, plots=False, scored=scored[run])
@@ -147,7 +154,8 @@ def markdown(table):
     return "\n".join(lines)
 
 
-def main(argv=None):
+def build_parser():
+    """The command line of compare_recipes.py (other flags go to train.py)."""
     ap = argparse.ArgumentParser(
         description="Train and evaluate training recipes (several seeds each) and print one "
                     "table: EER (bonafide = target), min t-DCF, and accuracy / precision / "
@@ -166,6 +174,11 @@ def main(argv=None):
     ap.add_argument("--asv-scores", help="ASVspoof 2019 ASV score file of --test, for min t-DCF")
     ap.add_argument("--list", action="store_true", help="print the recipes and exit")
     ap.add_argument("--verbose", action="store_true", help="per-epoch training output")
+    return ap
+
+
+def main(argv=None):
+    ap = build_parser()
     args, train_flags = ap.parse_known_args(argv)
     if args.list:
         for name, (what, flags, at) in RECIPES.items():
@@ -181,11 +194,11 @@ def main(argv=None):
     common = ["--data", args.data, *(["--val-data", args.val_data] if args.val_data else []),
               "--quiet", *train_flags]
     try:
-        seeds = train.parse_seeds(args.seeds)
-        train.train_kwargs(train.build_parser().parse_args(common))  # flags checked up front
+        seeds = C.parse_seeds(args.seeds)
+        recipe_config(common, "", seeds[0])  # flags checked up front
         per_run, table = compare(recipes, common, seeds, args.test, args.out, args.asv_scores,
                                  verbose=2 if args.verbose else 0)
-    except (train.WeightsUnavailable, FileNotFoundError, ValueError) as e:
+    except (model.WeightsUnavailable, FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

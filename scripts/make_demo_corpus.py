@@ -198,7 +198,8 @@ def make_corpus(out, counts, seed=0, min_dur=2.0, max_dur=5.0, spoof_fraction=0.
     return protocols
 
 
-def main(argv=None):
+def build_parser():
+    """The command line of make_demo_corpus.py."""
     ap = argparse.ArgumentParser(
         description="Generate a small synthetic corpus in the ASVspoof 2019 LA layout "
                     "(proves the pipeline runs; not real data).",
@@ -212,6 +213,11 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="seed; same seed, same files")
     ap.add_argument("--min-dur", type=float, default=2.0, help="shortest utterance, seconds")
     ap.add_argument("--max-dur", type=float, default=5.0, help="longest utterance, seconds")
+    return ap
+
+
+def main(argv=None):
+    ap = build_parser()
     args = ap.parse_args(argv)
     if not 0.5 <= args.min_dur <= args.max_dur:
         ap.error("need 0.5 <= --min-dur <= --max-dur")

@@ -24,6 +24,16 @@ needs_mini = pytest.mark.skipif(not MINI_LA.is_dir(),
                                 reason=f"shared mini ASVspoof corpus not found at {MINI_LA}")
 needs_full_protocols = pytest.mark.skipif(
     not FULL_PROTOCOLS.is_dir(), reason=f"official protocol files not found at {FULL_PROTOCOLS}")
+# fixtures that generate audio, train or serve: a test using any of them is marked slow, so
+# `pytest -m "not slow"` runs the quick checks in under a minute (README's command runs all)
+SLOW_FIXTURES = {"demo_corpus", "demo_features", "trained_run", "informative_weights", "server",
+                 "detector"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def write_wav(path, y, sr=16000, subtype="PCM_16"):
@@ -56,11 +66,12 @@ def demo_corpus(tmp_path_factory):
 def demo_features(demo_corpus, tmp_path_factory):
     """preprocess.py output for the demo train and dev splits."""
     import preprocess
+    import protocols
 
     root = tmp_path_factory.mktemp("features")
     out = {}
     for split in ("train", "dev"):
-        protocol, audio = preprocess.resolve_2019_layout(demo_corpus, split)
+        protocol, audio = protocols.resolve_2019_layout(demo_corpus, split)
         preprocess.preprocess(protocol, audio, root / split, split=split, workers=1,
                               progress=False)
         out[split] = root / split
@@ -76,3 +87,20 @@ def trained_run(demo_features, tmp_path_factory):
     train.main(["--data", str(demo_features["train"]), "--run", str(run), "--weights", "none",
                 "--epochs", "2", "--batch-size", "8", "--quiet"])
     return run
+
+
+@pytest.fixture(scope="session")
+def informative_weights(tmp_path_factory):
+    """Random-init EfficientNetB0 weights whose last BatchNorm is scaled up, so that pooled
+    features are O(0.1-1) and differ between inputs (with plain random init they are ~1e-6 and
+    every training curve is flat at ln 2, which would make the comparisons below vacuous)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    b = keras.applications.EfficientNetB0(include_top=False, weights=None,
+                                          input_shape=(128, 128, 3))
+    bn = b.get_layer("top_bn")
+    bn.gamma.assign(bn.gamma.numpy() * 1e5)
+    path = tmp_path_factory.mktemp("weights") / "b0_informative.weights.h5"
+    b.save_weights(path)
+    return str(path)

@@ -10,13 +10,13 @@ import compare_recipes
 
 def test_recipes_are_valid_train_flags():
     for name, (what, flags, judged_at) in compare_recipes.RECIPES.items():
-        _, kwargs = compare_recipes.recipe_kwargs(["--weights", "none"], flags, 1)
+        compare_recipes.recipe_config(["--weights", "none"], flags, 1)
         assert judged_at in ("0.5", "calibrated") and what
-    _, fine = compare_recipes.recipe_kwargs([], compare_recipes.RECIPES["fine_tuned"][1], 1)
-    _, aug = compare_recipes.recipe_kwargs([], compare_recipes.RECIPES["augmented"][1], 1)
-    assert fine["fine_tune_blocks"] == 2 and aug["augment"]["random_crop"]
-    _, base = compare_recipes.recipe_kwargs([], "", 1)
-    assert base["augment"] is None and base["class_weight"] == "none"
+    fine, _ = compare_recipes.recipe_config([], compare_recipes.RECIPES["fine_tuned"][1], 1)
+    aug, _ = compare_recipes.recipe_config([], compare_recipes.RECIPES["augmented"][1], 1)
+    assert fine.fine_tune_blocks == 2 and aug.augmentation()["random_crop"]
+    base, _ = compare_recipes.recipe_config([], "", 1)
+    assert base.augmentation() is None and base.class_weight == "none"
 
 
 def test_compare_table(demo_features, tmp_path, capsys):

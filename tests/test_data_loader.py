@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import data_loader
-import preprocess
+import features
 
 
 def fake_folder(tmp_path, n_bona, n_spoof, name="d", params=None):
@@ -24,7 +24,7 @@ def fake_folder(tmp_path, n_bona, n_spoof, name="d", params=None):
                      "-" if label == "bonafide" else f"A0{i % 3 + 1}", "S1", "train"))
     pd.DataFrame(rows, columns=data_loader.MANIFEST_COLUMNS).to_csv(out / "manifest.csv",
                                                                     index=False)
-    (out / "features.json").write_text(json.dumps(params or preprocess.feature_params()))
+    (out / "features.json").write_text(json.dumps(params or features.feature_params()))
     return out
 
 
@@ -105,12 +105,12 @@ def test_dataset_rejects_arrays_of_the_wrong_shape(tmp_path):
 
 def test_official_partitions_must_share_feature_parameters(tmp_path):
     a = fake_folder(tmp_path, 3, 3, "train")
-    b = fake_folder(tmp_path, 2, 2, "dev", params=preprocess.feature_params("resize"))
+    b = fake_folder(tmp_path, 2, 2, "dev", params=features.feature_params("resize"))
     with pytest.raises(ValueError, match="differ in: .*fit"):
         data_loader.load_splits(a, val_data=b)
     c = fake_folder(tmp_path, 2, 2, "dev2")
     tr, va, feats = data_loader.load_splits(a, val_data=c)
-    assert (len(tr), len(va)) == (6, 4) and feats == preprocess.feature_params()
+    assert (len(tr), len(va)) == (6, 4) and feats == features.feature_params()
 
 
 def test_manifest_errors(tmp_path):
@@ -231,11 +231,11 @@ def test_spec_augment_masks_with_the_mean_and_never_writes_the_input():
 def test_waveform_augmentation_crop_noise_and_lowpass(tmp_path):
     from conftest import tone, write_wav
 
-    params = preprocess.feature_params()
+    params = features.feature_params()
     n = params["clip_samples"]
     y = np.r_[tone(4.2, freq=200), tone(4.2, freq=600, seed=1)]  # 8.4 s, two halves
     wav = write_wav(tmp_path / "long.wav", y)
-    start = preprocess.compute_features(preprocess.load_audio(wav), params)
+    start = features.compute_features(features.load_audio(wav), params)
     crop = data_loader.augmentation(random_crop=True)
     crops = [data_loader.augment_example(None, str(wav), np.random.default_rng(s), crop, params)
              for s in range(4)]
@@ -243,8 +243,8 @@ def test_waveform_augmentation_crop_noise_and_lowpass(tmp_path):
     assert any(not np.allclose(c, start) for c in crops)  # another window than the start
     # a crop is the features of some window of the signal: the one its rng drew
     s0 = int(np.random.default_rng(0).integers(0, y.size - n + 1))
-    np.testing.assert_allclose(crops[0], preprocess.compute_features(
-        preprocess.load_audio(wav)[s0:s0 + n], params), atol=1e-6)
+    np.testing.assert_allclose(crops[0], features.compute_features(
+        features.load_audio(wav)[s0:s0 + n], params), atol=1e-6)
 
     low = data_loader.augmentation(lowpass_hz="2000,2000", p=1.0)
     lp = data_loader.augment_example(None, str(wav), np.random.default_rng(0), low, params)
@@ -264,4 +264,4 @@ def test_waveform_augmentation_needs_the_audio_column(tmp_path):
     df = data_loader.load_manifest(fake_folder(tmp_path, 2, 2))
     with pytest.raises(ValueError, match="no 'audio' column"):
         data_loader.make_dataset(df, 2, augment=data_loader.augmentation(random_crop=True),
-                                 params=preprocess.feature_params())
+                                 params=features.feature_params())

@@ -1,4 +1,5 @@
-"""predict.py: any rate, channels, format and length; per-file errors; windows; batching."""
+"""predict.py and inference.py: any rate, channels, format and length; per-file errors;
+windows; batching."""
 
 import json
 import tracemalloc
@@ -6,20 +7,21 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import inference
 import predict
 from conftest import MINI_LA, SHARED, needs_mini, tone, write_wav
 
 
 @pytest.fixture(scope="module")
 def detector(trained_run):
-    return predict.Detector(trained_run)
+    return inference.Detector(trained_run)
 
 
 def test_window_starts_cover_the_whole_signal():
-    assert predict.window_starts(100, 200, 50) == [0]
-    assert predict.window_starts(200, 200, 50) == [0]
-    assert predict.window_starts(450, 200, 100) == [0, 100, 200, 250]
-    assert predict.window_starts(400, 200, 100) == [0, 100, 200]
+    assert inference.window_starts(100, 200, 50) == [0]
+    assert inference.window_starts(200, 200, 50) == [0]
+    assert inference.window_starts(450, 200, 100) == [0, 100, 200, 250]
+    assert inference.window_starts(400, 200, 100) == [0, 100, 200]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ BAD = {"silence": "silent", "empty": "cannot decode", "random": "cannot decode",
 
 def test_every_input_gets_a_score_or_the_promised_error(detector, audio_files):
     names = GOOD + list(BAD)
-    rows = list(predict.score_files([audio_files[n] for n in names], detector, batch_size=3))
+    rows = list(inference.score_files([audio_files[n] for n in names], detector, batch_size=3))
     assert [r["file"] for r in rows] == [str(audio_files[n]) for n in names]
     for name, r in zip(names, rows):
         if name in BAD:
@@ -78,7 +80,7 @@ def test_same_scores_as_the_training_features(detector, demo_corpus, demo_featur
 
     df = data_loader.load_manifest(demo_features["dev"]).iloc[:4]
     files = [demo_corpus / "ASVspoof2019_LA_dev" / "flac" / f"{u}.flac" for u in df["utt_id"]]
-    rows = list(predict.score_files(files, detector))
+    rows = list(inference.score_files(files, detector))
     z = detector.logits(np.stack([np.load(p) for p in df["path"]]))
     np.testing.assert_allclose([r["score"] for r in rows], -z, rtol=1e-6)
 
@@ -89,7 +91,7 @@ def test_long_recording_is_windowed_with_bounded_memory(detector, tmp_path):
     y[sr * 100:sr * 130] = 0  # 30 s of digital silence: its windows are not scored
     path = write_wav(tmp_path / "ten_minutes.flac", y, sr)
     tracemalloc.start()
-    (r,) = list(predict.score_files([path], detector, hop_seconds=2.0, batch_size=32))
+    (r,) = list(inference.score_files([path], detector, hop_seconds=2.0, batch_size=32))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert r["status"] == "ok" and r["duration_s"] == 600.0
@@ -136,7 +138,7 @@ def test_folders_are_searched(trained_run, audio_files, capsys):
 def test_genuine_corpora(detector):
     files = sorted((SHARED / "wavefake_ljspeech" / "audio").glob("*.wav"))
     files += sorted(MINI_LA.glob("ASVspoof2019_LA_*/flac/*.flac"))
-    rows = list(predict.score_files(files, detector))
+    rows = list(inference.score_files(files, detector))
     assert len(rows) == 117 + 202
     assert all(r["status"] == "ok" for r in rows), [r for r in rows if r["status"] != "ok"][:2]
     assert {r["sample_rate"] for r in rows} == {22050, 16000}
@@ -148,6 +150,6 @@ def test_threshold_falls_back_to_0_5_without_calibration(trained_run, tmp_path):
     run = tmp_path / "uncalibrated"
     shutil.copytree(trained_run, run)
     (run / "threshold.json").unlink()
-    d = predict.Detector(run)
+    d = inference.Detector(run)
     assert (d.threshold, d.threshold_source) == (0.5, "default 0.5 (no threshold saved)")
-    assert predict.Detector(run, threshold=0.2).threshold_source == "--threshold"
+    assert inference.Detector(run, threshold=0.2).threshold_source == "--threshold"

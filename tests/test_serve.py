@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import predict
+import inference
 from conftest import MINI_LA, REPO, SHARED, needs_mini, tone, write_wav
 
 httpx = pytest.importorskip("httpx")
@@ -79,7 +79,7 @@ def test_good_upload_matches_predict_py(server, trained_run, clips):
     r = post(server, "good.wav", clips["good"].read_bytes(), spectrogram="true")
     assert r.status_code == 200
     res = r.json()["results"][0]
-    (local,) = predict.score_files([clips["good"]], predict.Detector(trained_run))
+    (local,) = inference.score_files([clips["good"]], inference.Detector(trained_run))
     assert res["file"] == "good.wav" and res["status"] == "ok"
     assert res["score"] == pytest.approx(local["score"], rel=1e-6)
     assert res["label"] == local["label"] and res["sample_rate"] == 22050
@@ -96,7 +96,7 @@ def test_good_upload_matches_predict_py(server, trained_run, clips):
     ("short.wav", "short", 422, "too short"),
     ("long.flac", "long", 413, "too long"),
     ("big.wav", b"\0" * (2 * 2**20), 413, "larger than 1 MB"),
-])
+], ids=["random", "text", "truncated", "empty", "silent", "short", "long", "big"])
 def test_bad_uploads_get_clear_4xx(server, clips, name, content, status, detail):
     if isinstance(content, str):
         content = clips[content].read_bytes()
@@ -112,13 +112,29 @@ def test_fifty_concurrent_requests(server, clips):
     assert codes == [200] * 50
 
 
-def test_uploads_leave_no_temporary_files(server, clips):
+def test_uploads_leave_no_temporary_files(trained_run, clips, monkeypatch):
+    """The private folders the server really made for two uploads (a good one and one that
+    fails to decode) exist no more after the answers."""
     import tempfile
 
-    before = set(Path(tempfile.gettempdir()).glob("deepfake-upload-*"))
-    post(server, "good.wav", clips["good"].read_bytes())
-    post(server, "random.wav", b"\x00\x01" * 100)
-    assert set(Path(tempfile.gettempdir()).glob("deepfake-upload-*")) == before
+    from fastapi.testclient import TestClient
+
+    import serve
+
+    used = []
+
+    class Recording(tempfile.TemporaryDirectory):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            used.append(Path(self.name))
+
+    monkeypatch.setattr(serve.tempfile, "TemporaryDirectory", Recording)
+    client = TestClient(serve.create_app(trained_run, max_upload_mb=1, max_seconds=20))
+    good = client.post("/predict", files={"file": ("good.wav", clips["good"].read_bytes())})
+    bad = client.post("/predict", files={"file": ("random.wav", b"\x00\x01" * 100)})
+    assert (good.status_code, bad.status_code) == (200, 415)
+    assert len(used) == 2 and all(d.parent == Path(tempfile.gettempdir()) for d in used)
+    assert not any(d.exists() for d in used)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -157,7 +173,7 @@ def test_genuine_corpora_same_scores_as_predict_py(server, trained_run):
     files = sorted((SHARED / "wavefake_ljspeech" / "audio").glob("*.wav"))
     files += sorted(MINI_LA.glob("ASVspoof2019_LA_*/flac/*.flac"))
     assert len(files) == 117 + 202
-    local = list(predict.score_files(files, predict.Detector(trained_run)))
+    local = list(inference.score_files(files, inference.Detector(trained_run)))
     with ThreadPoolExecutor(max_workers=4) as pool:
         remote = list(pool.map(lambda f: post(server, f.name, f.read_bytes()), files))
     assert all(r.status_code == 200 for r in remote)

@@ -7,89 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import model
 import train
-
-# EfficientNetB0 without top: 4,049,571 weights (all frozen, incl. BatchNorm statistics);
-# head: Dense(1280 -> 128) + Dense(128 -> 1).
-BACKBONE_PARAMS = 4_049_571
-HEAD_PARAMS = 1280 * 128 + 128 + 128 * 1 + 1
-
-
-@pytest.fixture(scope="module")
-def model():
-    return train.build_model(weights="none")
-
-
-def test_design_card_layers(model):
-    import keras
-
-    kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds == ["InputLayer", "InferenceMode", "GlobalAveragePooling2D", "Dense", "Dropout",
-                     "Dense"]
-    backbone, dense, drop, out = model.layers[1], model.layers[3], model.layers[4], model.layers[5]
-    assert backbone.layer.name == "efficientnetb0" and train.backbone_of(model) is backbone.layer
-    assert dense.units == 128 and dense.activation is keras.activations.relu
-    assert drop.rate == 0.5
-    assert out.units == 1 and out.activation is keras.activations.sigmoid
-    assert model.input_shape == (None, 128, 128, 3) and model.output_shape == (None, 1)
-
-
-def test_backbone_frozen_and_parameter_counts(model):
-    assert train.backbone_of(model).trainable is False
-    assert all(not layer.trainable for layer in train.backbone_of(model).layers)
-    count = lambda ws: int(sum(np.prod(w.shape) for w in ws))  # noqa: E731
-    assert count(model.trainable_weights) == HEAD_PARAMS == 164_097
-    assert count(model.non_trainable_weights) == BACKBONE_PARAMS
-
-
-def test_optimizer_and_loss(model):
-    import keras
-
-    assert isinstance(model.optimizer, keras.optimizers.Adam)
-    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(1e-4)
-    assert isinstance(model.loss, keras.losses.BinaryCrossentropy)
-
-
-def test_frozen_backbone_does_not_change_during_training(model, tmp_path):
-    import keras
-
-    before = [w.numpy().copy() for w in train.backbone_of(model).weights]
-    x = np.random.default_rng(0).random((8, 128, 128, 3)).astype(np.float32) * 255
-    m = keras.models.clone_model(model)
-    m.set_weights(model.get_weights())
-    m.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
-    m.fit(x, np.array([0, 1] * 4, np.float32), epochs=2, verbose=0)
-    for w, b in zip(train.backbone_of(m).weights, before):  # BatchNorm statistics included
-        np.testing.assert_array_equal(w.numpy(), b)
-    assert not np.array_equal(m.layers[3].kernel.numpy(), model.layers[3].kernel.numpy())
-
-
-def test_backbone_is_deterministic_in_training_mode(model):
-    """Keras 3 passes fit's training=True to nested layers; the InferenceMode wrapper keeps
-    EfficientNet's stochastic-depth Dropout and BatchNorm in inference mode anyway."""
-    import keras
-
-    x = np.random.default_rng(1).random((4, 128, 128, 3)).astype(np.float32) * 255
-    extractor = train.feature_extractor(model)
-    np.testing.assert_array_equal(extractor(x, training=True).numpy(),
-                                  extractor(x, training=False).numpy())
-    raw = keras.Model(model.input, train.backbone_of(model)(model.input, training=True))
-    assert not np.array_equal(raw(x, training=True).numpy(), raw(x, training=False).numpy())
-
-
-def test_imagenet_download_failure_names_the_fixes(monkeypatch):
-    import keras
-
-    def offline(**kwargs):
-        raise Exception("URL fetch failure on https://storage.googleapis.com/...: "
-                        "[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(keras.applications, "EfficientNetB0", offline)
-    with pytest.raises(train.WeightsUnavailable) as e:
-        train.make_backbone("imagenet")
-    msg = str(e.value)
-    assert "--weights none" in msg and "--weights /path/to/efficientnetb0_notop.h5" in msg
-    assert "name resolution" in msg
+from test_model import BACKBONE_PARAMS, HEAD_PARAMS
 
 
 def test_failed_start_leaves_no_run_folder(monkeypatch, demo_features, tmp_path):
@@ -102,21 +22,6 @@ def test_failed_start_leaves_no_run_folder(monkeypatch, demo_features, tmp_path)
     with pytest.raises(SystemExit, match="could not download the ImageNet weights"):
         train.main(["--data", str(demo_features["train"]), "--run", str(tmp_path / "r")])
     assert not (tmp_path / "r").exists()
-
-
-def test_local_weights_file(tmp_path):
-    import keras
-
-    keras.utils.set_random_seed(3)
-    src = keras.applications.EfficientNetB0(include_top=False, weights=None,
-                                            input_shape=(128, 128, 3))
-    path = tmp_path / "b0_notop.weights.h5"
-    src.save_weights(path)
-    loaded = train.make_backbone(str(path))
-    for a, b in zip(src.weights, loaded.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-    with pytest.raises(train.WeightsUnavailable, match="nope.h5 not found"):
-        train.make_backbone(str(tmp_path / "nope.h5"))
 
 
 def test_run_folder(trained_run, demo_features):
@@ -137,7 +42,7 @@ def test_run_folder(trained_run, demo_features):
     split = pd.read_csv(trained_run / "split.csv")
     assert (split["part"] == "val").sum() == 5 and (split["part"] == "train").sum() == 19
     for name in ("model.keras", "best.keras"):
-        meta = train.read_model_meta(trained_run / name)
+        meta = model.read_model_meta(trained_run / name)
         assert meta["features"] == features and meta["labels"]["output"] == "P(spoof)"
 
 
@@ -179,35 +84,6 @@ def test_interrupted_run_resumes(demo_features, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- feature cache
-
-@pytest.fixture(scope="module")
-def informative_weights(tmp_path_factory):
-    """Random-init EfficientNetB0 weights whose last BatchNorm is scaled up, so that pooled
-    features are O(0.1-1) and differ between inputs (with plain random init they are ~1e-6 and
-    every training curve is flat at ln 2, which would make the comparisons below vacuous)."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    b = keras.applications.EfficientNetB0(include_top=False, weights=None,
-                                          input_shape=(128, 128, 3))
-    bn = b.get_layer("top_bn")
-    bn.gamma.assign(bn.gamma.numpy() * 1e5)
-    path = tmp_path_factory.mktemp("weights") / "b0_informative.weights.h5"
-    b.save_weights(path)
-    return str(path)
-
-
-def test_head_on_cached_features_predicts_like_the_full_model(informative_weights, demo_features):
-    import data_loader
-
-    model = train.build_model(informative_weights)
-    df = data_loader.load_manifest(demo_features["dev"])
-    x = np.concatenate([b.numpy() for b in data_loader.make_dataset(df, 5, with_labels=False)])
-    features = train.feature_extractor(model).predict(x, batch_size=7, verbose=0)
-    assert features.shape == (len(df), 1280) and features.std(axis=0).mean() > 0.01
-    p_full = model.predict(x, batch_size=4, verbose=0)
-    p_head = train.head_model(model).predict(features, batch_size=3, verbose=0)
-    np.testing.assert_allclose(p_head, p_full, atol=1e-5)
 
 
 def test_cached_and_plain_training_give_the_same_run(informative_weights, demo_features,
@@ -256,7 +132,7 @@ def test_mirrored_strategy_on_two_logical_cpus(demo_features, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["args"]["strategy"] == "mirrored" and config["args"]["replicas"] == 2
     assert np.isfinite(pd.read_csv(run / "history.csv")["loss"]).all()
-    assert train.read_model_meta(run / "model.keras")["features"] == config["features"]
+    assert model.read_model_meta(run / "model.keras")["features"] == config["features"]
     # 19 train / 5 val utterances trimmed to multiples of the 2 replicas (uneven splits of a
     # batch across replicas crash Keras 3)
     assert pd.read_csv(run / "split.csv")["part"].value_counts().to_dict() == {"train": 18,
@@ -273,33 +149,6 @@ def test_multiworker_strategy_stops_with_the_reason(demo_features, tmp_path):
 # ----------------------------------------------------------------------------- recipes
 
 
-def test_fine_tuning_unfreezes_exactly_n_blocks_and_no_batchnorm():
-    import keras
-
-    model = train.build_model(weights="none")
-    blocks = train.backbone_blocks(train.backbone_of(model))
-    assert len(blocks) == 16 and blocks[0] == "block1a" and blocks[-3:] == ["block6c", "block6d",
-                                                                            "block7a"]
-    assert train.unfreeze_top_blocks(model, 3) == ["block6c", "block6d", "block7a"]
-    backbone = train.backbone_of(model)
-    trainable = {layer.name for layer in backbone.layers if layer.trainable and layer.weights}
-    assert {n.split("_")[0] for n in trainable} == {"block6c", "block6d", "block7a", "top"}
-    assert "top_conv" in trainable and "block6b_project_conv" not in trainable
-    bns = [layer for layer in backbone.layers
-           if isinstance(layer, keras.layers.BatchNormalization)]
-    assert len(bns) == 49 and not any(layer.trainable for layer in bns)
-    names = {w.path.split("/")[-2] if "/" in w.path else w.path for w in model.trainable_weights}
-    assert not any(n.endswith("_bn") or "bn" in n.split("_")[-1] for n in names)
-    # trainable weights = the convs and squeeze-excite of the 3 blocks, top_conv, the head
-    in_blocks = sum(int(np.prod(w.shape)) for layer in backbone.layers if layer.name in trainable
-                    for w in layer.trainable_weights)
-    count = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    assert count == in_blocks + HEAD_PARAMS and in_blocks > 0
-    for bad in (0, 17):
-        with pytest.raises(ValueError, match="between 1 and 16"):
-            train.unfreeze_top_blocks(model, bad)
-
-
 def test_fine_tuned_run_changes_only_the_unfrozen_blocks(demo_features, tmp_path):
     run, history = train.train(demo_features["train"], tmp_path / "ft", weights="none",
                                epochs=1, batch_size=8, verbose=0, fine_tune_blocks=1,
@@ -309,11 +158,11 @@ def test_fine_tuned_run_changes_only_the_unfrozen_blocks(demo_features, tmp_path
     assert config["fine_tune"]["blocks"] == ["block7a"]
     assert config["fine_tune"]["phase1_epochs"] == 1
     assert config["args"]["feature_cache"] is True  # the frozen phase used the cache
-    final = train.backbone_of(train.load_model(run / "model.keras"))
+    final = model.backbone_of(model.load_model(run / "model.keras"))
     # a frozen-only twin (same seed, same initial backbone) holds the backbone as it started
     twin, _ = train.train(demo_features["train"], tmp_path / "frozen", weights="none", epochs=1,
                           batch_size=8, verbose=0)
-    frozen = train.backbone_of(train.load_model(twin / "model.keras"))
+    frozen = model.backbone_of(model.load_model(twin / "model.keras"))
     changed = set()
     for a, b in zip(final.layers, frozen.layers):
         for wa, wb in zip(a.weights, b.weights):
@@ -329,11 +178,11 @@ def test_monitor_selects_best_checkpoint_and_early_stopping(demo_features, tmp_p
                                early_stopping=1, learning_rate=0.0)
     # lr 0: nothing changes after the first epoch, so patience 1 stops after epoch 2
     assert len(history) == 2 and "val_eer" in history.columns
-    meta = train.read_model_meta(run / "best.keras")
+    meta = model.read_model_meta(run / "best.keras")
     assert meta["monitor"] == "val_auc" and meta["epoch"] == 1
     run2, h2 = train.train(demo_features["train"], tmp_path / "eer2", weights="none", epochs=3,
                            batch_size=8, verbose=0, monitor="eer", learning_rate=1e-2)
-    meta2 = train.read_model_meta(run2 / "best.keras")
+    meta2 = model.read_model_meta(run2 / "best.keras")
     assert meta2["monitor"] == "val_eer"
     assert meta2["val_eer"] == pytest.approx(h2["val_eer"].min())
     assert meta2["epoch"] == int(h2["val_eer"].idxmin()) + 1
@@ -360,7 +209,8 @@ def test_augmentation_never_touches_validation_or_evaluation(demo_features, tmp_
                                                              monkeypatch):
     import data_loader
     import evaluate
-    import predict
+    import inference
+    import runs
 
     seen = []
     real = data_loader.augment_example
@@ -371,9 +221,8 @@ def test_augmentation_never_touches_validation_or_evaluation(demo_features, tmp_
 
     monkeypatch.setattr(data_loader, "augment_example", spy)
     run, _ = train.train(demo_features["train"], tmp_path / "aug", weights="none", epochs=2,
-                         batch_size=8, verbose=0, augment=data_loader.augmentation(
-                             freq_mask=16, time_mask=16, random_crop=True,
-                             noise_snr_db="10,40", lowpass_hz="3400,7000"))
+                         batch_size=8, verbose=0, freq_mask=16, time_mask=16,
+                         random_crop=True, noise_snr="10,40", lowpass="3400,7000")
     split = pd.read_csv(run / "split.csv")
     manifest = data_loader.load_manifest(demo_features["train"]).set_index("utt_id")
     audio = {part: set(manifest.loc[split.loc[split["part"] == part, "utt_id"], "audio"])
@@ -388,14 +237,14 @@ def test_augmentation_never_touches_validation_or_evaluation(demo_features, tmp_
 
     monkeypatch.setattr(data_loader, "augment_example", forbidden)
     m = evaluate.evaluate(run, demo_features["dev"], plots=False)
-    model = train.load_model(run / "best.keras")
+    best = model.load_model(run / "best.keras")
     df = data_loader.load_manifest(demo_features["dev"])
     x = np.stack([data_loader.to_model_input(np.load(p)).numpy() for p in df["path"]])
-    p = model.predict(x, verbose=0).reshape(-1)
+    p = best.predict(x, verbose=0).reshape(-1)
     table = pd.read_csv(Path(m["out_dir"]) / "predictions.csv")
     np.testing.assert_allclose(table["p_spoof"], p, rtol=1e-4, atol=1e-7)
-    d = predict.Detector(run)
-    assert d.threshold == evaluate.read_threshold(run)["threshold"]
+    d = inference.Detector(run)
+    assert d.threshold == runs.read_threshold(run)["threshold"]
 
 
 def test_seeds_report_mean_and_spread(demo_features, tmp_path, capsys):

@@ -1,0 +1,94 @@
+"""The Keras callbacks of train.py: the best checkpoint and the per-epoch validation EER."""
+
+from pathlib import Path
+
+import numpy as np
+
+from atomic import atomic_output
+from metrics import compute_eer
+from model import save_model_atomic
+
+
+def make_checkpoint_callback(path, meta, model, monitor="val_loss", mode="min", best=None,
+                             store=None):
+    """Keep the model with the best ``monitor`` and write it to ``path`` when training ends.
+
+    After each improving epoch the trainable weights are written (atomically, about 650 kB for
+    the head) to ``store`` (default ``<path>.trainable.npz``) instead of the whole 19 MB model,
+    which made short epochs on cached features slow. A resumed run starts from that file. At
+    the end of training, ``path`` gets the full model (``model``, the end-to-end model even when
+    its head is trained on cached features) with the best weights and ``meta`` inside; when no
+    epoch improved on ``best`` (a value carried over from an earlier phase), ``path`` is left
+    as it is.
+
+    Parameters
+    ----------
+    monitor : str
+        A key of the epoch logs, e.g. ``val_loss``, ``val_eer``, ``val_auc``.
+    mode : {"min", "max"}
+    best : float, optional
+        The value to beat (default: none yet).
+    """
+    import keras
+
+    store = Path(store or f"{path}.trainable.npz")
+    sign = 1.0 if mode == "min" else -1.0
+
+    class BestCheckpoint(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            # kept as sign * value, so that lower is better in either mode
+            self.best = np.inf if best is None else sign * float(best)
+            self.weights, self.info = None, {}
+            if store.exists():  # a resumed run
+                with np.load(store, allow_pickle=False) as z:
+                    self.best = float(z["best"])
+                    self.weights = [z[f"w{i}"] for i in range(len(model.trainable_weights))]
+                    self.info = {"epoch": int(z["epoch"]), monitor: sign * self.best}
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get(monitor)
+            if value is not None and sign * value < self.best:
+                self.best = sign * float(value)
+                self.weights = [w.numpy().copy() for w in model.trainable_weights]
+                self.info = {"epoch": epoch + 1, monitor: float(value)}
+                arrays = {f"w{i}": w for i, w in enumerate(self.weights)}
+                with atomic_output(store, suffix=".npz") as tmp:
+                    np.savez(tmp, best=self.best, epoch=epoch + 1, **arrays)
+
+        @property
+        def best_value(self):
+            return sign * self.best
+
+        def on_train_end(self, logs=None):
+            if self.weights is None:
+                return
+            current = [w.numpy() for w in model.trainable_weights]
+            for var, w in zip(model.trainable_weights, self.weights):
+                var.assign(w)
+            save_model_atomic(model, path, {**meta, **self.info, "monitor": monitor})
+            for var, w in zip(model.trainable_weights, current):
+                var.assign(w)
+            store.unlink(missing_ok=True)
+
+    return BestCheckpoint()
+
+
+def make_validation_callback(predict_model, val_ds, targets):
+    """Adds ``val_eer`` (pooled EER of the validation part, bonafide = target, `metrics.
+    compute_eer`) to the epoch logs, for history.csv, best-checkpoint selection and early
+    stopping. Must come before the callbacks that read it."""
+    import keras
+
+    y = np.asarray(targets).astype(int)
+
+    class ValidationEER(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            p = predict_model.predict(val_ds, verbose=0).reshape(-1).astype(np.float64)
+            # -P(spoof) orders utterances as the bonafide score does (EER is rank-based)
+            if logs is not None:
+                both = (y == 0).any() and (y == 1).any()
+                logs["val_eer"] = (compute_eer(-p[y == 0], -p[y == 1])[0] if both
+                                   else float("nan"))
+
+    return ValidationEER()

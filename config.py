@@ -1,0 +1,228 @@
+"""Training options: one dataclass field per train.py flag, with its default and help text.
+
+The command line (`build_parser`), the ``train()`` call and ``config.json`` are all derived from
+`TrainConfig`, so adding a training option is one line here plus its use in train.py::
+
+    label_smoothing: float = option(0.0, "label smoothing of the loss", group=RECIPE)
+
+Field names are the argparse destinations; the flag is ``--field-name`` unless ``flag=`` says
+otherwise (``--lr``, ``--no-feature-cache``). `check` validates a configuration and names the
+offending flag.
+"""
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from pathlib import PurePath
+
+import data_loader
+import metrics
+import model
+from distribute import STRATEGIES
+
+# validation metric -> (Keras log key, better direction); selects best.keras and early stopping
+MONITORS = {"loss": ("val_loss", "min"), "eer": ("val_eer", "min"), "auc": ("val_auc", "max")}
+# argument groups of --help
+MAIN = None
+RECIPE = "class imbalance and decision threshold"
+FINE_TUNE = "fine-tuning (second phase, after the frozen epochs)"
+AUGMENT = "augmentation (training part only; all off by default)"
+SCALE = "speed and scale"
+
+
+def option(default, help, *, flag=None, group=MAIN, type=None, **argparse_kwargs):
+    """A `TrainConfig` field: its default, its ``--help`` text, and how argparse reads it.
+
+    Parameters
+    ----------
+    default : object
+        The default value (a bool makes a switch: ``store_true``, or ``store_false`` for a
+        ``--no-...`` flag).
+    help : str
+        Shown by ``--help``.
+    flag : str, optional
+        Default ``--`` + the field name with dashes.
+    group : str, optional
+        The ``--help`` section.
+    type : callable, optional
+        argparse type; default the type of ``default`` (str when it is None).
+    **argparse_kwargs
+        ``choices``, ``metavar``, ...
+    """
+    meta = {"help": help, "flag": flag, "group": group, "type": type, "kwargs": argparse_kwargs}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """Every option of train.py (see ``python train.py --help``)."""
+
+    data: str = option("data/features/train", "preprocessed training folder (from "
+                                               "preprocess.py)")
+    val_data: str = option(None, "validate on this preprocessed folder (e.g. the official dev "
+                                 "partition) instead of an 80/20 split of --data")
+    val_fraction: float = option(data_loader.VAL_FRACTION, "share of --data held out for "
+                                 "validation (stratified), without --val-data")
+    run: str = option(None, "run folder to write (default: runs/<date-time>); an unfinished "
+                            "run there is resumed")
+    overwrite: bool = option(False, "replace a finished run in --run")
+    weights: str = option(model.WEIGHTS, "backbone weights: 'imagenet' (downloaded by Keras), "
+                                         "'none' (random init), or the path of a local "
+                                         "EfficientNetB0 no-top weights file")
+    epochs: int = option(10, "training epochs")
+    batch_size: int = option(16, "batch size")
+    learning_rate: float = option(model.LEARNING_RATE, "Adam learning rate", flag="--lr")
+    dense_units: int = option(model.DENSE_UNITS, "units of the hidden Dense layer")
+    dropout: float = option(model.DROPOUT, "dropout rate before the output layer")
+    seed: int = option(data_loader.SEED, "seed for the split, shuffling and initialization "
+                                         "(repeatable runs)")
+    seeds: str = option(None, "train the same recipe once per seed (e.g. 1,2,3) into "
+                              "<run>/seed<N>/ and report mean and spread of EER and F1 (the "
+                              "split stays that of --seed)")
+    test_data: str = option(None, "with --seeds: also evaluate every seed's run on this "
+                                  "preprocessed folder at its calibrated threshold")
+
+    class_weight: str = option("none", "loss weight per class: 'none', 'balanced' "
+                                       "(n / (2 n_class)) or W_BONA,W_SPOOF, e.g. 0.9,0.1",
+                               group=RECIPE)
+    balanced_batches: bool = option(False, "draw every training batch half bonafide, half "
+                                           "spoof (oversampling the minority class)",
+                                    group=RECIPE)
+    calibrate: str = option("eer", "after training, choose the decision threshold on the "
+                                   "validation data and save it (threshold.json; evaluate.py "
+                                   "and predict.py use it by default): 'eer' (EER point), 'f1' "
+                                   "(best F1, spoof positive), 'far:RATE' (most spoofs caught "
+                                   "with at most RATE of bonafide flagged) or 'none' (keep 0.5)",
+                            group=RECIPE)
+    monitor: str = option("loss", "validation metric that selects best.keras and drives early "
+                                  "stopping (val_eer is computed every epoch and logged in "
+                                  "history.csv)", group=RECIPE, choices=tuple(MONITORS))
+    early_stopping: int = option(0, "stop a phase after PATIENCE epochs without improvement of "
+                                    "--monitor (0 = off)", group=RECIPE, metavar="PATIENCE")
+
+    fine_tune_blocks: int = option(0, "unfreeze the last N of EfficientNetB0's 16 MBConv blocks "
+                                      "(and its top 1x1 conv; BatchNorm stays frozen) after "
+                                      "--epochs frozen epochs; 0 = off", group=FINE_TUNE,
+                                   metavar="N")
+    fine_tune_epochs: int = option(5, "epochs of the fine-tuning phase", group=FINE_TUNE)
+    fine_tune_lr: float = option(1e-5, "Adam learning rate of the fine-tuning phase",
+                                 group=FINE_TUNE)
+
+    freq_mask: int = option(0, "SpecAugment: frequency masks of up to F mel bins",
+                            group=AUGMENT, metavar="F")
+    time_mask: int = option(0, "SpecAugment: time masks of up to T frames", group=AUGMENT,
+                            metavar="T")
+    masks: int = option(1, "SpecAugment masks of each kind", group=AUGMENT)
+    random_crop: bool = option(False, "take the ~4 s window at a random position of longer "
+                                      "utterances (evaluation always takes the start)",
+                               group=AUGMENT)
+    gain_db: float = option(0.0, "random gain in [-G, +G] dB, clipped to [-1, 1] (features are "
+                                 "max-normalized: gain matters through clipping and noise "
+                                 "level)", group=AUGMENT, metavar="G")
+    noise_snr: str = option(None, "add white noise at an SNR drawn from LOW..HIGH dB, e.g. "
+                                  "10,40", group=AUGMENT, metavar="LOW,HIGH")
+    lowpass: str = option(None, "codec-like low-pass with a cutoff drawn from LOW..HIGH Hz, "
+                                "e.g. 3400,7000", group=AUGMENT, metavar="LOW,HIGH")
+    augment_p: float = option(data_loader.AUGMENT_OFF["p"], "probability that each waveform "
+                              "perturbation (gain, noise, low-pass) is applied to an example",
+                              group=AUGMENT)
+
+    feature_cache: bool = option(True, "run the frozen backbone in every epoch instead of "
+                                       "computing its features once (same result, slower; for "
+                                       "checking)", flag="--no-feature-cache", group=SCALE)
+    cache_dir: str = option(None, "where backbone features are cached (default: <data "
+                                  "folder>/backbone_cache)", group=SCALE)
+    strategy: str = option("none", "tf.distribute strategy: 'mirrored' = all GPUs of this host "
+                                   "(the batch size is global); 'multiworker' (hosts in "
+                                   "TF_CONFIG) stops with an explanation: Keras 3's fit does "
+                                   "not support it yet", group=SCALE, choices=STRATEGIES)
+    cpu_devices: int = option(0, "split the CPU into N logical devices (to try --strategy "
+                                 "mirrored without GPUs)", group=SCALE)
+    quiet: bool = option(False, "no per-epoch progress output")
+
+    def augmentation(self):
+        """The checked augmentation settings (`data_loader.augmentation`), None when off."""
+        return data_loader.augmentation(
+            self.freq_mask, self.time_mask, self.masks, self.random_crop, self.gain_db,
+            self.noise_snr, self.lowpass, self.augment_p)
+
+    def class_weight_spec(self):
+        """``"none"``, ``"balanced"`` or ``(w_bona, w_spoof)``
+        (`data_loader.parse_class_weight`)."""
+        if isinstance(self.class_weight, (tuple, list)):
+            return tuple(self.class_weight)
+        return data_loader.parse_class_weight(self.class_weight)
+
+
+def check(cfg):
+    """Validate ``cfg``; return it with ``calibrate`` normalized. ValueError names the flag."""
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ValueError("--epochs and --batch-size must be positive")
+    if cfg.early_stopping < 0 or cfg.fine_tune_blocks < 0:
+        raise ValueError("--early-stopping and --fine-tune-blocks must be >= 0")
+    if cfg.monitor not in MONITORS:
+        raise ValueError(f"monitor must be one of {', '.join(MONITORS)}, got {cfg.monitor!r}")
+    if cfg.fine_tune_blocks and (cfg.fine_tune_epochs < 1 or not cfg.fine_tune_lr > 0):
+        raise ValueError("fine-tuning needs --fine-tune-epochs >= 1 and --fine-tune-lr > 0")
+    if cfg.fine_tune_blocks and cfg.strategy != "none":
+        raise ValueError("--fine-tune-blocks is not supported with --strategy yet")
+    if cfg.test_data and not cfg.seeds:
+        raise ValueError("--test-data goes with --seeds (evaluate a single run with "
+                         "evaluate.py --data)")
+    cfg.augmentation()  # raises for bad ranges
+    cfg.class_weight_spec()
+    return dataclasses.replace(cfg, calibrate=metrics.parse_calibration(cfg.calibrate))
+
+
+def make_config(base=None, **changes):
+    """A checked `TrainConfig`: ``base`` (default: all defaults) with ``changes``."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        raise TypeError(f"unknown training option(s) {unknown}")
+    changes = {k: str(v) if isinstance(v, PurePath) else v for k, v in changes.items()}
+    return check(dataclasses.replace(base or TrainConfig(), **changes))
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_options(ap, cls=TrainConfig):
+    """Add one argparse option per field of ``cls`` to ``ap``, in field order and groups."""
+    groups = {}
+    for f in dataclasses.fields(cls):
+        m = f.metadata
+        target = ap if m["group"] is None else groups.setdefault(
+            m["group"], ap.add_argument_group(m["group"]))
+        flag = m["flag"] or "--" + f.name.replace("_", "-")
+        kwargs = dict(dest=f.name, help=m["help"], **m["kwargs"])
+        if isinstance(f.default, bool):
+            kwargs["action"] = "store_false" if f.default else "store_true"
+        else:
+            kwargs.update(default=f.default,
+                          type=m["type"] or (type(f.default) if f.default is not None else str))
+        target.add_argument(flag, **kwargs)
+    return ap
+
+
+def from_args(args, cls=TrainConfig):
+    """The ``cls`` instance of parsed arguments (unchecked)."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def build_parser(description):
+    """The command line of train.py, derived from `TrainConfig`."""
+    ap = argparse.ArgumentParser(description=description,
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return add_options(ap)
+
+
+def parse_seeds(spec):
+    """``"1,2,3"`` -> [1, 2, 3] (distinct integers)."""
+    try:
+        seeds = [int(v) for v in str(spec).split(",") if v.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {spec!r}: expected distinct integers, e.g. 1,2,3")
+    return seeds

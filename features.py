@@ -1,0 +1,311 @@
+"""The feature definition: one source of truth for how audio becomes a model input.
+
+Every array this project trains on, evaluates or predicts from is made by `compute_features` with
+the parameters of `feature_params`. Those parameters are written to ``features.json`` beside the
+arrays (preprocess.py) and into every saved model (model.py), and `check_features` refuses data
+computed differently, so training, evaluation and prediction cannot drift apart.
+
+A 4 s window at 16 kHz is framed so that it gives exactly ``N_FRAMES`` frames:
+``clip_samples = n_fft + (n_frames - 1) * hop`` (no centre padding).
+"""
+
+import functools
+import threading
+from pathlib import Path
+
+import numpy as np
+
+# -----------------------------------------------------------------------------
+SAMPLE_RATE = 16000
+N_FFT = 1024  # 64 ms Hann window; 513 bins leave no empty mel filter at 128 mels
+HOP_LENGTH = 500  # 31.25 ms
+N_MELS = 128
+N_FRAMES = 128
+SHAPE = (N_MELS, N_FRAMES)  # one array: (mel bins, frames)
+FMIN, FMAX = 0.0, SAMPLE_RATE / 2
+TOP_DB = 80.0  # dynamic range kept below each utterance's peak, mapped to [0, 1]
+SILENCE_PEAK = 1e-4  # peak amplitude (-80 dBFS) at or below which a file is "silent"
+CLIP_SAMPLES = N_FFT + (N_FRAMES - 1) * HOP_LENGTH  # 64,524 samples = 4.03 s
+FEATURE_VERSION = 1
+FITS = ("window", "resize")
+# -----------------------------------------------------------------------------
+
+
+class AudioError(ValueError):
+    """A file or waveform that cannot be turned into features.
+
+    Attributes
+    ----------
+    kind : str
+        What went wrong, for programs that react to it (serve.py maps it to an HTTP status):
+        ``undecodable``, ``empty``, ``nonfinite``, ``silent``, ``too_short``, ``too_long``.
+    """
+
+    def __init__(self, message, kind="undecodable"):
+        super().__init__(message)
+        self.kind = kind
+
+
+class FeatureMismatch(ValueError):
+    """Data preprocessed with other feature parameters than a model or another folder."""
+
+
+def feature_params(fit="window"):
+    """The feature parameters as a JSON-serializable dict.
+
+    Parameters
+    ----------
+    fit : {"window", "resize"}
+        ``"window"`` (default) takes a fixed ~4 s window (repeat-padding short utterances, keeping
+        the first ``clip_samples`` of long ones). ``"resize"`` computes the mel-spectrogram of the
+        whole utterance and linearly resamples its time axis to ``n_frames`` frames.
+
+    Returns
+    -------
+    params : dict
+        Everything that determines the arrays; compared key by key by `check_features`.
+    """
+    if fit not in FITS:
+        raise ValueError(f"fit must be 'window' or 'resize', got {fit!r}")
+    return {
+        "feature_version": FEATURE_VERSION,
+        "sample_rate": SAMPLE_RATE,
+        "channels": "mono (mean of channels)",
+        "fit": fit,
+        "clip_samples": CLIP_SAMPLES if fit == "window" else None,
+        "pad": "repeat" if fit == "window" else None,
+        "crop": "start" if fit == "window" else None,
+        "n_fft": N_FFT,
+        "win_length": N_FFT,
+        "window": "hann",
+        "hop_length": HOP_LENGTH,
+        "center": False,
+        "n_mels": N_MELS,
+        "n_frames": N_FRAMES,
+        "fmin": FMIN,
+        "fmax": FMAX,
+        "power": 2.0,
+        "db_ref": "max",
+        "top_db": TOP_DB,
+        "normalization": "(power_to_db(S, ref=max, top_db) + top_db) / top_db, in [0, 1]",
+        "silence_peak": SILENCE_PEAK,
+        "shape": list(SHAPE),
+        "dtype": "float32",
+    }
+
+
+def differing(a, b):
+    """Sorted keys whose values differ between two parameter dicts (missing counts as None)."""
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def check_features(model_features, data_features, model_path="model", data_dir="data"):
+    """Raise `FeatureMismatch` naming every parameter in which data and model differ."""
+    diff = differing(model_features, data_features)
+    if diff:
+        detail = "; ".join(f"{k}: model {model_features.get(k)!r} vs data "
+                           f"{data_features.get(k)!r}" for k in diff)
+        raise FeatureMismatch(f"{data_dir} was preprocessed with other feature parameters than "
+                              f"{model_path} was trained on ({detail}). Re-run preprocess.py "
+                              "with the model's parameters.")
+
+
+# ----------------------------------------------------------------------------- audio
+
+
+def load_audio(path, sr=SAMPLE_RATE):
+    """Decode a file to mono float32 at ``sr``.
+
+    Any sample rate and channel count: channels are averaged, the rate converted with soxr.
+    libsndfile decodes WAV/FLAC/OGG/MP3; other formats fall back to librosa's audioread backend.
+
+    Returns
+    -------
+    y : np.ndarray, shape (n_samples,), float32
+
+    Raises
+    ------
+    AudioError
+        When the file cannot be decoded (kind ``undecodable``) or holds no samples (``empty``).
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    try:
+        with sf.SoundFile(str(path)) as f:
+            file_sr = f.samplerate
+            if f.channels == 1:
+                y = f.read(dtype="float32")
+            else:  # channels averaged block by block: memory of the mono signal only
+                y = [b.mean(axis=1) for b in f.blocks(blocksize=1 << 18, dtype="float32",
+                                                      always_2d=True)]
+                y = np.concatenate(y) if y else np.zeros(0, np.float32)
+    except sf.LibsndfileError as e:
+        if path.suffix.lower() in (".flac", ".wav", ".ogg", ".mp3"):
+            raise AudioError(f"cannot decode: {e}") from None
+        try:
+            import librosa
+
+            y, file_sr = librosa.load(str(path), sr=None, mono=True)
+        except Exception as e2:  # audioread raises several unrelated types
+            raise AudioError(f"cannot decode: {e}; fallback decoder: {e2}") from None
+    if y.size == 0:
+        raise AudioError("empty: no audio samples", "empty")
+    if file_sr != sr:
+        import librosa
+
+        y = librosa.resample(y, orig_sr=file_sr, target_sr=sr, res_type="soxr_hq")
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def fit_length(y, n_samples):
+    """Repeat-pad a short signal, or keep the first ``n_samples`` of a long one.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n,)
+    n_samples : int
+
+    Returns
+    -------
+    y_fit : np.ndarray, shape (n_samples,)
+    """
+    if y.size == 0:
+        raise AudioError("empty: no audio samples", "empty")
+    if y.size >= n_samples:
+        return y[:n_samples]
+    reps = -(-n_samples // y.size)
+    return np.tile(y, reps)[:n_samples]
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(sr, n_fft, n_mels, fmin, fmax):
+    """librosa's Slaney-normalized mel filterbank, shape (n_mels, 1 + n_fft // 2), float64,
+    computed once per parameter set."""
+    import librosa
+
+    basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax,
+                                dtype=np.float64)
+    basis.setflags(write=False)
+    return basis
+
+
+def compute_features(y, params=None):
+    """Normalized log-mel spectrogram of one mono waveform at ``params["sample_rate"]``.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,)
+        Mono audio at the feature sample rate (see `load_audio`).
+    params : dict, optional
+        From `feature_params` (or a saved ``features.json``); defaults to ``feature_params()``.
+
+    Returns
+    -------
+    mel : np.ndarray, shape (n_mels, n_frames) = (128, 128), float32, values in [0, 1]
+        ``(dB + top_db) / top_db`` where dB is the power mel-spectrogram in decibels relative to
+        its maximum, floored at ``-top_db``.
+
+    Raises
+    ------
+    AudioError
+        Empty, non-finite or silent input.
+    """
+    import librosa
+
+    p = params or feature_params()
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise ValueError(f"expected a mono waveform of shape (n_samples,), got shape {y.shape}")
+    if y.size == 0:
+        raise AudioError("empty: no audio samples", "empty")
+    if not np.isfinite(y).all():
+        raise AudioError("audio contains NaN or inf samples", "nonfinite")
+    peak = float(np.max(np.abs(y)))
+    if peak <= p["silence_peak"]:
+        db = 20 * np.log10(peak) if peak > 0 else -np.inf
+        raise AudioError(f"silent: peak {db:.1f} dBFS is at or below "
+                         f"{20 * np.log10(p['silence_peak']):.0f} dBFS", "silent")
+    if p["fit"] == "window":
+        y = fit_length(y, p["clip_samples"])
+    elif y.size < p["n_fft"]:
+        y = fit_length(y, p["n_fft"])
+    # = librosa.feature.melspectrogram, with the filterbank cached and a BLAS product (3x faster)
+    spec = np.abs(librosa.stft(y, n_fft=p["n_fft"], hop_length=p["hop_length"],
+                               win_length=p["win_length"], window=p["window"],
+                               center=p["center"])) ** p["power"]
+    # float64 product: the result does not depend on how many BLAS threads sum it
+    basis = mel_filterbank(p["sample_rate"], p["n_fft"], p["n_mels"], p["fmin"], p["fmax"])
+    mel = (basis @ spec.astype(np.float64)).astype(np.float32)
+    if p["fit"] == "resize" and mel.shape[1] != p["n_frames"]:
+        src = np.linspace(0.0, 1.0, mel.shape[1])
+        dst = np.linspace(0.0, 1.0, p["n_frames"])
+        mel = np.stack([np.interp(dst, src, row) for row in mel])
+    db = librosa.power_to_db(mel, ref=np.max, top_db=p["top_db"])
+    out = np.clip((db + p["top_db"]) / p["top_db"], 0.0, 1.0).astype(np.float32)
+    expected = tuple(p["shape"])
+    if out.shape != expected:  # a parameter set that does not give the promised shape
+        raise ValueError(f"feature shape {out.shape} != {expected}; check the feature parameters")
+    return out
+
+
+# ----------------------------------------------------------------------------- arrays
+
+_NPY_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=8)
+def _npy_header(shape, dtype="<f4"):
+    """The exact bytes ``np.save`` writes before the data of a C-order array (format 1.0)."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": dtype, "fortran_order": False, "shape": tuple(shape)})
+    return buf.getvalue()
+
+
+def read_array(path, shape):
+    """Read one stored feature array, checking its shape.
+
+    ``np.load`` parses the .npy header with ``ast.literal_eval``, which CPython 3.11 can break
+    when several threads parse at once (``SystemError: AST constructor recursion depth
+    mismatch``, python/cpython#106905) -- exactly what tf.data's parallel readers do. The
+    float32 arrays this project writes have one known header, so it is compared as bytes and
+    the data read directly; anything else goes through ``np.load`` under a lock.
+
+    Parameters
+    ----------
+    path : str or Path
+    shape : tuple of int
+        The expected shape (``features.json["shape"]``).
+
+    Returns
+    -------
+    x : np.ndarray, float32, shape ``shape``
+
+    Raises
+    ------
+    ValueError
+        A file that is not a readable array of that shape (truncated, corrupt, other shape),
+        with the file named.
+    """
+    import os
+
+    shape = tuple(int(s) for s in shape)
+    header = _npy_header(shape)
+    with open(path, "rb") as f:
+        x = np.empty(shape, dtype="<f4")
+        if (f.read(len(header)) == header
+                and os.fstat(f.fileno()).st_size == len(header) + x.nbytes
+                and f.readinto(memoryview(x).cast("B")) == x.nbytes):
+            return x
+    try:
+        with _NPY_LOCK:
+            x = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - numpy raises several types for corrupt files
+        raise ValueError(f"{path}: not a readable .npy array ({type(e).__name__}: {e})") \
+            from None
+    if x.shape != shape:
+        raise ValueError(f"{path}: array shape {x.shape}, expected {shape}")
+    return x.astype(np.float32, copy=False)

@@ -1,0 +1,244 @@
+"""Scoring real recordings with a trained run: predict.py and serve.py are its front ends.
+
+Each file is decoded to 16 kHz mono (the run's saved feature parameters decide everything) and
+scored in sliding windows of the training window (about 4 s) with a hop of ``hop_seconds``; the
+last window is aligned with the end of the file, so nothing is left out. A file shorter than
+one window is scored once, repeat-padded exactly as in training. Per file the result gives the
+spoof probability of every window and two aggregates, the mean and the **maximum** (one
+synthetic sentence in a long call is not averaged away); the label uses the chosen aggregate at
+the decision threshold (`runs.decision_threshold`).
+
+Scores follow ASVspoof: ``score`` = log-odds of bonafide (higher = more bonafide).
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+import data_loader
+import runs
+from features import AudioError, compute_features, load_audio
+from model import PREDICT_BATCH_SIZE, logit_parts, logits_from_hidden
+
+# -----------------------------------------------------------------------------
+HOP_SECONDS = 2.0  # window hop for long recordings (the window is the training window, ~4 s)
+AGGREGATE = "max"  # file label from the max (or mean) window spoof probability
+MIN_SECONDS = 0.1  # shorter recordings are refused
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".wma",
+                    ".aiff", ".aif", ".webm"}
+# -----------------------------------------------------------------------------
+
+
+class Detector:
+    """A run's model with its feature parameters and decision threshold.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+    which : {"best", "final"}
+    threshold : float, optional
+        Decision threshold on P(spoof); default the threshold train.py calibrated on the
+        run's validation data for this model (``threshold.json``), else 0.5. It was
+        calibrated on one window per utterance: with several windows and ``--aggregate max``,
+        a long file is flagged more readily than one window would be.
+    """
+
+    SOURCES = {"explicit": "--threshold", "default": "default 0.5 (no threshold saved)"}
+
+    def __init__(self, run_dir, which="best", threshold=None):
+        self.run_dir = Path(run_dir)
+        self.model, self.meta, self.model_path = runs.load_run(self.run_dir, which)
+        self.features = self.meta["features"]
+        self._hidden, self._kernel, self._bias = logit_parts(self.model)
+        saved = runs.read_threshold(self.run_dir, which)
+        self.threshold, kind = runs.decision_threshold(threshold, saved)
+        self.threshold_source = (f"calibrated ({saved['method']}, threshold.json)"
+                                 if kind == "calibrated" else self.SOURCES[kind])
+
+    @property
+    def window_samples(self):
+        p = self.features
+        return p["clip_samples"] if p["fit"] == "window" else None
+
+    def logits(self, mels):
+        """Log-odds of spoof for a batch of mel arrays, shape (n, 128, 128) -> (n,)."""
+        x = data_loader.to_model_input(np.asarray(mels, np.float32))
+        return logits_from_hidden(self._hidden.predict_on_batch(x), self._kernel, self._bias)
+
+    def identity(self):
+        """What /health and the JSON output say about the model."""
+        return {"run": str(self.run_dir), "model": self.model_path.name,
+                "threshold": self.threshold, "threshold_source": self.threshold_source,
+                "features": self.features}
+
+
+def window_starts(n_samples, window, hop):
+    """Start samples of the windows covering ``n_samples``: every ``hop`` from 0, plus one
+    aligned with the end when the hop grid leaves a tail. One window (start 0) when the signal
+    is not longer than a window.
+
+    Returns
+    -------
+    starts : list of int
+    """
+    if n_samples <= window:
+        return [0]
+    starts = list(range(0, n_samples - window + 1, hop))
+    if starts[-1] + window < n_samples:
+        starts.append(n_samples - window)
+    return starts
+
+
+def open_windows(path, detector, hop_seconds=HOP_SECONDS, max_seconds=None):
+    """Decode one file and plan its feature windows.
+
+    Returns
+    -------
+    info : dict
+        duration, sample rate and channels of the file, the window and hop in seconds.
+    spans : list of (start_s, end_s)
+    mels : iterator of np.ndarray (128, 128) or None
+        The windows' features, computed lazily (None for a silent window, not scored), so
+        memory holds the decoded audio and one window, however long the file.
+
+    Raises
+    ------
+    features.AudioError
+        Undecodable, empty, too short or too long (``max_seconds``).
+    """
+    import soundfile as sf
+
+    p = detector.features
+    sr = p["sample_rate"]
+    try:
+        meta = sf.info(str(path))
+        file_sr, channels = meta.samplerate, meta.channels
+    except Exception:  # noqa: BLE001 - formats libsndfile cannot open: decoded below or refused
+        file_sr, channels = None, None
+    y = load_audio(path, sr)
+    duration = y.size / sr
+    if duration < MIN_SECONDS:
+        raise AudioError(f"too short: {duration:.3f} s (at least {MIN_SECONDS} s)", "too_short")
+    if max_seconds is not None and duration > max_seconds:
+        raise AudioError(f"too long: {duration:.0f} s (at most {max_seconds:.0f} s)", "too_long")
+    win = detector.window_samples
+    if win is None:  # a "resize" model sees the whole utterance at once
+        spans = [(0, y.size)]
+    else:
+        hop = max(1, int(round(hop_seconds * sr)))
+        spans = [(a, min(a + win, y.size)) for a in window_starts(y.size, win, hop)]
+
+    def mels():
+        for a, b in spans:
+            try:
+                yield compute_features(y[a:b], p)
+            except AudioError:
+                yield None
+
+    info = {"duration_s": round(duration, 3), "sample_rate": file_sr, "channels": channels,
+            "window_s": round((win or y.size) / sr, 4), "hop_s": hop_seconds if win else None}
+    return info, [(a / sr, b / sr) for a, b in spans], mels()
+
+
+def summarize(info, spans, logits, detector, aggregate=AGGREGATE):
+    """Per-file result from its window logits (log-odds of spoof; NaN for silent windows)."""
+    from scipy.special import expit, logit
+
+    scored = ~np.isnan(logits)
+    p = expit(logits[scored])
+    if aggregate == "max":
+        agg = float(np.max(logits[scored]))
+    else:
+        agg = float(logit(np.clip(np.mean(p), 1e-15, 1 - 1e-15)))
+    p_agg = float(expit(agg))
+    return {
+        "status": "ok", **info,
+        "windows_scored": int(scored.sum()), "windows_silent": int((~scored).sum()),
+        "p_spoof_mean": float(np.mean(p)), "p_spoof_max": float(np.max(p)),
+        "aggregate": aggregate, "p_spoof": p_agg, "score": -agg,
+        "label": "spoof" if p_agg >= detector.threshold else "bonafide",
+        "threshold": detector.threshold, "threshold_source": detector.threshold_source,
+        "windows": [{"start_s": round(a, 3), "end_s": round(b, 3),
+                     "p_spoof": None if np.isnan(z) else float(expit(z)),
+                     "score": None if np.isnan(z) else float(-z)}
+                    for (a, b), z in zip(spans, logits)],
+    }
+
+
+def error_kind(exc):
+    """A short, stable name for a per-file failure (`features.AudioError.kind`, else ``io``
+    for OS errors and ``invalid`` for the rest)."""
+    if isinstance(exc, AudioError):
+        return exc.kind
+    return "io" if isinstance(exc, OSError) else "invalid"
+
+
+def score_files(paths, detector, hop_seconds=HOP_SECONDS, batch_size=PREDICT_BATCH_SIZE,
+                aggregate=AGGREGATE, max_seconds=None):
+    """Score files, batching windows across files. Yields one result per file, in order.
+
+    Each result has ``file`` and ``status`` ("ok" or "error"); errors carry ``error`` (the
+    reason) and ``error_kind`` (`error_kind`), scored files the fields of `summarize`.
+    """
+    batch, done = [], []  # batch: (slot, window index, mel); done: slots in input order
+
+    def flush():
+        if batch:
+            for (slot, j, _), z in zip(batch, detector.logits([m for _, _, m in batch])):
+                slot["logits"][j] = z
+            batch.clear()
+
+    def finished(slot):
+        if "error" in slot:
+            return {"file": slot["file"], "status": "error", "error": slot["error"],
+                    "error_kind": slot["error_kind"]}
+        return {"file": slot["file"], **summarize(slot["info"], slot["spans"], slot["logits"],
+                                                  detector, aggregate)}
+
+    for path in paths:
+        slot = {"file": str(path)}
+        try:
+            info, spans, mels = open_windows(path, detector, hop_seconds, max_seconds)
+            slot.update(info=info, spans=spans, logits=np.full(len(spans), np.nan))
+            silent = True
+            for j, mel in enumerate(mels):
+                if mel is not None:
+                    silent = False
+                    batch.append((slot, j, mel))
+                    if len(batch) >= batch_size:
+                        flush()
+            if silent:
+                raise AudioError("silent: every window is at or below -80 dBFS", "silent")
+        except (AudioError, OSError, ValueError) as e:
+            slot["error"], slot["error_kind"] = str(e), error_kind(e)
+        done.append(slot)
+        if not batch:  # every window so far is scored
+            yield from (finished(s) for s in done)
+            done.clear()
+    flush()
+    yield from (finished(s) for s in done)
+
+
+def expand_inputs(items):
+    """Files as given, and the audio files inside folders (recursively, sorted)."""
+    out = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS
+                          and f.is_file())
+        else:
+            out.append(p)
+    return out
+
+
+def add_model_args(ap):
+    """The --run, --model and --threshold flags of every script that loads a run."""
+    ap.add_argument("--run", help="run folder from train.py (default: the newest under runs/)")
+    ap.add_argument("--model", choices=tuple(runs.MODEL_FILES), default="best",
+                    help="best.keras (best validation --monitor of train.py, by default the "
+                         "lowest loss) or model.keras (last epoch)")
+    ap.add_argument("--threshold", type=float,
+                    help="decision threshold on P(spoof) (default: the threshold train.py "
+                         "calibrated on the run's validation data for this model, "
+                         "threshold.json; else 0.5)")

@@ -1,0 +1,302 @@
+"""Protocol and score-file formats, and the one label convention of the project.
+
+**Labels**: every utterance has a ``label``, ``"bonafide"`` or ``"spoof"`` (the ASVspoof key),
+and a ``target``, 1 for spoof and 0 for bonafide (`targets`): the model outputs P(spoof).
+
+Formats read here (detected from the first line, or named):
+
+- ``asvspoof2019``: ``LA_0079 LA_T_1004644 - A01 spoof`` (LA/PA CM protocols),
+- ``asvspoof2021``: LA/DF ``trial_metadata.txt`` keys,
+- ``asvspoof5``: the ASVspoof 5 TSV,
+- ``csv``: a header with ``file,label`` (+ optional ``speaker``, ``attack``), as In-the-Wild.
+
+Score files (`read_score_file`) and ASV score files (`read_asv_scores`) are read here too.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# -----------------------------------------------------------------------------
+LABELS = ("bonafide", "spoof")  # target 0 = bonafide, 1 = spoof (model output = P(spoof))
+FORMATS = ("asvspoof2019", "asvspoof2021", "asvspoof5", "csv")
+_BONAFIDE_WORDS = {"bonafide", "bona-fide", "bona_fide", "bona fide", "genuine", "real"}
+_SPOOF_WORDS = {"spoof", "fake", "deepfake", "spoofed"}
+# (key column, attack column, speaker column, utterance column) for whitespace protocols
+_COLUMNS = {
+    # LA_0079 LA_T_1004644 - A01 spoof
+    "asvspoof2019": dict(n_min=5, n_max=5, key=4, attack=3, speaker=0, utt=1),
+    # LA:  LA_0009 LA_E_9332881 alaw ita_tx A07 spoof notrim eval
+    # DF:  LA_0023 DF_E_2000011 nocodec asvspoof A14 spoof notrim progress traditional_vocoder - - - -
+    "asvspoof2021": dict(n_min=6, n_max=13, key=5, attack=4, speaker=0, utt=1),
+    # SPEAKER FLAC_FILE GENDER CODEC CODEC_Q CODEC_SEED ATTACK_TAG ATTACK_LABEL KEY TMP
+    "asvspoof5": dict(n_min=9, n_max=10, key=8, attack=7, speaker=0, utt=1),
+}
+# -----------------------------------------------------------------------------
+
+
+class ProtocolError(ValueError):
+    """A protocol file that cannot be parsed."""
+
+
+def targets(labels):
+    """The training target of each label: 1 = spoof, 0 = bonafide.
+
+    Parameters
+    ----------
+    labels : array-like of str, shape (n,)
+        ``"bonafide"`` or ``"spoof"`` (see `normalize_label`).
+
+    Returns
+    -------
+    target : np.ndarray of int, shape (n,)
+    """
+    return (np.asarray(labels, dtype=object) == "spoof").astype(int)
+
+
+def normalize_label(word, where=""):
+    """Map a protocol's key word to ``"bonafide"`` or ``"spoof"``.
+
+    Accepts the spellings used by ASVspoof (``bonafide``/``spoof``), In-the-Wild (``bona-fide``)
+    and common CSVs (``real``/``fake``, ``genuine``), case-insensitively.
+    """
+    w = str(word).strip().lower()
+    if w in _BONAFIDE_WORDS:
+        return "bonafide"
+    if w in _SPOOF_WORDS:
+        return "spoof"
+    raise ProtocolError(f"{where}unknown label {word!r}: expected bonafide or spoof")
+
+
+def detect_format(path):
+    """Guess a protocol file's format from its first non-empty line.
+
+    Returns
+    -------
+    fmt : str
+        One of ``"asvspoof2019"``, ``"asvspoof2021"``, ``"asvspoof5"``, ``"csv"``.
+    """
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), None)
+    if first is None:
+        raise ProtocolError(f"{path}: protocol file is empty")
+    if "," in first:
+        return "csv"
+    cols = first.split()
+    keys = [i for i, c in enumerate(cols) if c.lower() in ("bonafide", "spoof")]
+    if len(cols) == 5 and 4 in keys:
+        return "asvspoof2019"
+    if len(cols) >= 6 and 5 in keys and len(cols) != 10:
+        return "asvspoof2021"
+    if len(cols) in (9, 10) and 8 in keys:
+        return "asvspoof5"
+    raise ProtocolError(
+        f"{path}: cannot tell the protocol format from its first line {first.strip()!r}; "
+        f"pass --format ({'|'.join(FORMATS)})"
+    )
+
+
+def parse_protocol(path, fmt=None):
+    """Read a protocol file into a table of utterances.
+
+    Parameters
+    ----------
+    path : str or Path
+        ASVspoof 2019 LA/PA protocol, ASVspoof 2021 LA/DF key (``trial_metadata.txt``), ASVspoof 5
+        TSV, or a CSV with a header containing ``file`` and ``label`` (optional ``speaker``,
+        ``attack``); CSV paths are relative to the audio folder or absolute.
+    fmt : str, optional
+        One of ``FORMATS``; detected from the first line when omitted.
+
+    Returns
+    -------
+    df : pandas.DataFrame
+        Columns ``utt_id, file, label, attack, speaker`` (``file`` is None for ASVspoof formats,
+        whose audio is ``<audio_dir>/<utt_id>.flac``). ``attack`` is ``"-"`` for bonafide.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ProtocolError(f"{path}: protocol file not found")
+    fmt = fmt or detect_format(path)
+    if fmt == "csv":
+        df = _parse_csv(path)
+    elif fmt in _COLUMNS:
+        df = _parse_whitespace(path, fmt)
+    else:
+        raise ProtocolError(f"unknown protocol format {fmt!r}; expected one of {FORMATS}")
+    if df.empty:
+        raise ProtocolError(f"{path}: no utterances listed")
+    dup = df["utt_id"][df["utt_id"].duplicated()]
+    if len(dup):
+        raise ProtocolError(f"{path}: utterance ids listed more than once, e.g. {dup.iloc[0]!r}")
+    return df
+
+
+def iter_columns(path):
+    """Yield ``(lineno, columns, line)`` for each non-blank line of a whitespace-separated text
+    file (protocols, score files), so errors can name the file and line."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            cols = line.split()
+            if cols:
+                yield lineno, cols, line.strip()
+
+
+def _parse_whitespace(path, fmt):
+    spec = _COLUMNS[fmt]
+    rows = []
+    for lineno, cols, line in iter_columns(path):
+        where = f"{path}:{lineno}: "
+        if not spec["n_min"] <= len(cols) <= spec["n_max"]:
+            raise ProtocolError(f"{where}expected {spec['n_min']}-{spec['n_max']} columns for "
+                                f"{fmt}, got {len(cols)}: {line!r}")
+        label = normalize_label(cols[spec["key"]], where)
+        attack = cols[spec["attack"]]
+        if label == "bonafide" or attack.lower() == "bonafide":
+            attack = "-"
+        rows.append((cols[spec["utt"]], None, label, attack, cols[spec["speaker"]]))
+    return pd.DataFrame(rows, columns=["utt_id", "file", "label", "attack", "speaker"])
+
+
+def _parse_csv(path):
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    df.columns = [c.strip().lower() for c in df.columns]
+    for col in ("file", "label"):
+        if col not in df.columns:
+            raise ProtocolError(f"{path}: CSV needs a header with 'file' and 'label' columns, "
+                                f"got {list(df.columns)}")
+    labels = [normalize_label(w, f"{path}:{i + 2}: ") for i, w in enumerate(df["label"])]
+    files = df["file"].str.strip()
+    stems = files.map(lambda f: Path(f).with_suffix("").name)
+    # utterance id = file stem, or the relative path when stems collide across folders
+    if stems.duplicated().any():
+        ids = files.map(lambda f: str(Path(f).with_suffix("")).strip("/").replace("/", "__"))
+    else:
+        ids = stems
+    # attack: "-" for bonafide; a spoof without a named attack is attributed to "spoof"
+    attack = df["attack"] if "attack" in df.columns else [""] * len(df)
+    attack = ["-" if lab == "bonafide" else (a if a not in ("", "-") else "spoof")
+              for a, lab in zip(attack, labels)]
+    speaker = df["speaker"] if "speaker" in df.columns else pd.Series(["-"] * len(df))
+    return pd.DataFrame({"utt_id": ids, "file": files, "label": labels,
+                         "attack": attack, "speaker": list(speaker)})
+
+
+def resolve_2019_layout(root, split):
+    """Find the protocol and audio folder of one split of the ASVspoof 2019 layout.
+
+    Parameters
+    ----------
+    root : str or Path
+        The ``LA`` (or ``PA``) folder as unpacked, or its parent.
+    split : {"train", "dev", "eval"}
+
+    Returns
+    -------
+    protocol, audio_dir : Path
+    """
+    root = Path(root)
+    kind = "trn" if split == "train" else "trl"
+    tried = []
+    for base in (root, root / "LA", root / "PA"):
+        for track in ("LA", "PA"):
+            protocol = (base / f"ASVspoof2019_{track}_cm_protocols"
+                        / f"ASVspoof2019.{track}.cm.{split}.{kind}.txt")
+            audio = base / f"ASVspoof2019_{track}_{split}" / "flac"
+            tried.append(str(protocol))
+            if protocol.is_file():
+                if not audio.is_dir():
+                    raise FileNotFoundError(
+                        f"found {protocol} but not its audio folder {audio}; "
+                        "unpack ASVspoof2019_{track}_{split}.zip there (see data/README.md)")
+                return protocol, audio
+    raise FileNotFoundError(
+        f"no ASVspoof 2019 {split} protocol under {root}; looked for:\n  " + "\n  ".join(tried)
+        + "\nsee data/README.md for the expected layout, or pass --protocol and --audio-dir")
+
+
+def audio_path(row, audio_dir):
+    """The audio file of one protocol row: ``file`` if given, else ``<audio_dir>/<utt_id>.flac``
+    (or ``.wav`` when only that exists)."""
+    audio_dir = Path(audio_dir)
+    if row["file"]:
+        p = Path(row["file"])
+        return p if p.is_absolute() else audio_dir / p
+    flac = audio_dir / f"{row['utt_id']}.flac"
+    if not flac.exists():
+        wav = audio_dir / f"{row['utt_id']}.wav"
+        if wav.exists():
+            return wav
+    return flac
+
+
+# ----------------------------------------------------------------------------- score files
+
+
+def read_score_file(path):
+    """Read a CM score file: ``utt_id score`` per line (extra middle columns, as in the 2019
+    ``utt_id attack key score`` format, are ignored; a header line is skipped).
+
+    Returns
+    -------
+    scores : pandas.Series
+        Float scores (higher = more bonafide) indexed by utterance id.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"score file {path} not found")
+    ids, values = [], []
+    for lineno, cols, line in iter_columns(path):
+        if cols[0].startswith("#"):
+            continue
+        if len(cols) < 2:
+            raise ValueError(f"{path}:{lineno}: expected 'utt_id score', got {line!r}")
+        try:
+            values.append(float(cols[-1]))
+        except ValueError:
+            if not ids:  # a header
+                continue
+            raise ValueError(f"{path}:{lineno}: score {cols[-1]!r} is not a number") from None
+        ids.append(cols[0])
+    scores = pd.Series(values, index=ids, dtype=np.float64)
+    if scores.empty:
+        raise ValueError(f"{path}: no scores")
+    dup = scores.index[scores.index.duplicated()]
+    if len(dup):
+        raise ValueError(f"{path}: utterance {dup[0]!r} is scored more than once")
+    return scores
+
+
+def read_asv_scores(path):
+    """Read an ASVspoof 2019 ASV score file (``ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt``).
+
+    Each line: ``SOURCE KEY SCORE`` with KEY in target/nontarget/spoof and SOURCE the attack id
+    for spoof trials.
+
+    Returns
+    -------
+    df : pandas.DataFrame
+        Columns ``source, key, score``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ASV score file {path} not found")
+    rows = []
+    for lineno, cols, line in iter_columns(path):
+        if len(cols) != 3 or cols[1] not in ("target", "nontarget", "spoof"):
+            raise ValueError(f"{path}:{lineno}: expected 'SOURCE target|nontarget|spoof SCORE', "
+                             f"got {line!r}")
+        try:
+            rows.append((cols[0], cols[1], float(cols[2])))
+        except ValueError:
+            raise ValueError(f"{path}:{lineno}: score {cols[2]!r} is not a number") from None
+    df = pd.DataFrame(rows, columns=["source", "key", "score"])
+    missing = {"target", "nontarget", "spoof"} - set(df["key"])
+    if missing:
+        raise ValueError(f"{path}: no {', '.join(sorted(missing))} trials; min t-DCF needs all "
+                         "three")
+    if not np.isfinite(df["score"]).all():
+        raise ValueError(f"{path}: NaN or inf ASV scores")
+    return df

@@ -1,0 +1,368 @@
+"""From scores to an evaluation report: score a run (or read a score file), compute every
+metric, and write ``metrics.json``, ``scores.txt``, ``predictions.csv``, ``per_attack.csv``,
+``thresholds.csv`` (and the plots, `plots.save_plots`).
+
+evaluate.py is the command line of this module; train.py uses it for ``--seeds --test-data``
+and to calibrate a run's decision threshold on its validation part.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import data_loader
+import metrics as M
+import protocols
+import runs
+from atomic import json_safe, write_json_atomic
+from features import check_features
+from model import PREDICT_BATCH_SIZE, logit_parts, logits_from_hidden, predict_logits
+from plots import save_plots
+
+# -----------------------------------------------------------------------------
+OUTPUT_FILES = ("metrics.json", "scores.txt", "predictions.csv", "per_attack.csv",
+                "thresholds.csv")
+CONVENTIONS = {
+    "score": "log-odds of bonafide: higher = more bonafide (ASVspoof)",
+    "eer_tdcf_target": "bonafide; accepted as bonafide when score >= threshold",
+    "positive_class": "spoof (label 1) for precision, recall, F1",
+    "decision": "spoof when P(spoof) >= threshold"}
+# -----------------------------------------------------------------------------
+
+
+def scores_from_model(run_dir, data=None, which="best", batch_size=PREDICT_BATCH_SIZE):
+    """Score a preprocessed folder (default: the run's held-out part) with a run's model.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        ``utt_id, speaker, attack, label, score, p_spoof`` (`runs.score_table`).
+    source : dict
+        What was scored with what (for metrics.json).
+    """
+    model, meta, model_path = runs.load_run(run_dir, which)
+    if data is None:
+        df, data_dir = runs.heldout_manifest(run_dir)
+    else:
+        data_dir = Path(data)
+        df = data_loader.load_manifest(data_dir)
+    check_features(meta["features"], data_loader.load_features_json(data_dir), model_path,
+                   data_dir)
+    ds = data_loader.make_dataset(df, batch_size, shape=meta["features"]["shape"],
+                                  with_labels=False)
+    table = runs.score_table(df, predict_logits(model, ds))
+    source = {"mode": "model", "run": str(run_dir), "model": model_path.name,
+              "data": str(data_dir), "heldout": data is None}
+    return table, source
+
+
+def scores_from_file(scores_path, protocol, fmt=None):
+    """Join a score file with a protocol (any format `protocols.parse_protocol` reads).
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        ``utt_id, speaker, attack, label, score, p_spoof``; ``p_spoof = sigmoid(-score)``, which
+        is a probability only if the scores are log-odds (EER, AUC and t-DCF use the order
+        alone).
+    source : dict
+    """
+    scores = protocols.read_score_file(scores_path)
+    proto = protocols.parse_protocol(protocol, fmt).set_index("utt_id")
+    n_unscored = len(proto) - len(scores)
+    unknown = scores.index.difference(proto.index)
+    if len(unknown):
+        raise ValueError(f"{scores_path}: {len(unknown)} scored utterances are not in {protocol}, "
+                         f"e.g. {unknown[0]!r}")
+    proto = proto.loc[scores.index].reset_index()
+    table = runs.score_table(proto, -scores.to_numpy())
+    source = {"mode": "scores", "scores": str(scores_path), "protocol": str(protocol),
+              "protocol_entries_without_score": int(n_unscored)}
+    return table, source
+
+
+# ----------------------------------------------------------------------------- the numbers
+
+
+def check_scores(table):
+    """Refuse scores that cannot be evaluated: NaN/inf, or fewer than two classes."""
+    bad = table.loc[~np.isfinite(table["score"].to_numpy(np.float64)), "utt_id"]
+    if len(bad):
+        raise ValueError(f"{len(bad)} scores are NaN or inf, e.g. for {bad.iloc[0]!r}")
+    counts = table["label"].value_counts()
+    if len(counts) < 2:
+        raise ValueError(f"evaluation needs bonafide and spoof utterances; got only "
+                         f"{counts.index[0]} ({counts.iloc[0]})")
+
+
+def per_attack_table(table, threshold, asv=None):
+    """EER of each attack against all bonafide utterances, and its detection rate.
+
+    Returns
+    -------
+    df : pandas.DataFrame
+        One row per attack (``bonafide`` first): ``n``, ``eer`` (attack vs all bonafide),
+        ``detected`` (share called spoof at P(spoof) >= threshold; for bonafide, the share
+        wrongly called spoof), ``min_tdcf`` when ASV scores of that attack exist.
+    """
+    bona = table[table["label"] == "bonafide"]
+    rows = [{"attack": "bonafide", "n": len(bona), "eer": None,
+             "detected": float(np.mean(bona["p_spoof"] >= threshold)), "min_tdcf": None}]
+    for attack, grp in sorted(table[table["label"] == "spoof"].groupby("attack")):
+        row = {"attack": attack, "n": len(grp),
+               "eer": M.compute_eer(bona["score"], grp["score"])[0],
+               "detected": float(np.mean(grp["p_spoof"] >= threshold)), "min_tdcf": None}
+        if asv is not None:
+            sub = asv[(asv["key"] != "spoof") | (asv["source"] == attack)]
+            if (sub["key"] == "spoof").any():
+                row["min_tdcf"] = M.min_tdcf(bona["score"], grp["score"], sub)["min_tdcf"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def operating_points(y, score, p, sweep, eer_thr, threshold=None, calibrated=None):
+    """Classification metrics at 0.5, at the run's calibrated threshold, at the two oracle
+    points of the evaluated data (best F1, EER) and at the chosen threshold (`runs.
+    decision_threshold`).
+
+    Returns
+    -------
+    points : dict
+        Name -> metrics (each with ``threshold`` on P(spoof) and ``score_threshold``).
+    chosen : float
+    source : str
+        Where the chosen threshold came from.
+    """
+    points = {"0.5": M.binary_metrics(y, p, 0.5)}
+    if calibrated is not None:  # decided on the score, exactly as calibrated
+        t = calibrated["score_threshold"]
+        points["calibrated"] = {"threshold": calibrated["threshold"], "score_threshold": t,
+                                "method": calibrated["method"],
+                                **M.classification_metrics(y, score < t)}
+    # these two are chosen on the evaluated data itself: oracle points, not deployable
+    points["best_f1"] = M.best_f1(sweep)
+    points["eer"] = {"threshold": float(M.sigmoid(-eer_thr)), "score_threshold": eer_thr,
+                     **M.classification_metrics(y, score < eer_thr)}
+    chosen, kind = runs.decision_threshold(threshold, calibrated)
+    if kind == "explicit":
+        points["chosen"] = M.binary_metrics(y, p, chosen)
+        source = "--threshold"
+    elif kind == "calibrated":
+        points["chosen"] = dict(points["calibrated"])
+        source = f"calibrated on the run's validation data ({calibrated['method']})"
+    else:
+        points["chosen"] = dict(points["0.5"])
+        source = "default 0.5 (no calibrated threshold saved with the run)"
+    for point in points.values():
+        if "score_threshold" not in point:
+            t = point["threshold"]
+            point["score_threshold"] = float(np.log((1 - t) / t))
+    return points, chosen, source
+
+
+def compute_report(table, threshold=None, asv=None, calibrated=None):
+    """Every number of the evaluation, from a table of scores.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        ``utt_id, speaker, attack, label, score, p_spoof``.
+    threshold : float, optional
+        User's P(spoof) operating point; default the calibrated one, else 0.5.
+    calibrated : dict, optional
+        The run's calibrated threshold (`metrics.calibrate_threshold` on its validation data).
+    asv : pandas.DataFrame, optional
+        ASV scores (`protocols.read_asv_scores`) for the min t-DCF.
+
+    Returns
+    -------
+    metrics : dict
+        As written to metrics.json (without the file list).
+    per_attack, sweep : pandas.DataFrame
+    """
+    from sklearn.metrics import roc_auc_score
+
+    check_scores(table)
+    warnings = []
+    y = protocols.targets(table["label"])
+    score, p = table["score"].to_numpy(np.float64), table["p_spoof"].to_numpy(np.float64)
+    eer, eer_thr = M.compute_eer(score[y == 0], score[y == 1])
+    if eer > 0.5:
+        warnings.append(f"EER {eer:.1%} is above 50%, worse than chance: labels or score "
+                        "direction look swapped (scores must be higher for bonafide), or the "
+                        "detector learned nothing")
+    sweep = M.threshold_sweep(y, p)
+    points, threshold, source = operating_points(y, score, p, sweep, eer_thr, threshold,
+                                                 calibrated)
+    if asv is not None:
+        tdcf = {**M.min_tdcf(score[y == 0], score[y == 1], asv), "cost_model": "ASVspoof 2019",
+                **M.COST_2019}
+    else:
+        tdcf = {"min_tdcf": None,
+                "reason": "not computed: no ASV scores given (--asv-scores, e.g. "
+                          "ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.eval.gi.trl.scores.txt)"}
+    per_attack = per_attack_table(table, threshold, asv)
+    report = {
+        "threshold": {"value": float(threshold), "source": source},
+        "n": {"total": int(len(y)), "bonafide": int((y == 0).sum()), "spoof": int((y == 1).sum())},
+        "conventions": CONVENTIONS,
+        "eer": eer, "eer_threshold": eer_thr,
+        "roc_auc": float(roc_auc_score(y, p)),
+        "min_tdcf": tdcf,
+        "per_attack": per_attack.replace({np.nan: None}).to_dict("records"),
+        "operating_points": points,
+        "sweep": sweep.to_dict("records"),
+        "warnings": warnings,
+    }
+    return report, per_attack, sweep
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def write_outputs(table, report, per_attack, sweep, out_dir, threshold):
+    """metrics.json, scores.txt, predictions.csv, per_attack.csv, thresholds.csv."""
+    out_dir = Path(out_dir)
+    with open(out_dir / "scores.txt", "w", encoding="utf-8") as f:
+        for u, s in zip(table["utt_id"], table["score"]):
+            f.write(f"{u} {s:.17g}\n")  # full precision: re-reading gives the same EER
+    pred = table.assign(predicted=np.where(table["p_spoof"] >= threshold, "spoof", "bonafide"))
+    pred = pred.rename(columns={"label": "key"})  # the ASVspoof name of the column
+    pred[["utt_id", "speaker", "attack", "key", "score", "p_spoof", "predicted"]].to_csv(
+        out_dir / "predictions.csv", index=False)
+    per_attack.to_csv(out_dir / "per_attack.csv", index=False)
+    sweep.to_csv(out_dir / "thresholds.csv", index=False)
+    (out_dir / "metrics.json").write_text(json.dumps(json_safe(report), indent=2,
+                                                     allow_nan=False) + "\n")
+
+
+def write_report(table, source, out_dir, name, threshold=None, asv=None, calibrated=None,
+                 plots=True, history=None):
+    """Compute the report of a score table and write every output file to ``out_dir``.
+
+    Parameters
+    ----------
+    table, source :
+        From `scores_from_model` or `scores_from_file`.
+    out_dir : str or Path
+    name : str
+        The name of what was evaluated (in metrics.json and the summary).
+    threshold, asv, calibrated :
+        See `compute_report`.
+    plots : bool
+        Also write the PNG plots (`plots.save_plots`).
+    history : str or Path, optional
+        A run's ``history.csv``, for the training curves.
+
+    Returns
+    -------
+    report : dict
+        As written to metrics.json, plus ``files`` and ``out_dir``.
+    """
+    report, per_attack, sweep = compute_report(table, threshold, asv, calibrated)
+    threshold = report["threshold"]["value"]
+    report = {"name": name, "source": source, **report}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = list(OUTPUT_FILES)
+    if plots:
+        files += save_plots(table, report, out_dir, history)
+    report["files"] = files
+    write_outputs(table, report, per_attack, sweep, out_dir, threshold)
+    report["out_dir"] = str(out_dir)
+    return report
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def calibrate_run(run_dir, method="eer", batch_size=PREDICT_BATCH_SIZE, val_features=None,
+                  val_targets=None):
+    """Choose the decision threshold of each saved model of a run on its validation part and
+    write ``threshold.json`` (read by evaluate.py and predict.py as their default).
+
+    Parameters
+    ----------
+    run_dir : str or Path
+    method : str
+        See `metrics.calibrate_threshold`.
+    val_features : np.ndarray, shape (n_val, 1280), optional
+        Cached backbone features of the validation part, valid for both models (frozen
+        backbone): the head is applied to them instead of a full pass over the spectrograms.
+    val_targets : array of {0, 1}, shape (n_val,)
+        Targets of ``val_features`` (1 = spoof), required with it.
+
+    Returns
+    -------
+    saved : dict
+        ``{"best": calibration, "final": calibration}`` (as written), each with the metrics on
+        the validation part at 0.5 and at the calibrated threshold (positive class = spoof).
+    """
+    run_dir = Path(run_dir)
+    saved = {}
+    for which, name in runs.MODEL_FILES.items():
+        if not (run_dir / name).exists():
+            continue
+        if val_features is not None:
+            model, _, _ = runs.load_run(run_dir, which)
+            _, kernel, bias = logit_parts(model)  # the last layer, before the sigmoid
+            h = model.get_layer("dense")(np.asarray(val_features))
+            score = -logits_from_hidden(h, kernel, bias)
+            y = np.asarray(val_targets).astype(int)
+        else:
+            table, _ = scores_from_model(run_dir, None, which, batch_size)
+            score, y = table["score"].to_numpy(), protocols.targets(table["label"])
+        cal = M.calibrate_threshold(y, score, method)
+        p = M.sigmoid(-score)
+        cal["validation"] = {
+            "at_0.5": M.binary_metrics(y, p, 0.5),
+            "calibrated": M.classification_metrics(y, score < cal["score_threshold"])}
+        cal["model"] = name
+        saved[which] = cal
+    write_json_atomic(run_dir / "threshold.json", saved)
+    return saved
+
+
+# ----------------------------------------------------------------------------- several runs
+
+
+def seed_summary(run_dirs, test_data=None, batch_size=PREDICT_BATCH_SIZE):
+    """Mean and spread over runs that differ only in their seed.
+
+    For each run: its validation EER, and F1 (positive class spoof) at 0.5 and at the
+    calibrated threshold on the validation part (optimistic: the threshold was chosen there);
+    with ``test_data``, also EER and F1 on that preprocessed folder at the run's calibrated
+    threshold (the full report is written to ``<run>/eval/<test folder name>/``).
+
+    Returns
+    -------
+    per_run : pandas.DataFrame
+        One row per run.
+    summary : pandas.DataFrame
+        Rows mean, std (sample, ddof=1), min, max of every numeric column.
+    """
+    rows = []
+    for run in map(Path, run_dirs):
+        row = {"run": str(run), "seed": runs.read_config(run)["args"]["seed"]}
+        cal = runs.read_threshold(run, "best")
+        if cal is not None:  # calibration scored the validation part already
+            row.update({"val_eer": cal["eer"], "val_f1_0.5": cal["validation"]["at_0.5"]["f1"],
+                        "val_f1_cal": cal["validation"]["calibrated"]["f1"]})
+        else:
+            table, _ = scores_from_model(run, None, "best", batch_size)
+            y, score = protocols.targets(table["label"]), table["score"].to_numpy()
+            row.update({"val_eer": M.compute_eer(score[y == 0], score[y == 1])[0],
+                        "val_f1_0.5": M.binary_metrics(y, table["p_spoof"], 0.5)["f1"]})
+        if test_data is not None:
+            table, source = scores_from_model(run, test_data, "best", batch_size)
+            name = Path(test_data).resolve().name
+            m = write_report(table, source, run / "eval" / name, name,
+                             calibrated=runs.read_threshold(run, "best"), plots=False)
+            row.update({"test_eer": m["eer"], "test_f1": m["operating_points"]["chosen"]["f1"],
+                        "test_recall": m["operating_points"]["chosen"]["recall"]})
+        rows.append(row)
+    per_run = pd.DataFrame(rows)
+    summary = per_run.drop(columns=["run", "seed"]).agg(["mean", "std", "min", "max"])
+    return per_run, summary

@@ -1,0 +1,152 @@
+"""Run folders (written by train.py, read by evaluate.py, predict.py and serve.py), the decision
+threshold rule, and the ASVspoof score convention.
+
+A run folder holds ``model.keras`` (last epoch), ``best.keras`` (best validation epoch),
+``threshold.json`` (decision thresholds calibrated on the validation part), ``config.json``,
+``history.csv`` and ``split.csv``.
+
+**Decision threshold** (one rule, `decision_threshold`): an explicit ``--threshold``, else the
+threshold calibrated on the run's validation data, else 0.5. **Scores** that leave the program
+follow ASVspoof: ``score = -logit = log(P(bonafide) / P(spoof))``, higher = more bonafide.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import data_loader
+from metrics import THRESHOLD, sigmoid
+from model import META_NAME, load_model, read_model_meta
+
+# -----------------------------------------------------------------------------
+RUNS_DIR = "runs"
+MODEL_FILES = {"best": "best.keras", "final": "model.keras"}
+# -----------------------------------------------------------------------------
+
+
+def default_run_dir():
+    """``runs/<date-time>``."""
+    return Path(RUNS_DIR) / time.strftime("%Y%m%d-%H%M%S")
+
+
+def find_latest_run(runs_dir=RUNS_DIR):
+    """The most recently written run folder under ``runs_dir`` that holds a model."""
+    runs = [p.parent for p in Path(runs_dir).glob("*/config.json")
+            if (p.parent / "model.keras").exists() or (p.parent / "best.keras").exists()]
+    if not runs:
+        raise FileNotFoundError(f"no trained run under {runs_dir}/; train one with train.py "
+                                "or pass --run")
+    return max(runs, key=lambda p: p.stat().st_mtime)
+
+
+def read_config(run_dir):
+    """The run's ``config.json``."""
+    return json.loads((Path(run_dir) / "config.json").read_text())
+
+
+def load_run(run_dir, which="best"):
+    """Load a run's model and its metadata.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+    which : {"best", "final"}
+        ``best.keras`` (best validation metric, see train.py ``--monitor``) or
+        ``model.keras`` (last epoch); "best" falls back to the final model when no checkpoint
+        exists.
+
+    Returns
+    -------
+    model : keras.Model
+    meta : dict
+        Feature parameters, label convention and input transform saved with the model.
+    path : Path
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / MODEL_FILES[which]
+    if which == "best" and not path.exists():
+        path = run_dir / MODEL_FILES["final"]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: has {run_dir} finished training?")
+    meta = read_model_meta(path)
+    if meta is None:
+        raise ValueError(f"{path} carries no feature parameters ({META_NAME}); it was not "
+                         "saved by train.py")
+    return load_model(path), meta, path
+
+
+def read_threshold(run_dir, which="best"):
+    """The calibrated threshold train.py saved for ``which`` model of a run
+    (``threshold.json``), or None."""
+    path = Path(run_dir) / "threshold.json"
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    cal = saved.get(which)
+    if cal is None and which == "best" and not (Path(run_dir) / "best.keras").exists():
+        cal = saved.get("final")  # load_run falls back the same way
+    return cal
+
+
+def decision_threshold(explicit=None, calibrated=None):
+    """The decision threshold on P(spoof): ``explicit`` (``--threshold``), else the calibrated
+    one (`read_threshold`), else 0.5.
+
+    Returns
+    -------
+    threshold : float
+    kind : {"explicit", "calibrated", "default"}
+        Where it came from (callers say so in their output).
+    """
+    if explicit is not None:
+        return float(explicit), "explicit"
+    if calibrated is not None:
+        return float(calibrated["threshold"]), "calibrated"
+    return THRESHOLD, "default"
+
+
+def heldout_manifest(run_dir):
+    """The manifest rows a run held out: its validation folder, or the validation part of its
+    80/20 split (from ``split.csv``).
+
+    Returns
+    -------
+    df : pandas.DataFrame
+    data_dir : Path
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    if config["args"]["val_data"]:
+        data_dir = Path(config["args"]["val_data"])
+        return data_loader.load_manifest(data_dir), data_dir
+    data_dir = Path(config["args"]["data"])
+    split = pd.read_csv(run_dir / "split.csv", dtype={"utt_id": str}, keep_default_na=False)
+    val_ids = set(split.loc[split["part"] == "val", "utt_id"])
+    df = data_loader.load_manifest(data_dir)
+    return df[df["utt_id"].isin(val_ids)].reset_index(drop=True), data_dir
+
+
+def score_table(df, logits):
+    """The table every report is made from: one row per utterance of ``df`` (a manifest or
+    protocol table) with its ASVspoof score and P(spoof).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        ``utt_id, speaker, attack, label`` per utterance.
+    logits : array, shape (n,)
+        Log-odds of spoof, ``log(P(spoof) / P(bonafide))``.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        ``utt_id, speaker, attack, label, score, p_spoof`` with ``score = -logits`` (higher =
+        more bonafide) and ``p_spoof = sigmoid(logits)``.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    return pd.DataFrame({"utt_id": np.asarray(df["utt_id"]), "speaker": np.asarray(df["speaker"]),
+                         "attack": np.asarray(df["attack"]), "label": np.asarray(df["label"]),
+                         "score": -logits, "p_spoof": sigmoid(logits)})

@@ -1,0 +1,91 @@
+"""features.py: the feature definition, audio decoding, bad waveforms, drift refusal."""
+
+import numpy as np
+import pytest
+
+import features
+from conftest import tone, write_wav
+
+def test_feature_params_give_exactly_128_frames():
+    p = features.feature_params()
+    assert p["clip_samples"] == p["n_fft"] + (p["n_frames"] - 1) * p["hop_length"]
+    assert 3.9 < p["clip_samples"] / p["sample_rate"] < 4.1
+    assert p["shape"] == [128, 128]
+
+
+def test_features_shape_range_determinism():
+    y = tone(2.5)
+    a = features.compute_features(y)
+    b = features.compute_features(y.copy())
+    assert a.shape == (128, 128) and a.dtype == np.float32
+    assert np.isfinite(a).all() and a.min() >= 0.0 and a.max() == pytest.approx(1.0)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_features_follow_the_stated_definition():
+    """Spelled out with literal values: 16 kHz, 1024-point Hann, hop 500, no centring, 128 mels
+    up to 8 kHz, dB re max floored at -80, mapped to [0, 1]."""
+    import librosa
+
+    y = tone(2.5)
+    clip = np.tile(y, 2)[:64524]
+    S = librosa.feature.melspectrogram(y=clip, sr=16000, n_fft=1024, hop_length=500,
+                                       center=False, n_mels=128, fmax=8000, power=2.0)
+    expected = (librosa.power_to_db(S, ref=np.max, top_db=80) + 80) / 80
+    np.testing.assert_allclose(features.compute_features(y), expected, atol=1e-6)
+
+
+def test_short_utterances_are_repeat_padded_and_long_ones_cropped_at_start():
+    n = features.CLIP_SAMPLES
+    short = tone(1.0, seed=1)
+    padded = np.tile(short, -(-n // short.size))[:n]
+    np.testing.assert_array_equal(features.compute_features(short),
+                                  features.compute_features(padded))
+    long = tone(7.0, seed=2)
+    np.testing.assert_array_equal(features.compute_features(long),
+                                  features.compute_features(long[:n]))
+    assert features.fit_length(short, n).shape == (n,)
+
+
+def test_resize_mode_keeps_the_whole_utterance():
+    p = features.feature_params("resize")
+    y = np.concatenate([tone(4.0, freq=200), tone(4.0, freq=600)])
+    m = features.compute_features(y, p)
+    assert m.shape == (128, 128)
+    # the second half (600 Hz) is in the array: its low-frequency energy moves upwards
+    w = features.compute_features(y)  # window mode sees only the first 4 s
+    assert not np.allclose(m[:, 100:], w[:, 100:], atol=0.05)
+
+
+def test_any_rate_and_channels_become_16k_mono(tmp_path):
+    y16 = tone(2.0, sr=16000)
+    ref = features.compute_features(y16)
+    for sr in (8000, 22050, 44100, 48000):
+        stereo = np.stack([tone(2.0, sr=sr), tone(2.0, sr=sr)], axis=1)
+        path = write_wav(tmp_path / f"s{sr}.wav", stereo, sr)
+        y = features.load_audio(path)
+        assert y.ndim == 1 and abs(y.size - 32000) <= 1
+        m = features.compute_features(y)
+        # same content, different rate: same picture up to resampling (8 kHz loses > 4 kHz)
+        rows = 128 if sr > 16000 else 90
+        assert np.abs(m[:rows] - ref[:rows]).mean() < 0.08, sr
+
+
+@pytest.mark.parametrize("y, message", [
+    (np.zeros(16000, np.float32), "silent"),
+    (np.full(16000, 1e-5, np.float32), "silent"),
+    (np.zeros(0, np.float32), "empty"),
+    (np.array([0.1, np.nan] * 100, np.float32), "NaN"),
+])
+def test_bad_waveforms_raise_audio_error(y, message):
+    with pytest.raises(features.AudioError, match=message):
+        features.compute_features(y)
+
+
+def test_feature_mismatch_names_the_parameters():
+    a = features.feature_params()
+    b = dict(a, hop_length=512, n_mels=64)
+    with pytest.raises(features.FeatureMismatch, match="hop_length: model 500 vs data 512") as e:
+        features.check_features(a, b, "best.keras", "data/x")
+    assert "n_mels" in str(e.value) and "data/x" in str(e.value)
+    features.check_features(a, dict(a))  # identical: no error

@@ -1,0 +1,160 @@
+"""model.py: the design-card architecture, frozen backbone, weights, fine-tuning, feature cache."""
+
+import numpy as np
+import pytest
+
+import model as model_mod
+
+# EfficientNetB0 without top: 4,049,571 weights (all frozen, incl. BatchNorm statistics);
+# head: Dense(1280 -> 128) + Dense(128 -> 1).
+BACKBONE_PARAMS = 4_049_571
+HEAD_PARAMS = 1280 * 128 + 128 + 128 * 1 + 1
+
+
+@pytest.fixture(scope="module")
+def model():
+    return model_mod.build_model(weights="none")
+
+
+def test_design_card_layers(model):
+    import keras
+
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["InputLayer", "InferenceMode", "GlobalAveragePooling2D", "Dense", "Dropout",
+                     "Dense"]
+    backbone, dense, drop, out = model.layers[1], model.layers[3], model.layers[4], model.layers[5]
+    assert backbone.layer.name == "efficientnetb0"
+    assert model_mod.backbone_of(model) is backbone.layer
+    assert dense.units == 128 and dense.activation is keras.activations.relu
+    assert drop.rate == 0.5
+    assert out.units == 1 and out.activation is keras.activations.sigmoid
+    assert model.input_shape == (None, 128, 128, 3) and model.output_shape == (None, 1)
+
+
+def test_backbone_frozen_and_parameter_counts(model):
+    assert model_mod.backbone_of(model).trainable is False
+    assert all(not layer.trainable for layer in model_mod.backbone_of(model).layers)
+    count = lambda ws: int(sum(np.prod(w.shape) for w in ws))  # noqa: E731
+    assert count(model.trainable_weights) == HEAD_PARAMS == 164_097
+    assert count(model.non_trainable_weights) == BACKBONE_PARAMS
+
+
+def test_optimizer_and_loss(model):
+    import keras
+
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(1e-4)
+    assert isinstance(model.loss, keras.losses.BinaryCrossentropy)
+
+
+@pytest.mark.slow
+def test_frozen_backbone_does_not_change_during_training(model, tmp_path):
+    import keras
+
+    before = [w.numpy().copy() for w in model_mod.backbone_of(model).weights]
+    x = np.random.default_rng(0).random((8, 128, 128, 3)).astype(np.float32) * 255
+    m = keras.models.clone_model(model)
+    m.set_weights(model.get_weights())
+    m.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
+    m.fit(x, np.array([0, 1] * 4, np.float32), epochs=2, verbose=0)
+    for w, b in zip(model_mod.backbone_of(m).weights, before):  # BatchNorm statistics included
+        np.testing.assert_array_equal(w.numpy(), b)
+    assert not np.array_equal(m.layers[3].kernel.numpy(), model.layers[3].kernel.numpy())
+
+
+def test_backbone_is_deterministic_in_training_mode(model):
+    """Keras 3 passes fit's training=True to nested layers; the InferenceMode wrapper keeps
+    EfficientNet's stochastic-depth Dropout and BatchNorm in inference mode anyway."""
+    import keras
+
+    x = np.random.default_rng(1).random((4, 128, 128, 3)).astype(np.float32) * 255
+    extractor = model_mod.feature_extractor(model)
+    np.testing.assert_array_equal(extractor(x, training=True).numpy(),
+                                  extractor(x, training=False).numpy())
+    raw = keras.Model(model.input, model_mod.backbone_of(model)(model.input, training=True))
+    assert not np.array_equal(raw(x, training=True).numpy(), raw(x, training=False).numpy())
+
+
+def test_imagenet_download_failure_names_the_fixes(monkeypatch):
+    import keras
+
+    def offline(**kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: "
+                        "[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.applications, "EfficientNetB0", offline)
+    with pytest.raises(model_mod.WeightsUnavailable) as e:
+        model_mod.make_backbone("imagenet")
+    msg = str(e.value)
+    assert "--weights none" in msg and "--weights /path/to/efficientnetb0_notop.h5" in msg
+    assert "name resolution" in msg
+
+
+def test_local_weights_file(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(3)
+    src = keras.applications.EfficientNetB0(include_top=False, weights=None,
+                                            input_shape=(128, 128, 3))
+    path = tmp_path / "b0_notop.weights.h5"
+    src.save_weights(path)
+    loaded = model_mod.make_backbone(str(path))
+    for a, b in zip(src.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(model_mod.WeightsUnavailable, match="nope.h5 not found"):
+        model_mod.make_backbone(str(tmp_path / "nope.h5"))
+
+
+def test_head_on_cached_features_predicts_like_the_full_model(informative_weights, demo_features):
+    import data_loader
+
+    model = model_mod.build_model(informative_weights)
+    df = data_loader.load_manifest(demo_features["dev"])
+    x = np.concatenate([b.numpy() for b in data_loader.make_dataset(df, 5, with_labels=False)])
+    features = model_mod.feature_extractor(model).predict(x, batch_size=7, verbose=0)
+    assert features.shape == (len(df), 1280) and features.std(axis=0).mean() > 0.01
+    p_full = model.predict(x, batch_size=4, verbose=0)
+    p_head = model_mod.head_model(model).predict(features, batch_size=3, verbose=0)
+    np.testing.assert_allclose(p_head, p_full, atol=1e-5)
+
+
+def test_fine_tuning_unfreezes_exactly_n_blocks_and_no_batchnorm():
+    import keras
+
+    model = model_mod.build_model(weights="none")
+    blocks = model_mod.backbone_blocks(model_mod.backbone_of(model))
+    assert len(blocks) == 16 and blocks[0] == "block1a" and blocks[-3:] == ["block6c", "block6d",
+                                                                            "block7a"]
+    assert model_mod.unfreeze_top_blocks(model, 3) == ["block6c", "block6d", "block7a"]
+    backbone = model_mod.backbone_of(model)
+    trainable = {layer.name for layer in backbone.layers if layer.trainable and layer.weights}
+    assert {n.split("_")[0] for n in trainable} == {"block6c", "block6d", "block7a", "top"}
+    assert "top_conv" in trainable and "block6b_project_conv" not in trainable
+    bns = [layer for layer in backbone.layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bns) == 49 and not any(layer.trainable for layer in bns)
+    names = {w.path.split("/")[-2] if "/" in w.path else w.path for w in model.trainable_weights}
+    assert not any(n.endswith("_bn") or "bn" in n.split("_")[-1] for n in names)
+    # trainable weights = the convs and squeeze-excite of the 3 blocks, top_conv, the head
+    in_blocks = sum(int(np.prod(w.shape)) for layer in backbone.layers if layer.name in trainable
+                    for w in layer.trainable_weights)
+    count = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    assert count == in_blocks + HEAD_PARAMS and in_blocks > 0
+    for bad in (0, 17):
+        with pytest.raises(ValueError, match="between 1 and 16"):
+            model_mod.unfreeze_top_blocks(model, bad)
+
+
+def test_logits_match_the_sigmoid_output(trained_run, demo_features):
+    import data_loader
+
+    import runs
+    from metrics import sigmoid
+
+    m, meta, _ = runs.load_run(trained_run)
+    df = data_loader.load_manifest(demo_features["dev"])
+    ds = data_loader.make_dataset(df, 4, with_labels=False)
+    logits = model_mod.predict_logits(m, ds)
+    p = m.predict(ds, verbose=0).reshape(-1)
+    assert logits.shape == (len(df),)
+    np.testing.assert_allclose(sigmoid(logits), p, atol=1e-6)
