@@ -90,12 +90,14 @@ def _tree_rss(root_pid):
     return rss.get(root_pid, 0.0), sum(rss.get(p, 0.0) for p in tree)
 
 
-def run_stage(code, label):
-    """Run Python ``code`` in a fresh process; return wall seconds and peak RSS (MB) of the
-    main process and of its whole process tree, sampled every 50 ms."""
+def run_stage(stage, kwargs, label):
+    """Run `stages.STAGE(**kwargs)` in a fresh process; return wall seconds, the stage's own
+    ``work_seconds`` and the peak RSS (MB) of the main process and of its whole process tree,
+    sampled every 50 ms."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "stages.py"), stage,
+                             json.dumps(kwargs)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0.0, 0.0]
 
@@ -129,7 +131,8 @@ def machine():
             "memory_gib": round(mem, 1), "python": platform.python_version()}
 
 
-def main(argv=None):
+def build_parser():
+    """The command line of the benchmark."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--files", type=int, nargs=2, default=[2000, 10000], metavar=("SMALL", "LARGE"),
@@ -140,171 +143,147 @@ def main(argv=None):
                     help="files scored one model.predict call at a time")
     ap.add_argument("--workdir", help="scratch folder (default: a temporary one, removed)")
     ap.add_argument("--json", default="benchmarks/results.json", help="write results here")
-    args = ap.parse_args(argv)
+    return ap
+
+
+class Bench:
+    """The corpus of one benchmark run, its protocol subsets, and the stages measured on them."""
+
+    def __init__(self, work, small, large, train_files):
+        self.work, self.small, self.large, self.cores = work, small, large, os.cpu_count()
+        print(f"generating {large} utterances in {work} ...", flush=True)
+        self.protocol, self.audio = make_corpus(work / "corpus", large)
+        self.lines = self.protocol.read_text().splitlines()
+        self.proto_small = self.subset("protocol_small.txt", self.lines[:small])
+        self.proto_train = self.subset("protocol_train.txt", self.lines[:train_files])
+        self.stages = []
+
+    def subset(self, name, lines):
+        path = self.work / name
+        path.write_text("\n".join(lines) + "\n")
+        return str(path)
+
+    def stage(self, name, kwargs, label, **extra):
+        r = run_stage(name, kwargs, label)
+        r.update(extra)
+        self.stages.append(r)
+        print(f"  {label}: {r['seconds']:.1f} s, RSS main {r['rss_main_mb']:.0f} MB, "
+              f"tree {r['rss_tree_mb']:.0f} MB", flush=True)
+        return r
+
+    def prep(self, proto, n, workers, name):
+        return self.stage("preprocess", {"protocol": str(proto), "audio": str(self.audio),
+                                         "out": str(self.work / name), "workers": workers},
+                          f"preprocess {n} files, {workers} worker(s)", files=n, workers=workers)
+
+
+def measure_preprocessing(b):
+    """Floor, 1 and all workers at both sizes, independent processes."""
+    r = {"floor": b.stage("floor", {"protocol": b.proto_small, "audio": str(b.audio)},
+                          f"decode+mel floor, {b.small} files", files=b.small)}
+    r["p1"] = b.prep(b.proto_small, b.small, 1, "feat_small_w1")
+    r["pn"] = b.prep(b.proto_small, b.small, b.cores, "feat_small_wn")
+    r["pl1"] = b.prep(b.protocol, b.large, 1, "feat_large_w1")
+    r["pl"] = b.prep(b.protocol, b.large, b.cores, "feat_large_wn")
+    parts = [b.subset(f"protocol_part{k}.txt", b.lines[k::b.cores]) for k in range(b.cores)]
+    r["pair"] = b.stage("independent", {"parts": parts, "audio": str(b.audio)},
+                        f"{b.cores} independent 1-worker processes, {b.large} files in total",
+                        files=b.large)
+    return r
+
+
+def measure_training_and_prediction(b, train_files, per_file):
+    """Training with and without the feature cache; evaluate.py at both sizes; batched and
+    per-file prediction."""
+    b.prep(b.proto_train, train_files, b.cores, "feat_train")
+    r = {}
+    for cache in (True, False):
+        r["cache" if cache else "plain"] = b.stage(
+            "train", {"data": str(b.work / "feat_train"), "cache": cache,
+                      "run": str(b.work / f"run_{'cache' if cache else 'plain'}"),
+                      "cache_dir": str(b.work / "cache")},
+            f"train 10 epochs, batch 16, {train_files} files, cache={cache}", files=train_files)
+    run = str(b.work / "run_cache")
+    for key, n, name in (("e_small", b.small, "feat_small_wn"), ("e_large", b.large,
+                                                                 "feat_large_wn")):
+        r[key] = b.stage("evaluate", {"run": run, "data": str(b.work / name),
+                                      "out": str(b.work / f"eval_{name}")},
+                         f"evaluate {n} files (batched)", files=n)
+    small = str(b.work / "feat_small_wn")
+    r["batched"] = b.stage("predict_batched", {"run": run, "data": small},
+                           f"prediction only, batched ({b.small} files)", files=b.small)
+    r["per_file"] = b.stage("predict_per_file", {"run": run, "data": small, "n": per_file},
+                            f"prediction only, model.predict once per file ({per_file} files)",
+                            files=per_file)
+    return r
+
+
+def summarize(r):
+    """The ratios the README quotes, from the stage results."""
+    fps = lambda s: s["files"] / s["work_seconds"]  # noqa: E731
+    return {
+        "floor_fps": fps(r["floor"]), "preprocess_1_fps": fps(r["p1"]),
+        "preprocess_all_fps": fps(r["pn"]),
+        "preprocess_speedup_all_vs_1_small": fps(r["pn"]) / fps(r["p1"]),
+        "preprocess_speedup_all_vs_1_large": fps(r["pl"]) / fps(r["pl1"]),
+        "independent_processes_speedup_large": fps(r["pair"]) / fps(r["pl1"]),
+        "preprocess_1_share_of_floor": fps(r["p1"]) / fps(r["floor"]),
+        "train_plain_s": r["plain"]["work_seconds"], "train_cached_s": r["cache"]["work_seconds"],
+        "train_speedup_cache": r["plain"]["work_seconds"] / r["cache"]["work_seconds"],
+        "evaluate_fps_small": fps(r["e_small"]), "evaluate_fps_large": fps(r["e_large"]),
+        "predict_batched_fps": fps(r["batched"]), "predict_per_file_fps": fps(r["per_file"]),
+        "predict_speedup_batched": fps(r["batched"]) / fps(r["per_file"]),
+        "evaluate_speedup_vs_per_file": fps(r["e_large"]) / fps(r["per_file"]),
+        "rss_ratio_preprocess_main": r["pl"]["rss_main_mb"] / r["pn"]["rss_main_mb"],
+        "rss_ratio_preprocess_tree": r["pl"]["rss_tree_mb"] / r["pn"]["rss_tree_mb"],
+        "rss_ratio_evaluate": r["e_large"]["rss_main_mb"] / r["e_small"]["rss_main_mb"],
+    }
+
+
+def print_results(results, cores, small, large):
+    """The table and the ratios, as README's docs/speed.md shows them."""
+    m, s = results["machine"], results["summary"]
+    print(f"\nmachine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
+          f"{m['platform']}, Python {m['python']}")
+    print(f"command: {results['command']}\n")
+    print("| stage | files | time (s) | files/s | peak RSS main (MB) | peak RSS tree (MB) |")
+    print("|---|---|---|---|---|---|")
+    for r in results["stages"]:
+        n = r.get("files")
+        rate = f"{n / r['work_seconds']:.1f}" if n and "work_seconds" in r else "-"
+        secs = r.get("work_seconds", r["seconds"])
+        print(f"| {r['stage']} | {n or '-'} | {secs:.1f} | {rate} | {r['rss_main_mb']:.0f} | "
+              f"{r['rss_tree_mb']:.0f} |")
+    print(f"\npreprocessing: all {cores} workers {s['preprocess_speedup_all_vs_1_large']:.2f}x "
+          f"one worker at {large} files ({s['preprocess_speedup_all_vs_1_small']:.2f}x at "
+          f"{small}: worker start-up weighs more); one worker at "
+          f"{s['preprocess_1_share_of_floor']:.0%} of the decode+mel floor; {cores} "
+          f"independent single-worker processes reach "
+          f"{s['independent_processes_speedup_large']:.2f}x (this machine's ceiling)")
+    print(f"training (10 epochs): feature cache {s['train_speedup_cache']:.1f}x faster "
+          f"({s['train_plain_s']:.0f} s -> {s['train_cached_s']:.0f} s)")
+    print(f"prediction: batched {s['predict_batched_fps']:.0f} files/s vs per-file "
+          f"{s['predict_per_file_fps']:.1f} files/s = {s['predict_speedup_batched']:.1f}x; "
+          f"evaluate.py end to end at {large} files "
+          f"{s['evaluate_speedup_vs_per_file']:.1f}x the per-file rate")
+    print(f"peak RSS {large} vs {small} files: preprocess main "
+          f"{s['rss_ratio_preprocess_main']:.2f}x (tree {s['rss_ratio_preprocess_tree']:.2f}x),"
+          f" evaluate {s['rss_ratio_evaluate']:.2f}x")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     small, large = args.files
     work = Path(args.workdir or tempfile.mkdtemp(prefix="deepfake-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine(), "command": " ".join(["python", "benchmarks/run.py"]
-                                                         + (argv or sys.argv[1:])), "stages": []}
-    cores = os.cpu_count()
+                                                         + (argv or sys.argv[1:]))}
     try:
-        print(f"generating {large} utterances in {work} ...", flush=True)
-        protocol, audio = make_corpus(work / "corpus", large)
-        lines = protocol.read_text().splitlines()
-        proto_small = work / "protocol_small.txt"
-        proto_small.write_text("\n".join(lines[:small]) + "\n")
-        proto_train = work / "protocol_train.txt"
-        proto_train.write_text("\n".join(lines[:args.train_files]) + "\n")
-        stages = results["stages"]
-
-        def stage(code, label, **extra):
-            r = run_stage(code, label)
-            r.update(extra)
-            stages.append(r)
-            print(f"  {label}: {r['seconds']:.1f} s, RSS main {r['rss_main_mb']:.0f} MB, "
-                  f"tree {r['rss_tree_mb']:.0f} MB", flush=True)
-            return r
-
-        floor = stage(f"""
-import json, time, preprocess
-from threadpoolctl import threadpool_limits
-ids = [l.split()[1] for l in open({str(proto_small)!r})]
-t = time.perf_counter()
-with threadpool_limits(1):  # one core, like one preprocessing worker
-    for u in ids:
-        preprocess.compute_features(preprocess.load_audio({str(audio)!r} + '/' + u + '.flac'))
-print(json.dumps({{"work_seconds": time.perf_counter() - t}}))
-""", f"decode+mel floor, {small} files", files=small)
-
-        def prep(proto, n, workers, name):
-            return stage(f"""
-import json, time, preprocess
-t = time.perf_counter()
-preprocess.preprocess({str(proto)!r}, {str(audio)!r}, {str(work / name)!r}, workers={workers},
-                      progress=False)
-print(json.dumps({{"work_seconds": time.perf_counter() - t}}))
-""", f"preprocess {n} files, {workers} worker(s)", files=n, workers=workers)
-
-        p1 = prep(proto_small, small, 1, "feat_small_w1")
-        pn = prep(proto_small, small, cores, "feat_small_wn")
-        pl1 = prep(protocol, large, 1, "feat_large_w1")
-        pl = prep(protocol, large, cores, "feat_large_wn")
-        # the machine's own ceiling: independent single-worker processes on disjoint parts
-        parts = []
-        for k in range(cores):
-            part = work / f"protocol_part{k}.txt"
-            part.write_text("\n".join(lines[k::cores]) + "\n")
-            parts.append(part)
-        pair = stage(f"""
-import json, subprocess, sys, time
-t = time.perf_counter()
-procs = [subprocess.Popen([sys.executable, "-c", "import preprocess; preprocess.preprocess("
-                           + repr(p) + ", " + repr({str(audio)!r}) + ", " + repr(p + ".out")
-                           + ", workers=1, progress=False)"]) for p in {[str(p) for p in parts]!r}]
-assert all(p.wait() == 0 for p in procs)
-print(json.dumps({{"work_seconds": time.perf_counter() - t}}))
-""", f"{cores} independent 1-worker processes, {large} files in total", files=large)
-        prep(proto_train, args.train_files, cores, "feat_train")
-
-        def fit(cache):
-            run = work / f"run_{'cache' if cache else 'plain'}"
-            return stage(f"""
-import json, time, train
-t = time.perf_counter()
-train.train({str(work / 'feat_train')!r}, {str(run)!r}, weights="none", verbose=0,
-            feature_cache={cache}, cache_dir={str(work / 'cache')!r})
-print(json.dumps({{"work_seconds": time.perf_counter() - t}}))
-""", f"train 10 epochs, batch 16, {args.train_files} files, cache={cache}",
-                files=args.train_files)
-
-        t_cache, t_plain = fit(True), fit(False)
-        run = work / "run_cache"
-
-        def evaluate_stage(n, name):
-            return stage(f"""
-import json, time, evaluate
-t = time.perf_counter()
-evaluate.evaluate({str(run)!r}, data={str(work / name)!r}, out={str(work / ('eval_' + name))!r},
-                  plots=False)
-print(json.dumps({{"work_seconds": time.perf_counter() - t}}))
-""", f"evaluate {n} files (batched)", files=n)
-
-        e_small = evaluate_stage(small, "feat_small_wn")
-        e_large = evaluate_stage(large, "feat_large_wn")
-        # Batched and per-file prediction each run in a fresh process, so that neither
-        # inherits the other's allocator and thread-pool state (measured: batched prediction
-        # read 98 files/s right after 200 batch-1 calls in one process, 149 files/s alone).
-        batched = stage(f"""
-import json, time, numpy as np, data_loader, evaluate
-model, meta, _ = evaluate.load_run({str(run)!r})
-df = data_loader.load_manifest({str(work / 'feat_small_wn')!r})
-ds = data_loader.make_dataset(df, evaluate.BATCH_SIZE, with_labels=False)
-hidden, kernel, bias = evaluate.logit_parts(model)  # what evaluate.predict_logits runs
-hidden.predict(ds.take(1), verbose=0)  # warm-up (graph tracing), not timed, as per file
-t = time.perf_counter()
-h = hidden.predict(ds, verbose=0)
-logits = h.astype(np.float64) @ kernel + bias
-print(json.dumps({{"work_seconds": time.perf_counter() - t}}))
-""", f"prediction only, batched ({small} files)", files=small)
-        per_file = stage(f"""
-import json, time, numpy as np, data_loader, evaluate
-model, meta, _ = evaluate.load_run({str(run)!r})
-df = data_loader.load_manifest({str(work / 'feat_small_wn')!r}).iloc[:{args.per_file}]
-x = data_loader.to_model_input(np.load(df["path"].iloc[0]))[None]
-model.predict(x, verbose=0)  # warm-up, not timed
-t = time.perf_counter()
-for p in df["path"]:
-    model.predict(data_loader.to_model_input(np.load(p))[None], verbose=0)
-print(json.dumps({{"work_seconds": time.perf_counter() - t}}))
-""", f"prediction only, model.predict once per file ({args.per_file} files)",
-                         files=args.per_file)
-
-        fps = lambda r: r["files"] / r["work_seconds"]
-        summary = {
-            "floor_fps": fps(floor), "preprocess_1_fps": fps(p1), "preprocess_all_fps": fps(pn),
-            "preprocess_speedup_all_vs_1_small": fps(pn) / fps(p1),
-            "preprocess_speedup_all_vs_1_large": fps(pl) / fps(pl1),
-            "independent_processes_speedup_large": fps(pair) / fps(pl1),
-            "preprocess_1_share_of_floor": fps(p1) / fps(floor),
-            "train_plain_s": t_plain["work_seconds"], "train_cached_s": t_cache["work_seconds"],
-            "train_speedup_cache": t_plain["work_seconds"] / t_cache["work_seconds"],
-            "evaluate_fps_small": fps(e_small), "evaluate_fps_large": fps(e_large),
-            "predict_batched_fps": fps(batched), "predict_per_file_fps": fps(per_file),
-            "predict_speedup_batched": fps(batched) / fps(per_file),
-            "evaluate_speedup_vs_per_file": fps(e_large) / fps(per_file),
-            "rss_ratio_preprocess_main": pl["rss_main_mb"] / pn["rss_main_mb"],
-            "rss_ratio_preprocess_tree": pl["rss_tree_mb"] / pn["rss_tree_mb"],
-            "rss_ratio_evaluate": e_large["rss_main_mb"] / e_small["rss_main_mb"],
-        }
-        results["summary"] = summary
-        m = results["machine"]
-        print(f"\nmachine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
-              f"{m['platform']}, Python {m['python']}")
-        print(f"command: {results['command']}\n")
-        print("| stage | files | time (s) | files/s | peak RSS main (MB) | peak RSS tree (MB) |")
-        print("|---|---|---|---|---|---|")
-        for r in stages:
-            n = r.get("files")
-            rate = f"{n / r['work_seconds']:.1f}" if n and "work_seconds" in r else "-"
-            secs = r.get("work_seconds", r["seconds"])
-            print(f"| {r['stage']} | {n or '-'} | {secs:.1f} | {rate} | {r['rss_main_mb']:.0f} | "
-                  f"{r['rss_tree_mb']:.0f} |")
-        s = summary
-        print(f"\npreprocessing: all {cores} workers {s['preprocess_speedup_all_vs_1_large']:.2f}x "
-              f"one worker at {large} files ({s['preprocess_speedup_all_vs_1_small']:.2f}x at "
-              f"{small}: worker start-up weighs more); one worker at "
-              f"{s['preprocess_1_share_of_floor']:.0%} of the decode+mel floor; {cores} "
-              f"independent single-worker processes reach "
-              f"{s['independent_processes_speedup_large']:.2f}x (this machine's ceiling)")
-        print(f"training (10 epochs): feature cache {s['train_speedup_cache']:.1f}x faster "
-              f"({s['train_plain_s']:.0f} s -> {s['train_cached_s']:.0f} s)")
-        print(f"prediction: batched {s['predict_batched_fps']:.0f} files/s vs per-file "
-              f"{s['predict_per_file_fps']:.1f} files/s = {s['predict_speedup_batched']:.1f}x; "
-              f"evaluate.py end to end at {large} files "
-              f"{s['evaluate_speedup_vs_per_file']:.1f}x the per-file rate")
-        print(f"peak RSS {large} vs {small} files: preprocess main "
-              f"{s['rss_ratio_preprocess_main']:.2f}x (tree {s['rss_ratio_preprocess_tree']:.2f}x),"
-              f" evaluate {s['rss_ratio_evaluate']:.2f}x")
+        b = Bench(work, small, large, args.train_files)
+        r = {**measure_preprocessing(b),
+             **measure_training_and_prediction(b, args.train_files, args.per_file)}
+        results.update(stages=b.stages, summary=summarize(r))
+        print_results(results, b.cores, small, large)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
         print(f"\nresults: {args.json}")
