@@ -17,9 +17,13 @@ from pathlib import PurePath
 
 import data_loader
 import metrics
-import model
+import model as M
 from distribute import STRATEGIES
 
+# The recommended recipe without network (scripts/train_offline.py, docs/recipes.md): the LCNN
+# trained from scratch, on the training data plus vocoded spoofs, with augmentation.
+OFFLINE_RECIPE = ("--model lcnn --random-crop --noise-snr 10,40 --lowpass 3400,7800 "
+                  "--freq-mask 16 --time-mask 16")
 # validation metric -> (Keras log key, better direction); selects best.keras and early stopping
 MONITORS = {"loss": ("val_loss", "min"), "eer": ("val_eer", "min"), "auc": ("val_auc", "max")}
 # argument groups of --help
@@ -28,6 +32,12 @@ RECIPE = "class imbalance and decision threshold"
 FINE_TUNE = "fine-tuning (second phase, after the frozen epochs)"
 AUGMENT = "augmentation (training part only; all off by default)"
 SCALE = "speed and scale"
+
+
+def family_default(key):
+    """`` (default per --model: efficientnetb0 X, lcnn Y)`` for a help text."""
+    values = ", ".join(f"{name} {f['defaults'][key]}" for name, f in M.FAMILIES.items())
+    return f" (default per --model: {values})"
 
 
 def option(default, help, *, flag=None, group=MAIN, type=None, **argparse_kwargs):
@@ -57,23 +67,36 @@ def option(default, help, *, flag=None, group=MAIN, type=None, **argparse_kwargs
 class TrainConfig:
     """Every option of train.py (see ``python train.py --help``)."""
 
-    data: str = option("data/features/train", "preprocessed training folder (from "
-                                               "preprocess.py)")
-    val_data: str = option(None, "validate on this preprocessed folder (e.g. the official dev "
-                                 "partition) instead of an 80/20 split of --data")
+    data: list = option(None, "preprocessed training folder (from preprocess.py); repeat to train "
+                              "on the union of several (default: data/features/train)",
+                        action="append")
+    val_data: list = option(None, "validate on this preprocessed folder (e.g. the official dev "
+                                  "partition) instead of an 80/20 split of --data; repeatable",
+                            action="append")
     val_fraction: float = option(data_loader.VAL_FRACTION, "share of --data held out for "
                                  "validation (stratified), without --val-data")
     run: str = option(None, "run folder to write (default: runs/<date-time>); an unfinished "
                             "run there is resumed")
     overwrite: bool = option(False, "replace a finished run in --run")
-    weights: str = option(model.WEIGHTS, "backbone weights: 'imagenet' (downloaded by Keras), "
-                                         "'none' (random init), or the path of a local "
-                                         "EfficientNetB0 no-top weights file")
-    epochs: int = option(10, "training epochs")
-    batch_size: int = option(16, "batch size")
-    learning_rate: float = option(model.LEARNING_RATE, "Adam learning rate", flag="--lr")
-    dense_units: int = option(model.DENSE_UNITS, "units of the hidden Dense layer")
-    dropout: float = option(model.DROPOUT, "dropout rate before the output layer")
+    model: str = option(M.MODEL, "model family: 'efficientnetb0' (the design card: frozen "
+                                     "ImageNet backbone) or 'lcnn' (light CNN trained from "
+                                     "scratch; works offline)", choices=tuple(M.FAMILIES))
+    weights: str = option(None, "EfficientNetB0 weights: 'imagenet' (downloaded by Keras), "
+                                "'none' (random init), or the path of a local no-top weights "
+                                "file" + family_default("weights"))
+    epochs: int = option(None, "training epochs" + family_default("epochs"), type=int)
+    batch_size: int = option(None, "batch size" + family_default("batch_size"), type=int)
+    learning_rate: float = option(None, "(initial) learning rate" + family_default(
+        "learning_rate"), flag="--lr", type=float)
+    lr_schedule: str = option(None, "learning-rate schedule: 'constant' or 'cosine' (decay to 0 "
+                                    "over the training steps)" + family_default("lr_schedule"),
+                              choices=M.LR_SCHEDULES)
+    weight_decay: float = option(None, "decoupled weight decay (AdamW; 0 = Adam)"
+                                 + family_default("weight_decay"), type=float)
+    dense_units: int = option(None, "units of the hidden Dense layer" + family_default(
+        "dense_units"), type=int)
+    dropout: float = option(None, "dropout rate before the dense layers" + family_default(
+        "dropout"), type=float)
     seed: int = option(data_loader.SEED, "seed for the split, shuffling and initialization "
                                          "(repeatable runs)")
     seeds: str = option(None, "train the same recipe once per seed (e.g. 1,2,3) into "
@@ -156,14 +179,25 @@ class TrainConfig:
 
 def check(cfg):
     """Validate ``cfg``; return it with ``calibrate`` normalized. ValueError names the flag."""
+    cfg = resolve(cfg)
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError("--epochs and --batch-size must be positive")
     if cfg.early_stopping < 0 or cfg.fine_tune_blocks < 0:
         raise ValueError("--early-stopping and --fine-tune-blocks must be >= 0")
+    if cfg.model not in M.FAMILIES:
+        raise ValueError(f"unknown model {cfg.model!r}; expected one of "
+                         f"{', '.join(M.FAMILIES)}")
+    if cfg.lr_schedule not in M.LR_SCHEDULES or cfg.weight_decay < 0 \
+            or not cfg.learning_rate >= 0:
+        raise ValueError("--lr-schedule must be constant or cosine, --lr and --weight-decay "
+                         ">= 0")
     if cfg.monitor not in MONITORS:
         raise ValueError(f"monitor must be one of {', '.join(MONITORS)}, got {cfg.monitor!r}")
     if cfg.fine_tune_blocks and (cfg.fine_tune_epochs < 1 or not cfg.fine_tune_lr > 0):
         raise ValueError("fine-tuning needs --fine-tune-epochs >= 1 and --fine-tune-lr > 0")
+    if cfg.fine_tune_blocks and not M.FAMILIES[cfg.model]["frozen_backbone"]:
+        raise ValueError(f"--fine-tune-blocks applies to efficientnetb0; --model {cfg.model} "
+                         "trains every layer from the start")
     if cfg.fine_tune_blocks and cfg.strategy != "none":
         raise ValueError("--fine-tune-blocks is not supported with --strategy yet")
     if cfg.test_data and not cfg.seeds:
@@ -174,6 +208,16 @@ def check(cfg):
     return dataclasses.replace(cfg, calibrate=metrics.parse_calibration(cfg.calibrate))
 
 
+def resolve(cfg):
+    """``cfg`` with every option left at None filled in: the family's defaults
+    (`M.FAMILIES`), the default data folder; one folder given as a string becomes a list."""
+    fill = {k: v for k, v in M.FAMILIES[cfg.model]["defaults"].items()
+            if getattr(cfg, k) is None}
+    fill["data"] = data_loader.as_folders(cfg.data) or ["data/features/train"]
+    fill["val_data"] = data_loader.as_folders(cfg.val_data)
+    return dataclasses.replace(cfg, **fill)
+
+
 def make_config(base=None, **changes):
     """A checked `TrainConfig`: ``base`` (default: all defaults) with ``changes``."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -181,6 +225,9 @@ def make_config(base=None, **changes):
     if unknown:
         raise TypeError(f"unknown training option(s) {unknown}")
     changes = {k: str(v) if isinstance(v, PurePath) else v for k, v in changes.items()}
+    if changes.get("model") and base is not None and changes["model"] != base.model:
+        raise ValueError("pass model= together with the other options: this configuration "
+                         f"was made (and its defaults filled in) for {base.model}")
     return check(dataclasses.replace(base or TrainConfig(), **changes))
 
 

@@ -314,24 +314,35 @@ def augment_example(x, audio, rng, aug, params):
     return x
 
 
-def to_model_input(x):
-    """Map normalized mel arrays to the input EfficientNetB0 expects.
+INPUTS = ("rgb255", "mel")  # how a model takes the arrays (model.py records it in every model)
 
-    Keras' EfficientNet rescales internally and expects 0-255 pixel values: a [0, 1] input would
-    silently cripple the pretrained features. The single channel is repeated to three.
+
+def to_model_input(x, kind="rgb255"):
+    """Map normalized mel arrays to the input a model family expects.
+
+    ``rgb255`` (EfficientNetB0): Keras' EfficientNet rescales internally and expects 0-255 pixel
+    values, so a [0, 1] input would silently cripple the pretrained features; the single channel
+    is repeated to three. ``mel`` (the from-scratch families): the array as it is, one channel.
 
     Parameters
     ----------
     x : tensor or array, shape (..., 128, 128), values in [0, 1]
+    kind : {"rgb255", "mel"}
 
     Returns
     -------
-    image : tf.Tensor, shape (..., 128, 128, 3), float32, values in [0, 255]
+    image : tf.Tensor, float32
+        ``rgb255``: shape (..., 128, 128, 3), values in [0, 255]; ``mel``: shape
+        (..., 128, 128, 1), values in [0, 1].
     """
     import tensorflow as tf
 
-    x = tf.convert_to_tensor(x, dtype=tf.float32) * 255.0
-    return tf.repeat(x[..., tf.newaxis], 3, axis=-1)
+    x = tf.convert_to_tensor(x, dtype=tf.float32)
+    if kind == "mel":
+        return x[..., tf.newaxis]
+    if kind != "rgb255":
+        raise ValueError(f"unknown model input {kind!r}; expected one of {INPUTS}")
+    return tf.repeat(x[..., tf.newaxis] * 255.0, 3, axis=-1)
 
 
 def _load_npy(path, shape):
@@ -381,7 +392,7 @@ def train_indices(targets, batch_size, shuffle=False, seed=SEED, balanced=False)
 
 
 def make_dataset(df, batch_size, shuffle=False, seed=SEED, shape=F.SHAPE,
-                 with_labels=True, balanced=False, augment=None, params=None):
+                 with_labels=True, balanced=False, augment=None, params=None, kind="rgb255"):
     """A batched, prefetched ``tf.data.Dataset`` streaming the arrays listed in ``df``.
 
     Parameters
@@ -405,11 +416,14 @@ def make_dataset(df, batch_size, shuffle=False, seed=SEED, shape=F.SHAPE,
         repeatable from ``seed``.
     params : dict, optional
         Feature parameters, required for waveform augmentation.
+    kind : {"rgb255", "mel"}
+        The model's input (`to_model_input`).
 
     Returns
     -------
     ds : tf.data.Dataset
-        Elements ``(images (batch, 128, 128, 3) float32 in [0, 255], targets (batch,) float32)``.
+        Elements ``(inputs, targets (batch,) float32)``; inputs (batch, 128, 128, 3) in [0, 255]
+        for ``rgb255``, (batch, 128, 128, 1) in [0, 1] for ``mel``.
     """
     import tensorflow as tf
 
@@ -439,34 +453,80 @@ def make_dataset(df, batch_size, shuffle=False, seed=SEED, shape=F.SHAPE,
         ds = index
         load = lambda i: _load_npy(tf.gather(paths, i), shape)
     if with_labels:
-        ds = ds.map(lambda i, *r: (to_model_input(load(i, *r)), tf.gather(targets, i)),
+        ds = ds.map(lambda i, *r: (to_model_input(load(i, *r), kind), tf.gather(targets, i)),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
-        ds = ds.map(lambda i, *r: to_model_input(load(i, *r)),
+        ds = ds.map(lambda i, *r: to_model_input(load(i, *r), kind),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def as_folders(data):
+    """One folder or several (str, Path or a sequence of them) -> a list of str, or None."""
+    if data is None:
+        return None
+    return [str(d) for d in ([data] if isinstance(data, (str, Path)) else data)]
+
+
+def load_sources(folders):
+    """The manifests of one or more preprocessed folders, concatenated, each row's folder in
+    column ``source``.
+
+    Returns
+    -------
+    df : pandas.DataFrame
+    features : dict
+        Their feature parameters, identical in every folder.
+
+    Raises
+    ------
+    features.FeatureMismatch
+        Folders preprocessed with different feature parameters (naming both and the keys).
+    ValueError
+        An utterance id listed in two folders.
+    """
+    folders = as_folders(folders)
+    features = load_features_json(folders[0])
+    parts = []
+    for folder in folders:
+        diff = F.differing(load_features_json(folder), features)
+        if diff:
+            raise F.FeatureMismatch(f"{folders[0]} and {folder} were preprocessed with different "
+                                    f"feature parameters (differ in: {', '.join(diff)})")
+        parts.append(load_manifest(folder).assign(source=folder))
+    df = pd.concat(parts, ignore_index=True)
+    dup = df[df["utt_id"].duplicated(keep=False)]
+    if len(dup):
+        u = dup["utt_id"].iloc[0]
+        where = " and ".join(dup.loc[dup["utt_id"] == u, "source"])
+        raise ValueError(f"utterance {u!r} is listed in {where}: an utterance may come from "
+                         "one training folder only")
+    return df, features
+
+
 def load_splits(data_dir, val_data=None, val_fraction=VAL_FRACTION, seed=SEED):
     """Training and validation manifests: an 80/20 split of ``data_dir``, or all of ``data_dir``
-    against all of ``val_data`` (official partitions).
+    against all of ``val_data`` (official partitions). Each may be one preprocessed folder or
+    several (their union, `load_sources`).
 
     Returns
     -------
     train_df, val_df : pandas.DataFrame
+        With column ``source``: the folder of each utterance.
     features : dict
-        The feature parameters (identical in both folders, else ValueError).
+        The feature parameters (identical in every folder, else `features.FeatureMismatch`).
     """
-    features = load_features_json(data_dir)
-    df = load_manifest(data_dir)
+    df, features = load_sources(data_dir)
     if val_data is None:
         train_df, val_df = stratified_split(df, val_fraction, seed)
     else:
-        diff = F.differing(load_features_json(val_data), features)
+        val_df, other = load_sources(val_data)
+        diff = F.differing(other, features)
         if diff:
-            raise F.FeatureMismatch(f"{data_dir} and {val_data} were preprocessed with different "
-                                    f"feature parameters (differ in: {', '.join(diff)})")
-        train_df, val_df = df, load_manifest(val_data)
+            raise F.FeatureMismatch(f"{as_folders(data_dir)[0]} and {as_folders(val_data)[0]} "
+                                    "were preprocessed with different feature parameters "
+                                    f"(differ in: {', '.join(diff)})")
+        train_df = df
     return train_df, val_df, features
 
 

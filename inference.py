@@ -62,7 +62,7 @@ class Detector:
 
     def logits(self, mels):
         """Log-odds of spoof for a batch of mel arrays, shape (n, 128, 128) -> (n,)."""
-        x = data_loader.to_model_input(np.asarray(mels, np.float32))
+        x = data_loader.to_model_input(np.asarray(mels, np.float32), runs.input_kind(self.meta))
         return logits_from_hidden(self._hidden.predict_on_batch(x), self._kernel, self._bias)
 
     def identity(self):

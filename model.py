@@ -1,8 +1,15 @@
-"""The models: architecture, compilation, fine-tuning, and saving with embedded metadata.
+"""The models: every architecture family, compilation, fine-tuning, and saving with embedded
+metadata. Every family ends in a ``p_spoof`` layer, Dense(1, sigmoid) = P(spoof); label 1 = spoof.
 
-The design card: EfficientNetB0 (ImageNet, include_top=False, frozen) -> GlobalAveragePooling2D
--> Dense(128, relu) -> Dropout(0.5) -> Dense(1, sigmoid) = P(spoof). Adam(1e-4), binary
-cross-entropy. Label 1 = spoof.
+- ``efficientnetb0``, the design card (the default): EfficientNetB0 (ImageNet, include_top=False,
+  frozen) -> GlobalAveragePooling2D -> Dense(128, relu) -> Dropout(0.5) -> Dense(1, sigmoid).
+  Adam(1e-4), binary cross-entropy. Needs ImageNet weights to be useful.
+- ``lcnn``: a light CNN with Max-Feature-Map activations trained from random initialization, the
+  ASVspoof 2019 countermeasure of Lavrentyeva et al. ("STC antispoofing systems for the ASVspoof
+  2019 challenge", Interspeech 2019), on the same 128x128 log-mel arrays. Works offline.
+
+Each family has its own defaults (`FAMILIES`), used for every training option the user does not
+set.
 
 Every saved ``.keras`` archive carries the feature parameters, label convention and input
 transform inside it (``deepfake_meta.json``), so evaluation and prediction use exactly what
@@ -26,6 +33,22 @@ CHANNELS = 3  # the mel array repeated to EfficientNet's three input channels
 PREDICT_BATCH_SIZE = 32  # prediction batch: fastest on a 2-core CPU (149 files/s vs 98 at 256)
 META_NAME = "deepfake_meta.json"  # metadata file stored inside each .keras archive
 IMAGENET_FILE = "efficientnetb0_notop.h5"
+# Each family: how it takes the arrays (data_loader.to_model_input), whether its backbone is
+# frozen (so train.py may cache its features and fine-tune it), and its training defaults,
+# chosen by measurement (docs/recipes.md).
+FAMILIES = {
+    "efficientnetb0": {"input": "rgb255", "channels": 3, "frozen_backbone": True,
+                       "defaults": {"weights": WEIGHTS, "epochs": 10, "batch_size": 16,
+                                    "learning_rate": LEARNING_RATE, "lr_schedule": "constant",
+                                    "weight_decay": 0.0, "dense_units": DENSE_UNITS,
+                                    "dropout": DROPOUT}},
+    "lcnn": {"input": "mel", "channels": 1, "frozen_backbone": False,
+             "defaults": {"weights": "none", "epochs": 30, "batch_size": 32,
+                          "learning_rate": 3e-4, "lr_schedule": "cosine", "weight_decay": 1e-4,
+                          "dense_units": 160, "dropout": 0.5}},
+}
+MODEL = "efficientnetb0"  # the design card
+LR_SCHEDULES = ("constant", "cosine")
 # -----------------------------------------------------------------------------
 
 
@@ -33,9 +56,20 @@ class WeightsUnavailable(RuntimeError):
     """The requested backbone weights cannot be loaded."""
 
 
-def input_shape(features):
-    """The model input shape for arrays of ``features["shape"]``: (n_mels, n_frames, 3)."""
-    return (*features["shape"], CHANNELS)
+def input_shape(features, family=MODEL):
+    """The model input shape for arrays of ``features["shape"]``: (n_mels, n_frames, channels),
+    3 channels for EfficientNetB0, 1 for the from-scratch families."""
+    return (*features["shape"], FAMILIES[family]["channels"])
+
+
+def input_spec(family, features):
+    """How a model of ``family`` takes the arrays: ``kind`` (`data_loader.to_model_input`),
+    shape and value range; recorded in config.json and inside every saved model."""
+    kind = FAMILIES[family]["input"]
+    return {"kind": kind, "shape": list(input_shape(features, family)),
+            "range": [0, 255] if kind == "rgb255" else [0, 1],
+            "transform": f"data_loader.to_model_input(x, {kind!r})"
+            + (": x * 255, repeated to 3 channels" if kind == "rgb255" else ": x, one channel")}
 
 
 def make_backbone(weights=WEIGHTS, input_shape=(128, 128, CHANNELS)):
@@ -82,16 +116,15 @@ def make_backbone(weights=WEIGHTS, input_shape=(128, 128, CHANNELS)):
             from None
 
 
-_INFERENCE_MODE = None
+_CUSTOM = {}
 
 
-def inference_mode_layer():
-    """The `InferenceMode` wrapper class, defined and registered with Keras on first use (so
-    that importing this module does not import Keras). Call it before loading a saved model.
-    """
-    global _INFERENCE_MODE
-    if _INFERENCE_MODE is not None:
-        return _INFERENCE_MODE
+def custom_layers():
+    """The project's Keras layers, defined and registered with Keras on first use (so that
+    importing this module does not import Keras): ``InferenceMode`` and ``MaxFeatureMap``. Call
+    it before loading a saved model."""
+    if _CUSTOM:
+        return _CUSTOM
     import keras
 
     @keras.saving.register_keras_serializable(package="deepfake_detector")
@@ -110,12 +143,31 @@ def inference_mode_layer():
         def compute_output_shape(self, input_shape):
             return self.layer.compute_output_shape(input_shape)
 
-    _INFERENCE_MODE = InferenceMode
-    return InferenceMode
+    @keras.saving.register_keras_serializable(package="deepfake_detector")
+    class MaxFeatureMap(keras.layers.Layer):
+        """Max-Feature-Map activation (Wu et al., "A light CNN for deep face representation
+        with noisy labels", 2018): the channels split in two halves, element-wise maximum;
+        (..., 2c) -> (..., c)."""
+
+        def call(self, inputs):
+            a, b = keras.ops.split(inputs, 2, axis=-1)
+            return keras.ops.maximum(a, b)
+
+        def compute_output_shape(self, input_shape):
+            return (*input_shape[:-1], input_shape[-1] // 2)
+
+    _CUSTOM.update(InferenceMode=InferenceMode, MaxFeatureMap=MaxFeatureMap)
+    return _CUSTOM
+
+
+def inference_mode_layer():
+    """The `InferenceMode` wrapper class (see `custom_layers`)."""
+    return custom_layers()["InferenceMode"]
 
 
 def build_model(weights=WEIGHTS, input_shape=(128, 128, CHANNELS), dense_units=DENSE_UNITS,
-                dropout=DROPOUT, learning_rate=LEARNING_RATE):
+                dropout=DROPOUT, learning_rate=LEARNING_RATE, weight_decay=0.0,
+                decay_steps=None):
     """The design-card model, compiled.
 
     Parameters
@@ -124,7 +176,8 @@ def build_model(weights=WEIGHTS, input_shape=(128, 128, CHANNELS), dense_units=D
         See `make_backbone`.
     input_shape : tuple
         (128, 128, 3) images with values in [0, 255] (see `data_loader.to_model_input`).
-    dense_units, dropout, learning_rate : number
+    dense_units, dropout, learning_rate, weight_decay, decay_steps :
+        See `compile_model`.
 
     Returns
     -------
@@ -147,22 +200,119 @@ def build_model(weights=WEIGHTS, input_shape=(128, 128, CHANNELS), dense_units=D
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="p_spoof")(x)
     model = keras.Model(inputs, outputs, name="efficientnetb0_deepfake_detector")
-    return compile_model(model, learning_rate)
+    return compile_model(model, learning_rate, 1, weight_decay, decay_steps)
 
 
-def compile_model(model, learning_rate=LEARNING_RATE, steps_per_execution=1):
-    """Compile with the design card's optimizer and loss, and metrics where spoof is positive.
-    ``steps_per_execution`` > 1 runs several training steps per compiled call (the same updates,
-    less Python overhead per step)."""
+def compile_model(model, learning_rate=LEARNING_RATE, steps_per_execution=1, weight_decay=0.0,
+                  decay_steps=None):
+    """Compile with binary cross-entropy and metrics where spoof is positive.
+
+    Parameters
+    ----------
+    learning_rate : float
+        Adam's (initial) learning rate.
+    steps_per_execution : int
+        Training steps per compiled call (> 1: the same updates, less Python overhead per step).
+    weight_decay : float
+        Decoupled weight decay (AdamW, Loshchilov & Hutter, ICLR 2019); 0 = Adam, the design
+        card's optimizer.
+    decay_steps : int, optional
+        Cosine decay of the learning rate to 0 over this many steps (Loshchilov & Hutter,
+        "SGDR", ICLR 2017); None = constant.
+    """
     import keras
 
+    lr = (keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps) if decay_steps
+          else learning_rate)
+    optimizer = (keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay)
+                 if weight_decay else keras.optimizers.Adam(learning_rate=lr))
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=optimizer,
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc"),
                  keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")],
         steps_per_execution=steps_per_execution)
     return model
+
+
+# ----------------------------------------------------------------------------- from scratch
+
+# (channels after MFM, kernel, then: "pool" = 2x2 max-pooling, "bn" = batch norm)
+LCNN_LAYERS = [(32, 5, "pool"), (32, 1, "bn"), (48, 3, "pool bn"), (48, 1, "bn"), (64, 3, "pool"),
+               (64, 1, "bn"), (32, 3, "bn"), (32, 1, "bn"), (32, 3, "pool")]
+
+
+def build_lcnn(input_shape=(128, 128, 1), dense_units=160, dropout=0.5):
+    """The LCNN countermeasure (Lavrentyeva et al., Interspeech 2019) for 128x128 log-mel
+    arrays, uncompiled.
+
+    Nine convolutions with Max-Feature-Map activations (`LCNN_LAYERS`: 5x5, then alternating
+    1x1 and 3x3, four 2x2 max-poolings, batch norm after most), as in the paper's LCNN-9; then,
+    instead of flattening the whole map, the time axis is averaged (so the decision does not
+    depend on where in the window an artefact sits) and the (frequency x channel) map flattened
+    -> Dropout -> Dense(``dense_units``) -> MFM -> batch norm -> Dense(1, sigmoid) = P(spoof).
+
+    Parameters
+    ----------
+    input_shape : tuple
+        (n_mels, n_frames, 1), values in [0, 1] (mapped to [-1, 1] by the first layer).
+    dense_units : int
+        Width of the fully connected layer before its MFM (which halves it).
+    dropout : float
+
+    Returns
+    -------
+    model : keras.Model
+        Input (batch, 128, 128, 1) -> (batch, 1); 200,049 weights at the defaults.
+    """
+    import keras
+    from keras import layers
+
+    MFM = custom_layers()["MaxFeatureMap"]
+    inputs = keras.Input(shape=input_shape, name="mel")
+    x = layers.Rescaling(2.0, offset=-1.0, name="to_pm1")(inputs)
+    for i, (channels, kernel, after) in enumerate(LCNN_LAYERS, 1):
+        x = layers.Conv2D(2 * channels, kernel, padding="same", name=f"conv{i}")(x)
+        x = MFM(name=f"mfm{i}")(x)
+        if "pool" in after:
+            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+        if "bn" in after:
+            x = layers.BatchNormalization(name=f"bn{i}")(x)
+    x = layers.AveragePooling2D((1, x.shape[2]), name="time_average")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    x = layers.Dense(dense_units, name="fc")(x)
+    x = MFM(name="fc_mfm")(x)
+    x = layers.BatchNormalization(name="fc_bn")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="p_spoof")(x)
+    return keras.Model(inputs, outputs, name="lcnn_deepfake_detector")
+
+
+def build(family, features, weights=None, dense_units=None, dropout=None, learning_rate=None,
+          weight_decay=0.0, decay_steps=None):
+    """A compiled model of ``family`` for arrays of ``features`` (None = the family's default).
+
+    Raises
+    ------
+    ValueError
+        An unknown family, or weights given to a family that trains from random
+        initialization.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model {family!r}; expected one of {', '.join(FAMILIES)}")
+    d = FAMILIES[family]["defaults"]
+    pick = lambda v, k: d[k] if v is None else v  # noqa: E731
+    shape = input_shape(features, family)
+    if family == "efficientnetb0":
+        return build_model(pick(weights, "weights"), shape, pick(dense_units, "dense_units"),
+                           pick(dropout, "dropout"), pick(learning_rate, "learning_rate"),
+                           weight_decay, decay_steps)
+    if weights is not None and str(weights).lower() != "none":
+        raise ValueError(f"--model {family} trains from random initialization; --weights "
+                         f"applies to efficientnetb0 (got {weights!r})")
+    model = build_lcnn(shape, pick(dense_units, "dense_units"), pick(dropout, "dropout"))
+    return compile_model(model, pick(learning_rate, "learning_rate"), 1, weight_decay,
+                         decay_steps)
 
 
 def param_counts(model):
@@ -232,7 +382,8 @@ def feature_extractor(model):
     return keras.Model(model.input, model.get_layer("avg_pool").output, name="extractor")
 
 
-def head_model(model, learning_rate=LEARNING_RATE, steps_per_execution=32):
+def head_model(model, learning_rate=LEARNING_RATE, steps_per_execution=32, weight_decay=0.0,
+               decay_steps=None):
     """A compiled model over pooled features that shares ``model``'s head layers (Dense,
     Dropout, Dense): training it trains ``model``.
 
@@ -249,7 +400,7 @@ def head_model(model, learning_rate=LEARNING_RATE, steps_per_execution=32):
         x = model.get_layer(name)(x)
     # steps on 1280 numbers take microseconds: Keras' per-step overhead would dominate
     return compile_model(keras.Model(inputs, x, name="head"), learning_rate,
-                         steps_per_execution)
+                         steps_per_execution, weight_decay, decay_steps)
 
 
 def backbone_key(model):
@@ -320,5 +471,5 @@ def load_model(path):
     """Load a .keras model written by this project, in Keras safe mode (no arbitrary code)."""
     import keras
 
-    inference_mode_layer()
+    custom_layers()
     return keras.models.load_model(path, safe_mode=True, compile=False)

@@ -44,17 +44,16 @@ def scores_from_model(run_dir, data=None, which="best", batch_size=PREDICT_BATCH
     """
     model, meta, model_path = runs.load_run(run_dir, which)
     if data is None:
-        df, data_dir = runs.heldout_manifest(run_dir)
+        df, folders = runs.heldout_manifest(run_dir)
     else:
-        data_dir = Path(data)
-        df = data_loader.load_manifest(data_dir)
-    check_features(meta["features"], data_loader.load_features_json(data_dir), model_path,
-                   data_dir)
+        df, folders = data_loader.load_manifest(data), [str(Path(data))]
+    check_features(meta["features"], data_loader.load_features_json(folders[0]), model_path,
+                   folders[0])
     ds = data_loader.make_dataset(df, batch_size, shape=meta["features"]["shape"],
-                                  with_labels=False)
+                                  with_labels=False, kind=runs.input_kind(meta))
     table = runs.score_table(df, predict_logits(model, ds))
     source = {"mode": "model", "run": str(run_dir), "model": model_path.name,
-              "data": str(data_dir), "heldout": data is None}
+              "data": ", ".join(folders), "heldout": data is None}
     return table, source
 
 

@@ -11,6 +11,7 @@ follow ASVspoof: ``score = -logit = log(P(bonafide) / P(spoof))``, higher = more
 """
 
 import json
+import platform
 import time
 from pathlib import Path
 
@@ -109,24 +110,31 @@ def decision_threshold(explicit=None, calibrated=None):
 
 
 def heldout_manifest(run_dir):
-    """The manifest rows a run held out: its validation folder, or the validation part of its
+    """The manifest rows a run held out: its validation folder(s), or the validation part of its
     80/20 split (from ``split.csv``).
 
     Returns
     -------
     df : pandas.DataFrame
-    data_dir : Path
+    folders : list of str
+        The preprocessed folder(s) those rows come from (their features.json are identical).
     """
     run_dir = Path(run_dir)
-    config = read_config(run_dir)
-    if config["args"]["val_data"]:
-        data_dir = Path(config["args"]["val_data"])
-        return data_loader.load_manifest(data_dir), data_dir
-    data_dir = Path(config["args"]["data"])
+    args = read_config(run_dir)["args"]
+    if args["val_data"]:
+        folders = data_loader.as_folders(args["val_data"])
+        return data_loader.load_sources(folders)[0], folders
+    folders = data_loader.as_folders(args["data"])
     split = pd.read_csv(run_dir / "split.csv", dtype={"utt_id": str}, keep_default_na=False)
     val_ids = set(split.loc[split["part"] == "val", "utt_id"])
-    df = data_loader.load_manifest(data_dir)
-    return df[df["utt_id"].isin(val_ids)].reset_index(drop=True), data_dir
+    df, _ = data_loader.load_sources(folders)
+    return df[df["utt_id"].isin(val_ids)].reset_index(drop=True), folders
+
+
+def input_kind(meta):
+    """How the model of ``meta`` (`load_run`) takes the arrays: ``rgb255`` (EfficientNetB0, and
+    models saved before there were other families) or ``mel``."""
+    return meta.get("input", {}).get("kind", "rgb255")
 
 
 def score_table(df, logits):
@@ -150,3 +158,16 @@ def score_table(df, logits):
     return pd.DataFrame({"utt_id": np.asarray(df["utt_id"]), "speaker": np.asarray(df["speaker"]),
                          "attack": np.asarray(df["attack"]), "label": np.asarray(df["label"]),
                          "score": -logits, "p_spoof": sigmoid(logits)})
+
+
+def versions():
+    """Library versions, for config.json."""
+    import keras
+    import librosa
+    import sklearn
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__, "librosa": librosa.__version__,
+            "scikit-learn": sklearn.__version__, "pandas": pd.__version__,
+            "platform": platform.platform()}

@@ -37,7 +37,6 @@ Beyond the design card (off by default, except that the threshold is calibrated:
 
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -98,14 +97,20 @@ def prepare_data(cfg, split_seed):
     return Prepared(train_df, val_df, features, weights)
 
 
+def decay_steps(cfg, n_train):
+    """Training steps of the cosine schedule (every epoch of the first phase), or None."""
+    return cfg.epochs * -(-n_train // cfg.batch_size) if cfg.lr_schedule == "cosine" else None
+
+
 def spectrogram_datasets(cfg, data):
     """Training (shuffled, balanced and augmented as configured) and validation datasets of
-    mel arrays."""
+    mel arrays, in the input form of the model family."""
+    kind = M.FAMILIES[cfg.model]["input"]
     tr = data_loader.make_dataset(data.train_df, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                   shape=data.features["shape"], balanced=cfg.balanced_batches,
-                                  augment=cfg.augmentation(), params=data.features)
+                                  augment=cfg.augmentation(), params=data.features, kind=kind)
     return tr, data_loader.make_dataset(data.val_df, cfg.batch_size,
-                                        shape=data.features["shape"])
+                                        shape=data.features["shape"], kind=kind)
 
 
 def training_inputs(cfg, model, data, dist, verbose):
@@ -113,33 +118,47 @@ def training_inputs(cfg, model, data, dist, verbose):
     frozen and nothing is augmented (`feature_cache.cached_features`), else on spectrograms."""
     replicas = dist.num_replicas_in_sync
     use_cache = (cfg.feature_cache and not cfg.augmentation()
+                 and M.FAMILIES[cfg.model]["frozen_backbone"]
                  and not M.backbone_of(model).trainable)
     if not use_cache:
         return Inputs(model, *spectrogram_datasets(cfg, data), use_cache=False)
-    parts = []
-    for df, folder in ((data.train_df, cfg.data), (data.val_df, cfg.val_data or cfg.data)):
-        manifest = data_loader.load_manifest(folder)
-        cache_dir = cfg.cache_dir and Path(cfg.cache_dir) / Path(folder).name
-        rows, array = cached_features(model, folder, manifest, data.features, cache_dir,
-                                      progress=verbose > 0, distributed=replicas > 1)
-        parts.append((array, rows.loc[df["utt_id"], "row"].to_numpy()))
+    parts = [part_features(cfg, model, df, data.features, verbose, replicas)
+             for df in (data.train_df, data.val_df)]
     with dist.scope():
         # several steps per call fail in Keras 3 under MirroredStrategy: one per call there
-        head = M.head_model(model, cfg.learning_rate, 1 if replicas > 1 else 32)
-    train_ds = feature_dataset(*parts[0], data.train_df["target"], cfg.batch_size, shuffle=True,
-                               seed=cfg.seed, balanced=cfg.balanced_batches)
-    val_ds = feature_dataset(*parts[1], data.val_df["target"], cfg.batch_size)
-    val_features = None if cfg.fine_tune_blocks else np.asarray(parts[1][0][parts[1][1]])
-    return Inputs(head, train_ds, val_ds, True, val_features)
+        head = M.head_model(model, cfg.learning_rate, 1 if replicas > 1 else 32,
+                            cfg.weight_decay, decay_steps(cfg, len(data.train_df)))
+    rows = [np.arange(len(p)) for p in parts]
+    train_ds = feature_dataset(parts[0], rows[0], data.train_df["target"], cfg.batch_size,
+                               shuffle=True, seed=cfg.seed, balanced=cfg.balanced_batches)
+    val_ds = feature_dataset(parts[1], rows[1], data.val_df["target"], cfg.batch_size)
+    return Inputs(head, train_ds, val_ds, True, None if cfg.fine_tune_blocks else parts[1])
+
+
+def part_features(cfg, model, df, features, verbose, replicas):
+    """The cached backbone features (`feature_cache.cached_features`, one cache per folder) of
+    the utterances of ``df``, in ``df``'s order: shape (len(df), 1280)."""
+    out = None
+    for folder in df["source"].unique():
+        cache_dir = cfg.cache_dir and Path(cfg.cache_dir) / Path(folder).name
+        rows, array = cached_features(model, folder, data_loader.load_manifest(folder),
+                                      features, cache_dir, progress=verbose > 0,
+                                      distributed=replicas > 1)
+        mask = (df["source"] == folder).to_numpy()
+        if out is None:
+            out = np.empty((len(df), array.shape[1]), np.float32)
+        out[mask] = array[rows.loc[df.loc[mask, "utt_id"], "row"].to_numpy()]
+    return out
 
 
 def run_config(cfg, data, model, inputs, replicas, split_seed, argv):
     """The content of ``config.json``: every option as given (`config.TrainConfig`), what it
     resolved to, the data, the model and the environment."""
     w = data.class_weights
+    resolve = lambda folders: [str(Path(f).resolve()) for f in folders]  # noqa: E731
     args = {**asdict(cfg),
-            "data": str(Path(cfg.data).resolve()),
-            "val_data": str(Path(cfg.val_data).resolve()) if cfg.val_data else None,
+            "data": resolve(cfg.data),
+            "val_data": resolve(cfg.val_data) if cfg.val_data else None,
             "val_fraction": None if cfg.val_data else cfg.val_fraction,
             "split_seed": None if cfg.val_data else split_seed,
             "feature_cache": inputs.use_cache, "replicas": replicas,
@@ -154,12 +173,11 @@ def run_config(cfg, data, model, inputs, replicas, split_seed, argv):
         "command": " ".join(argv) if argv is not None else None,
         "features": data.features,
         "labels": LABELS,
-        "input": {"shape": list(M.input_shape(data.features)), "range": [0, 255],
-                  "transform": "data_loader.to_model_input: x * 255, repeated to 3 channels"},
+        "input": M.input_spec(cfg.model, data.features),
         "counts": {part: d["label"].value_counts().to_dict()
                    for part, d in (("train", data.train_df), ("val", data.val_df))},
         "params": M.param_counts(model),
-        "versions": versions(),
+        "versions": runs.versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -284,9 +302,6 @@ def train(data, run_dir, config=None, *, verbose=None, callbacks=(), argv=None,
     # touched, so a failed start never leaves a half-made run or deletes a finished one
     prepared = prepare_data(cfg, split_seed)
     dist = get_strategy(cfg.strategy)
-    with dist.scope():
-        model = M.build_model(cfg.weights, M.input_shape(prepared.features), cfg.dense_units,
-                              cfg.dropout, cfg.learning_rate)
     replicas = dist.num_replicas_in_sync
     if replicas > 1:
         if cfg.batch_size % replicas:
@@ -294,9 +309,14 @@ def train(data, run_dir, config=None, *, verbose=None, callbacks=(), argv=None,
                              f"{replicas} replicas")
         prepared.train_df = trim_to_replicas(prepared.train_df, replicas)
         prepared.val_df = trim_to_replicas(prepared.val_df, replicas)
+    with dist.scope():
+        model = M.build(cfg.model, prepared.features, cfg.weights, cfg.dense_units, cfg.dropout,
+                        cfg.learning_rate, cfg.weight_decay,
+                        decay_steps(cfg, len(prepared.train_df)))
     inputs = training_inputs(cfg, model, prepared, dist, verbose)
     run_cfg = run_config(cfg, prepared, model, inputs, replicas, split_seed, argv)
-    meta = {**{k: run_cfg[k] for k in ("features", "labels", "input")}, "run": run_dir.name}
+    meta = {**{k: run_cfg[k] for k in ("features", "labels", "input")}, "model": cfg.model,
+            "run": run_dir.name}
     start_run_folder(run_dir, finished, prepared, run_cfg)
     best, epochs_run = fit_frozen(cfg, run_dir, model, inputs, prepared, meta, verbose,
                                   callbacks)
@@ -314,25 +334,12 @@ def start_run_folder(run_dir, finished, data, run_cfg):
     resuming = any((run_dir / p).exists() for p in ("backup", "phase1.json", "backup_ft"))
     run_dir.mkdir(parents=True, exist_ok=True)
     split = pd.concat([data.train_df.assign(part="train"), data.val_df.assign(part="val")])
-    split[["utt_id", "part", "label", "attack", "path"]].to_csv(run_dir / "split.csv",
-                                                               index=False)
+    split[["utt_id", "part", "label", "attack", "path", "source"]].to_csv(
+        run_dir / "split.csv", index=False)
     if resuming:
         print(f"resuming {run_dir} from its last finished epoch", file=sys.stderr)
     if not (run_dir / "phase1.json").exists():
         write_json_atomic(run_dir / "config.json", run_cfg)
-
-
-def versions():
-    """Library versions, for config.json."""
-    import keras
-    import librosa
-    import sklearn
-    import tensorflow as tf
-
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__, "librosa": librosa.__version__,
-            "scikit-learn": sklearn.__version__, "pandas": pd.__version__,
-            "platform": platform.platform()}
 
 
 # ----------------------------------------------------------------------------- several seeds

@@ -304,3 +304,62 @@ def test_single_class_validation_skips_calibration_with_a_warning(demo_features,
     assert "warning: no threshold calibrated" in capsys.readouterr().err
     assert (run / "model.keras").exists() and not (run / "threshold.json").exists()
     assert history["val_eer"].isna().all()  # EER undefined with one class, logged as NaN
+
+
+# ----------------------------------------------------------------------------- families, sources
+
+
+@pytest.mark.parametrize("family", list(model.FAMILIES))
+def test_every_family_round_trips_through_save_load_evaluate_predict(family, demo_features,
+                                                                     demo_corpus, tmp_path):
+    """Train -> save -> load in Keras safe mode -> evaluate.py and predict.py give the same
+    scores as the model itself."""
+    import keras
+
+    import data_loader
+    import evaluate
+    import inference
+
+    run, _ = train.train(demo_features["train"], tmp_path / family, model=family,
+                         weights="none", epochs=1, batch_size=8, verbose=0)
+    meta = model.read_model_meta(run / "best.keras")
+    assert meta["model"] == family
+    assert meta["input"]["kind"] == model.FAMILIES[family]["input"]
+    loaded = keras.models.load_model(run / "best.keras", safe_mode=True, compile=False)
+    m = evaluate.evaluate(run, demo_features["dev"], plots=False)
+    table = pd.read_csv(Path(m["out_dir"]) / "predictions.csv")
+    df = data_loader.load_manifest(demo_features["dev"])
+    x = data_loader.to_model_input(np.stack([np.load(p) for p in df["path"]]),
+                                   meta["input"]["kind"])
+    p = loaded.predict(x, verbose=0).reshape(-1)
+    np.testing.assert_allclose(table["p_spoof"], p, rtol=1e-4, atol=1e-7)
+    files = [demo_corpus / "ASVspoof2019_LA_dev" / "flac" / f"{u}.flac" for u in df["utt_id"]]
+    rows = list(inference.score_files(files, inference.Detector(run)))
+    np.testing.assert_allclose([r["score"] for r in rows], table["score"], rtol=1e-5, atol=1e-6)
+
+
+def test_several_training_folders(demo_features, tmp_path):
+    run, _ = train.train([demo_features["train"], demo_features["dev"]], tmp_path / "two",
+                         model="lcnn", epochs=1, batch_size=8, verbose=0)
+    split = pd.read_csv(run / "split.csv")
+    assert set(split["source"]) == {str(demo_features["train"]), str(demo_features["dev"])}
+    assert len(split) == 24 + 12
+    for part in ("train", "val"):  # the 80/20 split is stratified over the union
+        assert set(split.loc[split["part"] == part, "source"]) == set(split["source"])
+    config = json.loads((run / "config.json").read_text())
+    assert config["args"]["data"] == [str(demo_features["train"].resolve()),
+                                      str(demo_features["dev"].resolve())]
+
+
+def test_several_folders_must_share_feature_parameters(demo_features, demo_corpus, tmp_path):
+    import preprocess
+    import protocols
+
+    protocol, audio = protocols.resolve_2019_layout(demo_corpus, "dev")
+    preprocess.preprocess(protocol, audio, tmp_path / "resized", fit="resize", workers=1,
+                          progress=False)
+    with pytest.raises(SystemExit, match="were preprocessed with different feature parameters "
+                                         r"\(differ in: .*fit") as e:
+        train.main(["--data", str(demo_features["train"]), "--data", str(tmp_path / "resized"),
+                    "--run", str(tmp_path / "r"), "--model", "lcnn"])
+    assert str(tmp_path / "resized") in str(e.value) and not (tmp_path / "r").exists()
