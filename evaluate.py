@@ -5,8 +5,10 @@ Conventions (also in docs/metrics.md):
 
 - **score** = log-odds of bonafide, ``log(P(bonafide) / P(spoof))``: higher = more bonafide, the
   ASVspoof convention. ``scores.txt`` is the two-column ``utt_id score`` file that the ASVspoof
-  2021 evaluation package reads.
-- **EER and min t-DCF** take bonafide as the target class (ASVspoof 2019 evaluation plan).
+  2021 evaluation package reads, ``scores_2019.txt`` the four-column ``utt_id attack key score``
+  file of the ASVspoof 2019 tools and AASIST.
+- **EER and min t-DCF** take bonafide as the target class (ASVspoof 2019 evaluation plan) and
+  are computed exactly as the ASVspoof evaluation packages compute them (docs/metrics.md).
 - **precision, recall, F1** take **spoof** as the positive class: recall = share of spoofs caught,
   precision = share of flagged utterances that are spoofs. Spoof when P(spoof) >= threshold.
 
@@ -18,7 +20,8 @@ Three sources of scores, one report:
 
 Add ``--asv-scores LA/ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.eval.gi.trl.scores.txt`` for
 the min t-DCF. Writes to ``<run>/eval/<name>/`` (or ``--out``): ``metrics.json``, ``scores.txt``
-(``utt_id score``), ``predictions.csv``, ``per_attack.csv``, ``thresholds.csv`` and the plots
+(``utt_id score``), ``scores_2019.txt``, ``predictions.csv``, ``per_attack.csv``,
+``thresholds.csv`` and the plots
 ``roc.png``, ``det.png``, ``score_hist.png``, ``confusion.png``, ``training_curves.png``.
 """
 
@@ -37,7 +40,7 @@ from model import PREDICT_BATCH_SIZE
 
 def evaluate(run_dir=None, data=None, which="best", threshold=None,
              batch_size=PREDICT_BATCH_SIZE, name=None, scores=None, protocol=None, fmt=None,
-             asv_scores=None, out=None, plots=True, scored=None):
+             asv_scores=None, out=None, plots=True, scored=None, partial=False):
     """Score (a run's model, or a score file) and write the full report.
 
     Parameters
@@ -64,6 +67,9 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None,
     scored : tuple, optional
         ``(table, source)`` that `report.scores_from_model` returned for this run and data:
         report the same scores again (e.g. at another threshold) without predicting again.
+    partial : bool
+        Score-file mode: accept a file that does not score every protocol trial (the report
+        then says "partial: N of M trials" beside every metric); refused by default.
 
     Returns
     -------
@@ -74,7 +80,7 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None,
     if scores is not None:
         if protocol is None:
             raise ValueError("--scores needs --protocol (the labels of the scored utterances)")
-        table, source = report.scores_from_file(scores, protocol, fmt)
+        table, source = report.scores_from_file(scores, protocol, fmt, partial)
         name = name or Path(scores).stem
         out_dir = Path(out) if out else Path(scores).parent / f"{Path(scores).stem}_eval"
     else:
@@ -91,32 +97,43 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None,
 def format_report(metrics):
     """A human-readable summary of `evaluate`'s result."""
     n, src = metrics["n"], metrics["source"]
+    cov = src.get("coverage") or {}
+    mark = f" [{cov['note']}]" if cov.get("partial") else ""
     what = (f"{src['run']} ({src['model']}) on {metrics['name']} [{src['data']}]"
-            if src["mode"] == "model" else f"{src['scores']} with {src['protocol']}")
+            if src["mode"] == "model" else
+            f"{src['scores']} ({src.get('layout', '2021')} layout) with {src['protocol']}")
     tdcf = metrics["min_tdcf"]
     lines = [f"{what}: {n['total']} utterances, {n['bonafide']} bonafide, {n['spoof']} spoof",
-             f"pooled EER: {metrics['eer']:.2%} (bonafide = target; score threshold "
+             f"coverage: {cov.get('scored', n['total'])} of {cov.get('listed', n['total'])} "
+             f"trials scored; {cov.get('unscored', 0)} listed trials without a score, "
+             f"{cov.get('unknown', 0)} scores of unlisted utterances",
+             f"pooled EER: {metrics['eer']:.2%}{mark} (bonafide = target; accepted from score "
              f"{metrics['eer_threshold']:.4g})",
-             f"min t-DCF: {tdcf['min_tdcf']:.4f} (ASVspoof 2019 cost model)"
-             if tdcf["min_tdcf"] is not None else f"min t-DCF: {tdcf['reason']}",
-             f"ROC AUC: {metrics['roc_auc']:.4f}", "", "per attack (EER vs all bonafide; "
-             "detected = share called spoof at the chosen threshold):",
+             f"min t-DCF: {tdcf['min_tdcf']:.4f}{mark} (ASVspoof 2019 cost model)"
+             if tdcf["min_tdcf"] is not None else f"min t-DCF: n/a, {tdcf['reason']}",
+             f"ROC AUC: {metrics['roc_auc']:.4f}{mark}", "", "per attack (EER vs all bonafide; "
+             f"detected = share called spoof at the chosen threshold){mark}:",
              f"{'attack':>12s} {'n':>6s} {'EER':>8s} {'detected':>9s} {'min t-DCF':>10s}"]
+    notes = []
     for r in metrics["per_attack"]:
         eer = f"{r['eer']:.2%}" if r["eer"] is not None else "-"
         td = f"{r['min_tdcf']:.4f}" if r["min_tdcf"] is not None else "-"
+        if r["min_tdcf"] is None and r.get("min_tdcf_note") and r["attack"] != "bonafide":
+            td = "n/a"
+            notes.append(f"  {r['attack']}: min t-DCF {r['min_tdcf_note']}")
         lines.append(f"{r['attack']:>12s} {r['n']:6d} {eer:>8s} {r['detected']:9.3f} {td:>10s}")
+    lines += [n for n in notes if "no ASV scores" not in n]
     hdr = (f"{'point':>10s} {'P(spoof)>=':>10s} {'score<=':>9s} {'acc':>6s} {'prec':>6s} "
            f"{'recall':>6s} {'F1':>6s}")
     thr = metrics["threshold"]
-    lines += ["", f"operating points (positive class = spoof; chosen = {thr['value']:.4g}, "
+    lines += ["", f"operating points{mark} (positive class = spoof; chosen = {thr['value']:.4g}, "
                   f"{thr['source']}; best_f1 and eer are picked on this data itself, "
                   "for reference only):", hdr]
     for key, m in metrics["operating_points"].items():
         lines.append(f"{key:>10s} {m['threshold']:10.4g} {m['score_threshold']:9.4g} "
                      f"{m['accuracy']:6.3f} {m['precision']:6.3f} {m['recall']:6.3f} "
                      f"{m['f1']:6.3f}")
-    lines += ["", "threshold sweep (every 0.1; all 99 thresholds in thresholds.csv):",
+    lines += ["", f"threshold sweep{mark} (every 0.1; all 99 thresholds in thresholds.csv):",
               f"{'P(spoof)>=':>10s} {'acc':>6s} {'prec':>6s} {'recall':>6s} {'F1':>6s}"]
     for m in metrics["sweep"]:
         if round(m["threshold"] * 100) % 10 == 0:
@@ -137,8 +154,13 @@ def build_parser():
     ap.add_argument("--model", choices=tuple(runs.MODEL_FILES), default="best",
                     help="best.keras (best validation --monitor of train.py, by default the "
                          "lowest loss) or model.keras (last epoch)")
-    ap.add_argument("--scores", help="evaluate this score file ('utt_id score', higher = more "
-                                     "bonafide) instead of a model; needs --protocol")
+    ap.add_argument("--scores", help="evaluate this score file instead of a model (higher = "
+                                     "more bonafide; 'utt_id score', 'utt_id attack key score' "
+                                     "or 'speaker utt_id - attack key score', detected); needs "
+                                     "--protocol")
+    ap.add_argument("--partial", action="store_true",
+                    help="accept a score file that does not score every protocol trial (the "
+                         "report says 'partial: N of M trials' beside every metric)")
     ap.add_argument("--protocol", help="protocol/key file giving the labels and attacks of "
                                        "--scores (any format preprocess.py reads)")
     ap.add_argument("--format", choices=protocols.FORMATS,
@@ -172,7 +194,7 @@ def main(argv=None):
             run_dir = Path(args.run) if args.run else runs.find_latest_run()
         metrics = evaluate(run_dir, args.data, args.model, args.threshold, args.batch_size,
                            args.name, args.scores, args.protocol, args.format, args.asv_scores,
-                           args.out, not args.no_plots)
+                           args.out, not args.no_plots, partial=args.partial)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     for w in metrics["warnings"]:

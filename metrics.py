@@ -5,6 +5,9 @@ Class roles (also in docs/metrics.md):
 
 - **EER and min t-DCF** take bonafide as the target class (ASVspoof 2019 evaluation plan): a
   countermeasure score is higher for bonafide, and an utterance is accepted when ``score >= t``.
+  Both are computed exactly as the ASVspoof evaluation packages define them (`det_points`,
+  `compute_eer`, `min_tdcf`); the thresholds used for decisions are reachable ones
+  (`det_curve`, `eer_point`).
 - **precision, recall, F1** take **spoof** as the positive class: spoof when
   ``P(spoof) >= threshold``.
 """
@@ -31,12 +34,55 @@ def sigmoid(z):
 # ----------------------------------------------------------------------------- ASVspoof
 
 
-def det_curve(bonafide, spoof):
-    """Miss and false-alarm rates of a countermeasure over every distinct threshold.
+def _scores(bonafide, spoof):
+    bonafide = np.asarray(bonafide, dtype=np.float64).ravel()
+    spoof = np.asarray(spoof, dtype=np.float64).ravel()
+    if bonafide.size == 0 or spoof.size == 0:
+        raise ValueError(f"a DET curve needs bonafide and spoof scores, got {bonafide.size} "
+                         f"bonafide and {spoof.size} spoof")
+    return bonafide, spoof
 
-    The decision rule is ASVspoof's: accept as bonafide when ``score >= t``. A miss is a rejected
-    bonafide utterance, a false alarm an accepted spoof. Thresholds are the distinct score values
-    plus +inf, so tied scores are never split.
+
+def det_points(bonafide, spoof):
+    """Every point of the DET curve as the ASVspoof evaluation plan and packages define it.
+
+    The trials are sorted by score, tied trials bonafide first (the packages' stable sort of
+    bonafide scores followed by spoof scores); point ``k`` (0 to n) rejects the ``k`` lowest.
+    So each trial is one step, even inside a group of tied scores: with ties, some points
+    cannot be reached by any threshold (see `det_curve` for the reachable ones).
+
+    Parameters
+    ----------
+    bonafide, spoof : array, shape (n_bonafide,), (n_spoof,)
+        Scores, higher = more bonafide.
+
+    Returns
+    -------
+    p_miss, p_fa, thresholds : np.ndarray, shape (n + 1,)
+        ``p_miss[k]`` = bonafide among the k lowest / n_bonafide; ``p_fa[k]`` = (n_spoof - spoof
+        among the k lowest) / n_spoof, written so that the values are bit for bit the
+        packages'; ``thresholds[k]`` the score of the k-th lowest trial (the last one rejected;
+        ``thresholds[0]`` = the lowest score - 0.001, as in the packages).
+    """
+    bonafide, spoof = _scores(bonafide, spoof)
+    scores = np.concatenate([bonafide, spoof])
+    order = np.argsort(scores, kind="stable")
+    is_bona = np.concatenate([np.ones(bonafide.size), np.zeros(spoof.size)])[order]
+    k_bona = np.concatenate([[0], np.cumsum(is_bona)])
+    k_spoof = np.arange(scores.size + 1) - k_bona
+    p_miss = k_bona / bonafide.size
+    p_fa = (spoof.size - k_spoof) / spoof.size
+    thresholds = np.concatenate([[scores[order[0]] - 0.001], scores[order]])
+    return p_miss, p_fa, thresholds
+
+
+def det_curve(bonafide, spoof):
+    """The DET points a decision threshold can reach: accept as bonafide when ``score >= t``,
+    for every distinct score ``t`` and +inf (tied scores are never split).
+
+    A miss is a rejected bonafide utterance, a false alarm an accepted spoof. On tie-free
+    scores these are exactly the points of `det_points`; with ties, `det_points` also has the
+    unreachable points inside each group of tied scores.
 
     Parameters
     ----------
@@ -48,35 +94,75 @@ def det_curve(bonafide, spoof):
     p_miss, p_fa, thresholds : np.ndarray, shape (n_thresholds,)
         ``p_miss`` rises from 0 to 1 and ``p_fa`` falls from 1 to 0 as ``thresholds`` increase.
     """
-    bonafide = np.sort(np.asarray(bonafide, dtype=np.float64))
-    spoof = np.sort(np.asarray(spoof, dtype=np.float64))
-    if bonafide.size == 0 or spoof.size == 0:
-        raise ValueError(f"a DET curve needs bonafide and spoof scores, got {bonafide.size} "
-                         f"bonafide and {spoof.size} spoof")
+    bonafide, spoof = (np.sort(x) for x in _scores(bonafide, spoof))
     thresholds = np.append(np.unique(np.concatenate([bonafide, spoof])), np.inf)
     p_miss = np.searchsorted(bonafide, thresholds, side="left") / bonafide.size  # bona < t
-    p_fa = 1.0 - np.searchsorted(spoof, thresholds, side="left") / spoof.size  # spoof >= t
+    # (n - k) / n, not 1 - k / n: the same rounding as det_points and the packages
+    p_fa = (spoof.size - np.searchsorted(spoof, thresholds, side="left")) / spoof.size
     return p_miss, p_fa, thresholds
 
 
 def compute_eer(bonafide, spoof):
-    """Equal error rate, bonafide as target.
+    """Equal error rate, bonafide as target: the ASVspoof definition, bit for bit.
 
-    As in the ASVspoof 2019/2021 evaluation packages (``eval_metrics.compute_eer``): sweep the
-    DET curve over the sorted scores and, at the point where miss and false-alarm rates are
-    closest, take their mean. The one difference: tied scores are treated as one threshold (the
-    package orders tied scores arbitrarily), so all-equal scores give 50%, and the EER is
-    invariant to any strictly increasing transform of the scores.
+    On the DET points of `det_points` (every trial a step, ties bonafide first), the point
+    where the miss and false-alarm rates are closest (the first such point when two are equally
+    close), and the mean of its two rates (ASVspoof 2019 evaluation plan; ``compute_eer`` of
+    the ASVspoof 2019 and 2021 evaluation packages). Like any rank-based measure it is
+    invariant to strictly increasing transforms of the scores. With ties the point may lie
+    inside a group of tied scores: all-equal scores give 100% (the bonafide of the group are
+    rejected first), as in the packages.
 
     Returns
     -------
     eer : float in [0, 1]
     threshold : float
-        Score threshold of that point (bonafide when score >= threshold).
+        As the packages return it: the score of the last trial rejected at that point (the
+        lowest score - 0.001 when none is). The reachable threshold nearest the EER, for
+        decisions, is `eer_point`.
+    """
+    p_miss, p_fa, thresholds = det_points(bonafide, spoof)
+    i = int(np.argmin(np.abs(p_miss - p_fa)))
+    return float(np.mean((p_miss[i], p_fa[i]))), float(thresholds[i])
+
+
+def eer_point(bonafide, spoof):
+    """The reachable operating point nearest the EER: on `det_curve`, where the miss and
+    false-alarm rates are closest (the first such point). On tie-free scores it is the point
+    `compute_eer` takes.
+
+    Returns
+    -------
+    threshold : float
+        Accept as bonafide when ``score >= threshold``.
+    p_miss, p_fa : float
+        The rates there.
     """
     p_miss, p_fa, thresholds = det_curve(bonafide, spoof)
     i = int(np.argmin(np.abs(p_miss - p_fa)))
-    return float((p_miss[i] + p_fa[i]) / 2), float(thresholds[i])
+    return float(thresholds[i]), float(p_miss[i]), float(p_fa[i])
+
+
+def asv_operating_point(asv):
+    """The ASV system's error rates at its EER threshold, as the ASVspoof 2019 t-DCF code takes
+    them: the threshold is the one `compute_eer` returns for target vs nontarget scores, and a
+    trial is accepted when its score is at or above it (so the rates are those of the DET point
+    one trial before the EER point).
+
+    Returns
+    -------
+    rates : dict
+        ``asv_eer``, ``asv_threshold``, ``p_fa_asv`` (nontargets accepted), ``p_miss_asv``
+        (targets rejected), ``p_miss_spoof_asv`` (spoofs rejected; None without spoof trials).
+    """
+    tar = asv.loc[asv["key"] == "target", "score"].to_numpy(np.float64)
+    non = asv.loc[asv["key"] == "nontarget", "score"].to_numpy(np.float64)
+    spoof = asv.loc[asv["key"] == "spoof", "score"].to_numpy(np.float64)
+    eer, thr = compute_eer(tar, non)  # target speakers play the "bonafide" role here
+    return {"asv_eer": eer, "asv_threshold": thr,
+            "p_fa_asv": float(np.sum(non >= thr) / non.size),
+            "p_miss_asv": float(np.sum(tar < thr) / tar.size),
+            "p_miss_spoof_asv": float(np.sum(spoof < thr) / spoof.size) if spoof.size else None}
 
 
 def min_tdcf(bonafide, spoof, asv, cost=COST_2019):
@@ -84,9 +170,10 @@ def min_tdcf(bonafide, spoof, asv, cost=COST_2019):
 
     t-DCF(t) = C1 * P_miss_cm(t) + C2 * P_fa_cm(t), normalized by min(C1, C2), with
     C1 = P_tar (C_miss_cm - C_miss_asv P_miss_asv) - P_non C_fa_asv P_fa_asv and
-    C2 = C_fa_cm P_spoof (1 - P_miss_spoof_asv), the ASV error rates taken at the ASV's own EER
-    threshold (ASVspoof 2019 evaluation plan, Sec. 3; Kinnunen et al., "Tandem assessment of
-    spoofing countermeasures and automatic speaker verification", IEEE/ACM TASLP 2020).
+    C2 = C_fa_cm P_spoof (1 - P_miss_spoof_asv) (ASVspoof 2019 evaluation plan, Sec. 3; Kinnunen
+    et al., "Tandem assessment of spoofing countermeasures and automatic speaker verification",
+    IEEE/ACM TASLP 2020); the ASV rates at the ASV's EER threshold as the official code takes
+    them (`asv_operating_point`), the CM rates at every point of `det_points`.
 
     Parameters
     ----------
@@ -100,30 +187,27 @@ def min_tdcf(bonafide, spoof, asv, cost=COST_2019):
     Returns
     -------
     result : dict
-        ``min_tdcf``, its CM ``threshold``, ``asv_eer``, ``asv_threshold``, ``p_fa_asv``,
-        ``p_miss_asv``, ``p_miss_spoof_asv``, ``c1``, ``c2``.
+        ``min_tdcf`` (None when undefined, with ``reason``: C1 or C2 is not positive, e.g. an
+        attack whose every spoof the ASV rejects has C2 = 0), its CM ``threshold`` (the last
+        score rejected, as `compute_eer`'s), the ASV rates of `asv_operating_point`, ``c1``,
+        ``c2``.
     """
-    tar = asv.loc[asv["key"] == "target", "score"].to_numpy()
-    non = asv.loc[asv["key"] == "nontarget", "score"].to_numpy()
-    spoof_asv = asv.loc[asv["key"] == "spoof", "score"].to_numpy()
-    asv_eer, asv_thr = compute_eer(tar, non)  # target speakers play the "bonafide" role here
-    p_fa_asv = float(np.mean(non >= asv_thr))
-    p_miss_asv = float(np.mean(tar < asv_thr))
-    p_miss_spoof_asv = float(np.mean(spoof_asv < asv_thr))
+    rates = asv_operating_point(asv)
+    if rates["p_miss_spoof_asv"] is None:
+        return {"min_tdcf": None, "reason": "undefined: no ASV scores of spoof trials", **rates}
     c = cost
-    c1 = c["p_tar"] * (c["c_miss_cm"] - c["c_miss_asv"] * p_miss_asv) \
-        - c["p_non"] * c["c_fa_asv"] * p_fa_asv
-    c2 = c["c_fa_cm"] * c["p_spoof"] * (1 - p_miss_spoof_asv)
+    c1 = c["p_tar"] * (c["c_miss_cm"] - c["c_miss_asv"] * rates["p_miss_asv"]) \
+        - c["p_non"] * c["c_fa_asv"] * rates["p_fa_asv"]
+    c2 = c["c_fa_cm"] * c["p_spoof"] * (1 - rates["p_miss_spoof_asv"])
+    out = {**rates, "c1": float(c1), "c2": float(c2)}
     if c1 <= 0 or c2 <= 0:
-        raise ValueError(f"the ASV error rates make the t-DCF undefined (C1={c1:.4g}, "
-                         f"C2={c2:.4g}); check the ASV score file")
-    p_miss, p_fa, thresholds = det_curve(bonafide, spoof)
-    tdcf = (c1 * p_miss + c2 * p_fa) / min(c1, c2)
+        why = ("the ASV rejects every spoof trial (C2 = 0): the countermeasure cannot lower the "
+               "cost" if c2 <= 0 else f"the ASV error rates make C1 = {c1:.4g} not positive")
+        return {"min_tdcf": None, "threshold": None, "reason": f"undefined: {why}", **out}
+    p_miss, p_fa, thresholds = det_points(bonafide, spoof)
+    tdcf = (c1 * p_miss + c2 * p_fa) / np.minimum(c1, c2)
     i = int(np.argmin(tdcf))
-    return {"min_tdcf": float(tdcf[i]), "threshold": float(thresholds[i]),
-            "asv_eer": asv_eer, "asv_threshold": asv_thr, "p_fa_asv": p_fa_asv,
-            "p_miss_asv": p_miss_asv, "p_miss_spoof_asv": p_miss_spoof_asv,
-            "c1": float(c1), "c2": float(c2)}
+    return {"min_tdcf": float(tdcf[i]), "threshold": float(thresholds[i]), **out}
 
 
 # ----------------------------------------------------------------------------- classification
@@ -213,8 +297,9 @@ def calibrate_threshold(y_true, score, method="eer"):
     score : array, shape (n,)
         Log-odds of bonafide (higher = more bonafide).
     method : str
-        ``eer``: the EER operating point (`compute_eer`'s DET point, where the share of bonafide
-        flagged and the share of spoofs missed are closest). ``f1``: the highest F1 over every
+        ``eer``: the reachable point nearest the EER (`eer_point`: where the share of bonafide
+        flagged and the share of spoofs missed are closest; on tie-free scores the point of
+        `compute_eer`). ``f1``: the highest F1 over every
         distinct threshold (positive class spoof). ``far:RATE``: the most spoofs caught while at
         most RATE of the bonafide utterances are flagged as spoof (false alarms of a deepfake
         detector; in ASVspoof terms the CM miss rate).
@@ -234,8 +319,8 @@ def calibrate_threshold(y_true, score, method="eer"):
     y = np.asarray(y_true).astype(int)
     score = np.asarray(score, dtype=np.float64)
     bona, spoof = score[y == 0], score[y == 1]
-    p_miss, p_fa, thresholds = det_curve(bona, spoof)  # bonafide when score >= t
-    if method == "eer":
+    p_miss, p_fa, thresholds = det_curve(bona, spoof)  # reachable points: bonafide if >= t
+    if method == "eer":  # as `eer_point`
         i = int(np.argmin(np.abs(p_miss - p_fa)))
     elif method == "f1":
         tp, fn, fp = spoof.size * (1 - p_fa), spoof.size * p_fa, bona.size * p_miss

@@ -235,38 +235,67 @@ def audio_path(row, audio_dir):
 # ----------------------------------------------------------------------------- score files
 
 
+# Countermeasure score-file layouts, told apart by their columns (`read_score_file`):
+# name -> (columns, utterance column, key column or None)
+SCORE_LAYOUTS = {
+    "2021": (2, 0, None),  # utt_id score (the ASVspoof 2021 packages; scores.txt)
+    "2019": (4, 0, 2),  # utt_id attack key score (ASVspoof 2019 tools, AASIST; scores_2019.txt)
+    "2019-tdcf": (6, 1, 4),  # speaker utt_id - attack key score (2019 t-DCF package)
+}
+
+
+def score_layout(cols):
+    """The `SCORE_LAYOUTS` name of a score-file line's columns, or None."""
+    for name, (n, _, key) in SCORE_LAYOUTS.items():
+        if len(cols) == n and (key is None or cols[key].lower() in ("bonafide", "spoof")):
+            return name
+    return None
+
+
 def read_score_file(path):
-    """Read a CM score file: ``utt_id score`` per line (extra middle columns, as in the 2019
-    ``utt_id attack key score`` format, are ignored; a header line is skipped).
+    """Read a countermeasure score file in any layout of `SCORE_LAYOUTS`, detected from its
+    first line of scores (a header line is skipped).
 
     Returns
     -------
     scores : pandas.Series
         Float scores (higher = more bonafide) indexed by utterance id.
+    layout : str
+        The layout detected.
+    keys : pandas.Series or None
+        The bonafide/spoof key of each utterance, for the layouts that carry one.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"score file {path} not found")
-    ids, values = [], []
+    rows, layout = [], None
     for lineno, cols, line in iter_columns(path):
         if cols[0].startswith("#"):
             continue
-        if len(cols) < 2:
-            raise ValueError(f"{path}:{lineno}: expected 'utt_id score', got {line!r}")
         try:
-            values.append(float(cols[-1]))
+            value = float(cols[-1])
         except ValueError:
-            if not ids:  # a header
+            if not rows and layout is None:  # a header
                 continue
             raise ValueError(f"{path}:{lineno}: score {cols[-1]!r} is not a number") from None
-        ids.append(cols[0])
-    scores = pd.Series(values, index=ids, dtype=np.float64)
-    if scores.empty:
+        layout = layout or score_layout(cols)
+        n, utt, key = SCORE_LAYOUTS.get(layout, (None, None, None))
+        if layout is None or len(cols) != n:
+            raise ValueError(
+                f"{path}:{lineno}: expected the columns of one layout throughout: "
+                + "; ".join(f"{k}: {v[0]} columns" for k, v in SCORE_LAYOUTS.items())
+                + f" (got {len(cols)}: {line!r})")
+        rows.append((cols[utt], value, cols[key].lower() if key is not None else None))
+    if not rows:
         raise ValueError(f"{path}: no scores")
+    ids = [r[0] for r in rows]
+    scores = pd.Series([r[1] for r in rows], index=ids, dtype=np.float64)
     dup = scores.index[scores.index.duplicated()]
     if len(dup):
         raise ValueError(f"{path}: utterance {dup[0]!r} is scored more than once")
-    return scores
+    keys = (pd.Series([normalize_label(r[2], f"{path}: ") for r in rows], index=ids)
+            if SCORE_LAYOUTS[layout][2] is not None else None)
+    return scores, layout, keys
 
 
 def read_asv_scores(path):

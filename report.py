@@ -16,14 +16,14 @@ import data_loader
 import metrics as M
 import protocols
 import runs
-from atomic import json_safe, write_json_atomic
+from atomic import json_safe, write_json_atomic, write_text_atomic
 from features import check_features
 from model import PREDICT_BATCH_SIZE, logit_parts, logits_from_hidden, predict_logits
 from plots import save_plots
 
 # -----------------------------------------------------------------------------
-OUTPUT_FILES = ("metrics.json", "scores.txt", "predictions.csv", "per_attack.csv",
-                "thresholds.csv")
+OUTPUT_FILES = ("metrics.json", "scores.txt", "scores_2019.txt", "predictions.csv",
+                "per_attack.csv", "thresholds.csv")
 CONVENTIONS = {
     "score": "log-odds of bonafide: higher = more bonafide (ASVspoof)",
     "eer_tdcf_target": "bonafide; accepted as bonafide when score >= threshold",
@@ -53,12 +53,21 @@ def scores_from_model(run_dir, data=None, which="best", batch_size=PREDICT_BATCH
                                   with_labels=False, kind=runs.input_kind(meta))
     table = runs.score_table(df, predict_logits(model, ds))
     source = {"mode": "model", "run": str(run_dir), "model": model_path.name,
-              "data": ", ".join(folders), "heldout": data is None}
+              "data": ", ".join(folders), "heldout": data is None,
+              "coverage": coverage(len(df), len(df))}
     return table, source
 
 
-def scores_from_file(scores_path, protocol, fmt=None):
-    """Join a score file with a protocol (any format `protocols.parse_protocol` reads).
+def scores_from_file(scores_path, protocol, fmt=None, partial=False):
+    """Join a score file (any layout `protocols.read_score_file` reads) with a protocol (any
+    format `protocols.parse_protocol` reads).
+
+    Parameters
+    ----------
+    partial : bool
+        Accept a score file that does not score every protocol trial (or scores utterances the
+        protocol does not list): the report covers the trials with both, and says so beside
+        every metric. By default that is refused, as the ASVspoof 2021 package refuses it.
 
     Returns
     -------
@@ -67,19 +76,40 @@ def scores_from_file(scores_path, protocol, fmt=None):
         is a probability only if the scores are log-odds (EER, AUC and t-DCF use the order
         alone).
     source : dict
+        What was scored, the detected layout and the ``coverage``.
     """
-    scores = protocols.read_score_file(scores_path)
+    scores, layout, keys = protocols.read_score_file(scores_path)
     proto = protocols.parse_protocol(protocol, fmt).set_index("utt_id")
-    n_unscored = len(proto) - len(scores)
     unknown = scores.index.difference(proto.index)
-    if len(unknown):
-        raise ValueError(f"{scores_path}: {len(unknown)} scored utterances are not in {protocol}, "
-                         f"e.g. {unknown[0]!r}")
-    proto = proto.loc[scores.index].reset_index()
-    table = runs.score_table(proto, -scores.to_numpy())
-    source = {"mode": "scores", "scores": str(scores_path), "protocol": str(protocol),
-              "protocol_entries_without_score": int(n_unscored)}
+    common = scores.index.intersection(proto.index, sort=False)
+    cov = coverage(len(common), len(proto), len(proto) - len(common), len(unknown))
+    if cov["partial"] and not partial:
+        raise ValueError(
+            f"{scores_path} scores {len(common)} of the {len(proto)} trials of {protocol} "
+            f"({cov['unscored']} trials have no score, {cov['unknown']} scores are not in the "
+            f"protocol, e.g. {(list(unknown) or list(proto.index.difference(common)))[0]!r}); "
+            "pass --partial to evaluate the scored trials only")
+    if keys is not None:  # a layout with its own labels: they must agree with the protocol
+        wrong = [u for u in common if keys[u] != proto.at[u, "label"]]
+        if wrong:
+            raise ValueError(f"{scores_path}: the key of {wrong[0]!r} is {keys[wrong[0]]!r}, "
+                             f"{protocol} says {proto.at[wrong[0], 'label']!r}")
+    proto = proto.loc[common].reset_index()
+    table = runs.score_table(proto, -scores.loc[common].to_numpy())
+    source = {"mode": "scores", "scores": str(scores_path), "layout": layout,
+              "protocol": str(protocol), "protocol_entries_without_score": cov["unscored"],
+              "coverage": cov}
     return table, source
+
+
+def coverage(scored, listed, unscored=0, unknown=0):
+    """What share of the trials a report covers: ``scored`` of ``listed``; ``partial`` when any
+    listed trial has no score or any score has no trial, with the ``note`` every metric of the
+    report then carries."""
+    partial = bool(unscored or unknown)
+    return {"scored": int(scored), "listed": int(listed), "unscored": int(unscored),
+            "unknown": int(unknown), "partial": partial,
+            "note": f"partial: {scored} of {listed} trials" if partial else None}
 
 
 # ----------------------------------------------------------------------------- the numbers
@@ -104,19 +134,22 @@ def per_attack_table(table, threshold, asv=None):
     df : pandas.DataFrame
         One row per attack (``bonafide`` first): ``n``, ``eer`` (attack vs all bonafide),
         ``detected`` (share called spoof at P(spoof) >= threshold; for bonafide, the share
-        wrongly called spoof), ``min_tdcf`` when ASV scores of that attack exist.
+        wrongly called spoof), ``min_tdcf`` with ASV scores (None when undefined for that
+        attack, with the reason in ``min_tdcf_note``).
     """
     bona = table[table["label"] == "bonafide"]
     rows = [{"attack": "bonafide", "n": len(bona), "eer": None,
-             "detected": float(np.mean(bona["p_spoof"] >= threshold)), "min_tdcf": None}]
+             "detected": float(np.mean(bona["p_spoof"] >= threshold)), "min_tdcf": None,
+             "min_tdcf_note": None}]
     for attack, grp in sorted(table[table["label"] == "spoof"].groupby("attack")):
         row = {"attack": attack, "n": len(grp),
                "eer": M.compute_eer(bona["score"], grp["score"])[0],
-               "detected": float(np.mean(grp["p_spoof"] >= threshold)), "min_tdcf": None}
-        if asv is not None:
+               "detected": float(np.mean(grp["p_spoof"] >= threshold)), "min_tdcf": None,
+               "min_tdcf_note": None if asv is not None else "no ASV scores"}
+        if asv is not None:  # the ASV spoof trials of this attack only
             sub = asv[(asv["key"] != "spoof") | (asv["source"] == attack)]
-            if (sub["key"] == "spoof").any():
-                row["min_tdcf"] = M.min_tdcf(bona["score"], grp["score"], sub)["min_tdcf"]
+            t = M.min_tdcf(bona["score"], grp["score"], sub)
+            row["min_tdcf"], row["min_tdcf_note"] = t["min_tdcf"], t.get("reason")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -143,7 +176,7 @@ def operating_points(y, score, p, sweep, eer_thr, threshold=None, calibrated=Non
     # these two are chosen on the evaluated data itself: oracle points, not deployable
     points["best_f1"] = M.best_f1(sweep)
     points["eer"] = {"threshold": float(M.sigmoid(-eer_thr)), "score_threshold": eer_thr,
-                     **M.classification_metrics(y, score < eer_thr)}
+                     **M.classification_metrics(y, score < eer_thr)}  # the reachable point
     chosen, kind = runs.decision_threshold(threshold, calibrated)
     if kind == "explicit":
         points["chosen"] = M.binary_metrics(y, p, chosen)
@@ -187,7 +220,8 @@ def compute_report(table, threshold=None, asv=None, calibrated=None):
     warnings = []
     y = protocols.targets(table["label"])
     score, p = table["score"].to_numpy(np.float64), table["p_spoof"].to_numpy(np.float64)
-    eer, eer_thr = M.compute_eer(score[y == 0], score[y == 1])
+    eer, official_thr = M.compute_eer(score[y == 0], score[y == 1])
+    eer_thr = M.eer_point(score[y == 0], score[y == 1])[0]
     if eer > 0.5:
         warnings.append(f"EER {eer:.1%} is above 50%, worse than chance: labels or score "
                         "direction look swapped (scores must be higher for bonafide), or the "
@@ -195,7 +229,7 @@ def compute_report(table, threshold=None, asv=None, calibrated=None):
     sweep = M.threshold_sweep(y, p)
     points, threshold, source = operating_points(y, score, p, sweep, eer_thr, threshold,
                                                  calibrated)
-    if asv is not None:
+    if asv is not None:  # None with the reason when undefined; the report is written anyway
         tdcf = {**M.min_tdcf(score[y == 0], score[y == 1], asv), "cost_model": "ASVspoof 2019",
                 **M.COST_2019}
     else:
@@ -207,7 +241,7 @@ def compute_report(table, threshold=None, asv=None, calibrated=None):
         "threshold": {"value": float(threshold), "source": source},
         "n": {"total": int(len(y)), "bonafide": int((y == 0).sum()), "spoof": int((y == 1).sum())},
         "conventions": CONVENTIONS,
-        "eer": eer, "eer_threshold": eer_thr,
+        "eer": eer, "eer_threshold": eer_thr, "eer_threshold_official": official_thr,
         "roc_auc": float(roc_auc_score(y, p)),
         "min_tdcf": tdcf,
         "per_attack": per_attack.replace({np.nan: None}).to_dict("records"),
@@ -224,9 +258,12 @@ def compute_report(table, threshold=None, asv=None, calibrated=None):
 def write_outputs(table, report, per_attack, sweep, out_dir, threshold):
     """metrics.json, scores.txt, predictions.csv, per_attack.csv, thresholds.csv."""
     out_dir = Path(out_dir)
-    with open(out_dir / "scores.txt", "w", encoding="utf-8") as f:
-        for u, s in zip(table["utt_id"], table["score"]):
-            f.write(f"{u} {s:.17g}\n")  # full precision: re-reading gives the same EER
+    # full precision: re-reading gives the same numbers
+    write_text_atomic(out_dir / "scores.txt", "".join(
+        f"{u} {s:.17g}\n" for u, s in zip(table["utt_id"], table["score"])))
+    write_text_atomic(out_dir / "scores_2019.txt", "".join(
+        f"{u} {a} {k} {s:.17g}\n" for u, a, k, s in zip(
+            table["utt_id"], table["attack"], table["label"], table["score"])))
     pred = table.assign(predicted=np.where(table["p_spoof"] >= threshold, "spoof", "bonafide"))
     pred = pred.rename(columns={"label": "key"})  # the ASVspoof name of the column
     pred[["utt_id", "speaker", "attack", "key", "score", "p_spoof", "predicted"]].to_csv(

@@ -53,8 +53,8 @@ def test_evaluate_heldout_and_other_partition(trained_run, demo_features, demo_c
     m = evaluate.main(["--run", str(trained_run)])
     out = trained_run / "eval" / "heldout"
     assert m["n"] == {"total": 5, "bonafide": 3, "spoof": 2}
-    assert set(m["files"]) == {"metrics.json", "scores.txt", "predictions.csv", "per_attack.csv",
-                               "thresholds.csv", *plots.PLOTS}
+    assert set(m["files"]) == {"metrics.json", "scores.txt", "scores_2019.txt", "predictions.csv",
+                               "per_attack.csv", "thresholds.csv", *plots.PLOTS}
     for name in plots.PLOTS:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     split = pd.read_csv(trained_run / "split.csv")
@@ -103,10 +103,15 @@ def test_min_tdcf_per_attack_with_asv_scores(trained_run, demo_features, tmp_pat
                    "bonafide nontarget 1.0\nD01 spoof 1.5\nD01 spoof 2.5\n")
     m = evaluate.main(["--run", str(trained_run), "--data", str(demo_features["dev"]),
                        "--asv-scores", str(asv), "--out", str(tmp_path / "o"), "--no-plots"])
-    assert m["min_tdcf"]["p_miss_spoof_asv"] == 0.5 and m["min_tdcf"]["c2"] == pytest.approx(0.25)
+    # the official ASV operating point: threshold 1 (the last rejected nontarget), both D01
+    # spoofs accepted (P_miss_spoof_asv 0, C2 = 10 x 0.05), one nontarget accepted of two
+    assert m["min_tdcf"]["asv_threshold"] == 1.0 and m["min_tdcf"]["p_fa_asv"] == 0.5
+    assert m["min_tdcf"]["p_miss_spoof_asv"] == 0.0 and m["min_tdcf"]["c2"] == pytest.approx(0.5)
     assert 0 <= m["min_tdcf"]["min_tdcf"] and np.isfinite(m["min_tdcf"]["min_tdcf"])
-    by_attack = {r["attack"]: r["min_tdcf"] for r in m["per_attack"]}
-    assert by_attack["D01"] is not None and by_attack["D02"] is None  # no ASV trials of D02
+    by_attack = {r["attack"]: r for r in m["per_attack"]}
+    assert by_attack["D01"]["min_tdcf"] is not None
+    assert by_attack["D02"]["min_tdcf"] is None  # no ASV trials of D02: undefined, and why
+    assert "no ASV scores of spoof trials" in by_attack["D02"]["min_tdcf_note"]
 
 
 def test_evaluate_refuses_data_with_other_features(trained_run, demo_corpus, tmp_path):
@@ -172,3 +177,56 @@ def test_cli_loads_the_model_in_a_fresh_process(trained_run, tmp_path):
 # ----------------------------------------------------------------------------- calibration
 
 
+
+
+# ----------------------------------------------------------------------------- score files
+
+
+def test_partial_score_files_are_refused_unless_asked(trained_run, demo_features, demo_corpus,
+                                                      tmp_path, capsys):
+    m = evaluate.evaluate(trained_run, demo_features["dev"], plots=False, out=tmp_path / "full")
+    lines = (tmp_path / "full" / "scores.txt").read_text().splitlines()
+    half = tmp_path / "half.txt"
+    half.write_text("\n".join(lines[:6] + ["NOT_IN_PROTOCOL 0.5"]) + "\n")
+    protocol, _ = protocols.resolve_2019_layout(demo_corpus, "dev")
+    with pytest.raises(SystemExit, match=r"scores 6 of the 12 trials .*\(6 trials have no score, "
+                                         r"1 scores are not in the protocol"):
+        evaluate.main(["--scores", str(half), "--protocol", str(protocol), "--no-plots"])
+    capsys.readouterr()
+    p = evaluate.main(["--scores", str(half), "--protocol", str(protocol), "--no-plots",
+                       "--partial", "--out", str(tmp_path / "p")])
+    assert p["n"]["total"] == 6 and p["source"]["coverage"] == {
+        "scored": 6, "listed": 12, "unscored": 6, "unknown": 1, "partial": True,
+        "note": "partial: 6 of 12 trials"}
+    text = capsys.readouterr().out
+    assert "6 listed trials without a score, 1 scores of unlisted utterances" in text
+    for metric in ("pooled EER", "ROC AUC", "per attack", "operating points", "threshold sweep"):
+        line = next(x for x in text.splitlines() if x.startswith(metric))
+        assert "[partial: 6 of 12 trials]" in line, line
+    saved = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert saved["source"]["coverage"]["note"] == "partial: 6 of 12 trials"
+    assert m["source"]["coverage"]["partial"] is False  # a run's own scores cover every trial
+
+
+def test_the_2019_score_file_of_a_run_gives_the_same_report(trained_run, demo_features,
+                                                            demo_corpus, tmp_path):
+    asv = tmp_path / "asv.txt"
+    asv.write_text("bonafide target 3.0\nbonafide target 2.0\nbonafide target 2.5\n"
+                   "bonafide nontarget 0.0\nbonafide nontarget 1.0\nD01 spoof 1.5\n"
+                   "D01 spoof 2.7\nD02 spoof 0.5\nD02 spoof 2.2\n")
+    m = evaluate.evaluate(trained_run, demo_features["dev"], plots=False, out=tmp_path / "run",
+                          asv_scores=asv)
+    four = tmp_path / "run" / "scores_2019.txt"
+    first = four.read_text().splitlines()[0].split()
+    assert len(first) == 4 and first[2] in ("bonafide", "spoof")
+    protocol, _ = protocols.resolve_2019_layout(demo_corpus, "dev")
+    s = evaluate.main(["--scores", str(four), "--protocol", str(protocol), "--no-plots",
+                       "--asv-scores", str(asv), "--threshold", str(m["threshold"]["value"])])
+    assert s["source"]["layout"] == "2019"
+    assert s["eer"] == m["eer"] and s["per_attack"] == m["per_attack"]
+    assert s["min_tdcf"]["min_tdcf"] == m["min_tdcf"]["min_tdcf"] is not None
+    wrong = tmp_path / "wrong.txt"  # a 4-column file whose keys contradict the protocol
+    wrong.write_text(four.read_text().replace("bonafide", "XX").replace("spoof", "bonafide")
+                     .replace("XX", "spoof"))
+    with pytest.raises(SystemExit, match="the key of .* says"):
+        evaluate.main(["--scores", str(wrong), "--protocol", str(protocol), "--no-plots"])

@@ -131,9 +131,32 @@ def test_asv_and_cm_score_files(tmp_path):
     with pytest.raises(ValueError, match="no spoof trials"):
         protocols.read_asv_scores(bad)
     cm = tmp_path / "cm.txt"
-    cm.write_text("filename cm-score\nLA_E_1 A07 spoof -2.5\nLA_E_2 1e3\n")
-    s = protocols.read_score_file(cm)
-    assert s.to_dict() == {"LA_E_1": -2.5, "LA_E_2": 1000.0}
+    cm.write_text("filename cm-score\nLA_E_1 -2.5\nLA_E_2 1e3\n")
+    s, layout, keys = protocols.read_score_file(cm)
+    assert s.to_dict() == {"LA_E_1": -2.5, "LA_E_2": 1000.0} and layout == "2021"
+    assert keys is None
     cm.write_text("LA_E_1 1\nLA_E_1 2\n")
     with pytest.raises(ValueError, match="'LA_E_1' is scored more than once"):
+        protocols.read_score_file(cm)
+
+
+@pytest.mark.parametrize("text, layout", [
+    ("LA_E_1 -2.5\nLA_E_2 1e3\n", "2021"),  # utt_id score
+    ("LA_E_1 A07 spoof -2.5\nLA_E_2 - bonafide 1e3\n", "2019"),  # utt_id attack key score
+    # speaker utt_id - attack key score: the speaker repeats, the utterance does not
+    ("LA_0001 LA_E_1 - A07 spoof -2.5\nLA_0001 LA_E_2 - - bonafide 1e3\n", "2019-tdcf"),
+])
+def test_score_file_layouts_are_detected_by_their_columns(tmp_path, text, layout):
+    cm = tmp_path / "cm.txt"
+    cm.write_text(text)
+    s, got, keys = protocols.read_score_file(cm)
+    assert got == layout and s.to_dict() == {"LA_E_1": -2.5, "LA_E_2": 1000.0}
+    if layout != "2021":
+        assert keys.to_dict() == {"LA_E_1": "spoof", "LA_E_2": "bonafide"}
+
+
+def test_score_file_with_mixed_layouts_names_the_line(tmp_path):
+    cm = tmp_path / "cm.txt"
+    cm.write_text("LA_E_1 A07 spoof -2.5\nLA_E_2 1e3\n")
+    with pytest.raises(ValueError, match="cm.txt:2: expected the columns of one layout"):
         protocols.read_score_file(cm)
