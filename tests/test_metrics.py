@@ -1,7 +1,6 @@
 """metrics.py: classification metrics, EER, min t-DCF and calibration, worked out by hand."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import metrics
