@@ -43,7 +43,7 @@ FAMILIES = {
                                     "weight_decay": 0.0, "dense_units": DENSE_UNITS,
                                     "dropout": DROPOUT}},
     "lcnn": {"input": "mel", "channels": 1, "frozen_backbone": False,
-             "defaults": {"weights": "none", "epochs": 30, "batch_size": 32,
+             "defaults": {"weights": "none", "epochs": 20, "batch_size": 32,
                           "learning_rate": 3e-4, "lr_schedule": "cosine", "weight_decay": 1e-4,
                           "dense_units": 160, "dropout": 0.5}},
 }

@@ -1,12 +1,15 @@
-"""Train and evaluate several training recipes, several seeds each, and print one table.
+"""Train and evaluate several recipes (model families, training options, data sources), several
+seeds each, on one or more test folders, and print one table per test folder.
 
-Each recipe is a set of train.py flags (so anything train.py can do can be compared) plus the
-decision threshold it is judged at: 0.5, or the threshold train.py calibrated on the validation
-data. Every run is evaluated on a separate preprocessed folder (``--test``) with evaluate.py;
-the table gives mean +- standard deviation over seeds of the EER (bonafide = target), the
-min t-DCF (with ``--asv-scores``), accuracy, precision, recall and F1 with **spoof as the
-positive class** at the recipe's threshold, and the share of bonafide utterances accepted there
-(on spoof-heavy data, calling everything spoof scores a high F1 and accepts no one).
+A recipe is a set of train.py flags (so anything train.py can do can be compared), the data it
+trains on (the common ``--data``, plus ``--vocoded-data`` for the recipes marked so) and the
+decision threshold it is judged at: 0.5, or the threshold calibrated on the validation data. The
+``lfcc_gmm`` recipe is the ASVspoof LFCC-GMM baseline (scripts/lfcc_gmm.py), trained on the same
+split and scored into the same reports. Every run is evaluated on every ``--test`` folder; the
+tables give mean +- standard deviation over seeds of the EER (bonafide = target), the min t-DCF
+(with ``--asv-scores``), accuracy, precision, recall and F1 with **spoof as the positive class**
+at the recipe's threshold, and the share of bonafide utterances accepted there (on spoof-heavy
+data, calling everything spoof scores a high F1 and accepts no one).
 
 Recipes that train identically (``baseline`` and ``calibrated`` differ only in the threshold)
 share their runs. Finished runs are kept, so an interrupted comparison resumes.
@@ -35,48 +38,90 @@ import pandas as pd  # noqa: E402
 
 import config as C  # noqa: E402
 import evaluate  # noqa: E402
+import lfcc_gmm  # noqa: E402
 import model  # noqa: E402
 import report  # noqa: E402
 import train  # noqa: E402
 
 # -----------------------------------------------------------------------------
-# name: (what it is, train.py flags, threshold it is judged at: "0.5" or "calibrated")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One row of the comparison."""
+
+    what: str
+    flags: str = ""  # train.py flags
+    at: str = "calibrated"  # the threshold it is judged at: "0.5" or "calibrated"
+    vocoded: bool = False  # also trains on --vocoded-data
+    kind: str = "keras"  # "keras" (train.py) or "lfcc_gmm" (scripts/lfcc_gmm.py)
+
+
 RECIPES = {
-    "baseline": ("design card, decision at P(spoof) >= 0.5", "", "0.5"),
-    "calibrated": ("design card, EER threshold chosen on validation", "", "calibrated"),
-    "class_weighted": ("balanced class weights, calibrated", "--class-weight balanced",
-                       "calibrated"),
-    "balanced_batches": ("half bonafide / half spoof batches, calibrated",
-                         "--balanced-batches", "calibrated"),
-    "fine_tuned": ("+ top 2 MBConv blocks fine-tuned 5 epochs at 1e-5, calibrated",
-                   "--fine-tune-blocks 2", "calibrated"),
-    "augmented": ("SpecAugment, random crop, noise, low-pass; calibrated",
-                  "--freq-mask 16 --time-mask 16 --random-crop --noise-snr 10,40 "
-                  "--lowpass 3400,7000", "calibrated"),
+    "baseline": Recipe("design card, decision at P(spoof) >= 0.5", at="0.5"),
+    "calibrated": Recipe("design card, EER threshold chosen on validation"),
+    "class_weighted": Recipe("balanced class weights, calibrated", "--class-weight balanced"),
+    "balanced_batches": Recipe("half bonafide / half spoof batches, calibrated",
+                               "--balanced-batches"),
+    "fine_tuned": Recipe("+ top 2 MBConv blocks fine-tuned 5 epochs at 1e-5, calibrated",
+                         "--fine-tune-blocks 2"),
+    "augmented": Recipe("SpecAugment, random crop, noise, low-pass; calibrated",
+                        "--freq-mask 16 --time-mask 16 --random-crop --noise-snr 10,40 "
+                        "--lowpass 3400,7000"),
+    "lfcc_gmm": Recipe("LFCC-GMM, the ASVspoof 2019 baseline (scripts/lfcc_gmm.py), calibrated",
+                       kind="lfcc_gmm"),
+    "lcnn": Recipe("LCNN trained from scratch, calibrated", "--model lcnn"),
+    "lcnn_vocoded": Recipe("LCNN + vocoded spoofs of the bonafide training utterances",
+                           "--model lcnn", vocoded=True),
+    "lcnn_vocoded_spec": Recipe("LCNN + vocoded spoofs + SpecAugment",
+                                "--model lcnn --freq-mask 16 --time-mask 16", vocoded=True),
+    "lcnn_vocoded_aug": Recipe("LCNN + vocoded spoofs + random crop, noise, low-pass and "
+                               "SpecAugment", "--model lcnn --random-crop --noise-snr 10,40 "
+                               "--lowpass 3400,7800 --freq-mask 16 --time-mask 16", vocoded=True),
 }
 METRICS = ("eer", "min_tdcf", "accuracy", "precision", "recall", "f1", "bonafide_recall")
 # -----------------------------------------------------------------------------
 
 
-def recipe_config(common, flags, seed):
-    """The checked `config.TrainConfig` of one recipe (the common flags, then the recipe's) and
-    the seed of its split. ``seed`` seeds initialization and batch order; the 80/20 split
-    (without --val-data) stays that of the common ``--seed`` for every recipe and seed."""
-    cfg = C.make_config(C.from_args(train.build_parser().parse_args([*common,
-                                                                     *shlex.split(flags)])))
+def recipe_config(common, recipe, seed, vocoded=()):
+    """The checked `config.TrainConfig` of one recipe (the common flags, then the recipe's;
+    ``vocoded`` folders added to ``--data`` for the recipes that use them) and the seed of its
+    split. ``seed`` seeds initialization and batch order; the 80/20 split (without --val-data)
+    stays that of the common ``--seed`` for every recipe and seed."""
+    recipe = RECIPES[recipe] if isinstance(recipe, str) else recipe
+    extra = [a for v in vocoded for a in ("--data", v)] if recipe.vocoded else []
+    args = train.build_parser().parse_args([*common, *extra, *shlex.split(recipe.flags)])
+    cfg = C.make_config(C.from_args(args))
     return dataclasses.replace(cfg, seed=seed), cfg.seed
 
 
-def run_key(cfg, split_seed):
+def run_key(cfg, split_seed, kind="keras"):
     """Runs with the same key train identically (the threshold is not part of training)."""
     k = {key: v for key, v in dataclasses.asdict(cfg).items()
          if key not in ("run", "overwrite", "quiet")}
-    k["data"] = str(Path(cfg.data).resolve())
-    return json.dumps({**k, "split_seed": split_seed}, sort_keys=True, default=str)
+    k["data"] = [str(Path(d).resolve()) for d in cfg.data]
+    return json.dumps({**k, "split_seed": split_seed, "kind": kind}, sort_keys=True, default=str)
 
 
-def compare(recipes, common, seeds, test, out, asv_scores=None, verbose=0):
-    """Train (or reuse) and evaluate every recipe x seed.
+def train_run(recipe, cfg, split_seed, run, argv, verbose):
+    """Train one recipe's run into ``run`` unless it is finished already."""
+    if recipe.kind == "lfcc_gmm":
+        if not (run / "gmm.npz").exists():
+            lfcc_gmm.train(cfg.data, run, cfg.val_data, cfg.val_fraction, split_seed,
+                           gmm_seed=cfg.seed, calibrate=cfg.calibrate, progress=verbose > 0)
+    elif not (run / "model.keras").exists():
+        train.train(cfg.data, run, cfg, verbose=verbose, split_seed=split_seed, argv=argv)
+
+
+def score_run(recipe, run, test, lfcc_cache):
+    """(table, source) of a run on a test folder."""
+    if recipe.kind == "lfcc_gmm":
+        return lfcc_gmm.scores(run, test, lfcc_cache)
+    return report.scores_from_model(run, test)
+
+
+def compare(recipes, common, seeds, tests, out, asv_scores=None, verbose=0, vocoded=()):
+    """Train (or reuse) and evaluate every recipe x seed on every test folder.
 
     Parameters
     ----------
@@ -85,58 +130,66 @@ def compare(recipes, common, seeds, test, out, asv_scores=None, verbose=0):
     common : list of str
         train.py flags shared by every recipe (e.g. ``["--data", ..., "--weights", "none"]``).
     seeds : list of int
-    test : str or Path
-        Preprocessed folder every run is evaluated on.
+    tests : list of str or Path
+        Preprocessed folders every run is evaluated on.
     out : str or Path
         Runs go to ``<out>/<first recipe that trains them>/seed<N>/``.
+    vocoded : list of str
+        Preprocessed folders of vocoded spoofs, added to the training data of the recipes
+        marked ``vocoded``.
 
     Returns
     -------
     per_run : pandas.DataFrame
-        One row per recipe x seed.
+        One row per test x recipe x seed.
     table : pandas.DataFrame
-        One row per recipe: mean and std of `METRICS`.
+        One row per test x recipe: mean and std of `METRICS`.
     """
-    out = Path(out)
-    trained = {}
-    scored = {}  # run -> its scores on `test`: recipes sharing a run share one prediction pass
-    rows = []
+    out, tests = Path(out), [str(t) for t in ([tests] if isinstance(tests, (str, Path))
+                                               else tests)]
+    trained, scored, lfcc_cache, rows = {}, {}, {}, []
     for name in recipes:
-        what, flags, judged_at = RECIPES[name]
+        recipe = RECIPES[name]
         for seed in seeds:
-            cfg, split_seed = recipe_config(common, flags, seed)
-            key = run_key(cfg, split_seed)
+            cfg, split_seed = recipe_config(common, recipe, seed, vocoded)
+            key = run_key(cfg, split_seed, recipe.kind)
             if key not in trained:
-                run = out / name / f"seed{seed}"
-                if not (run / "model.keras").exists():
-                    print(f"training {name} seed {seed} -> {run}", file=sys.stderr, flush=True)
-                    train.train(cfg.data, run, cfg, verbose=verbose, split_seed=split_seed,
-                                argv=["compare_recipes.py", *common, *shlex.split(flags)])
-                trained[key] = run
+                trained[key] = out / name / f"seed{seed}"
+                print(f"{name} seed {seed} -> {trained[key]}", file=sys.stderr, flush=True)
+                train_run(recipe, cfg, split_seed, trained[key],
+                          ["compare_recipes.py", *common, *shlex.split(recipe.flags)], verbose)
             run = trained[key]
-            if run not in scored:
-                scored[run] = report.scores_from_model(run, test)
-            m = evaluate.evaluate(run, test, threshold=0.5 if judged_at == "0.5" else None,
-                                  name=f"{Path(test).resolve().name}_{judged_at}",
-                                  asv_scores=asv_scores, plots=False, scored=scored[run])
-            if judged_at == "calibrated" and "calibrated" not in m["operating_points"]:
-                raise ValueError(f"recipe {name} is judged at its calibrated threshold, but "
-                                 f"{run} has none (was --calibrate none passed?)")
-            chosen = m["operating_points"]["chosen"]
-            rows.append({"recipe": name, "seed": seed, "run": str(run), "threshold_at": judged_at,
-                         "threshold": m["threshold"]["value"], "eer": m["eer"],
-                         "min_tdcf": m["min_tdcf"]["min_tdcf"],
-                         **{k: chosen[k] for k in ("accuracy", "precision", "recall", "f1",
-                                                   "bonafide_recall")}})
+            for test in tests:
+                if (run, test) not in scored:  # recipes sharing a run share one scoring pass
+                    scored[run, test] = score_run(recipe, run, test, lfcc_cache)
+                rows.append(judge(name, seed, run, test, scored[run, test], asv_scores))
     per_run = pd.DataFrame(rows)
-    grouped = per_run.groupby("recipe", sort=False)[list(METRICS)]
+    grouped = per_run.groupby(["test", "recipe"], sort=False)[list(METRICS)]
     table = grouped.mean().add_suffix("_mean").join(grouped.std().add_suffix("_std"))
-    table.insert(0, "seeds", per_run.groupby("recipe", sort=False).size())
+    table.insert(0, "seeds", per_run.groupby(["test", "recipe"], sort=False).size())
     return per_run, table
 
 
-def markdown(table):
-    """The comparison as a Markdown table: mean +- std over seeds."""
+def judge(name, seed, run, test, scored, asv_scores):
+    """The report of one run on one test folder at its recipe's threshold, as a table row."""
+    recipe = RECIPES[name]
+    test_name = Path(test).resolve().name
+    m = evaluate.evaluate(run, test, threshold=0.5 if recipe.at == "0.5" else None,
+                          name=f"{test_name}_{recipe.at}", asv_scores=asv_scores, plots=False,
+                          scored=scored)
+    if recipe.at == "calibrated" and "calibrated" not in m["operating_points"]:
+        raise ValueError(f"recipe {name} is judged at its calibrated threshold, but {run} has "
+                         "none (was --calibrate none passed?)")
+    chosen = m["operating_points"]["chosen"]
+    return {"test": test_name, "recipe": name, "seed": seed, "run": str(run),
+            "threshold_at": recipe.at, "threshold": m["threshold"]["value"], "eer": m["eer"],
+            "min_tdcf": m["min_tdcf"]["min_tdcf"],
+            **{k: chosen[k] for k in ("accuracy", "precision", "recall", "f1",
+                                      "bonafide_recall")}}
+
+
+def markdown(table, test):
+    """The comparison on one test folder as a Markdown table: mean +- std over seeds."""
     def cell(row, k, pct):
         mean, std = row[f"{k}_mean"], row[f"{k}_std"]
         if pd.isna(mean):
@@ -147,9 +200,9 @@ def markdown(table):
 
     lines = ["| recipe | threshold | seeds | EER | min t-DCF | accuracy | precision | recall | F1 "
              "| bonafide accepted |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, row in table.iterrows():
+    for name, row in table.loc[test].iterrows():
         cells = [cell(row, k, k == "eer") for k in METRICS]
-        lines.append(f"| {name} | {RECIPES[name][2]} | {int(row['seeds'])} | "
+        lines.append(f"| {name} | {RECIPES[name].at} | {int(row['seeds'])} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -157,33 +210,54 @@ def markdown(table):
 def build_parser():
     """The command line of compare_recipes.py (other flags go to train.py)."""
     ap = argparse.ArgumentParser(
-        description="Train and evaluate training recipes (several seeds each) and print one "
-                    "table: EER (bonafide = target), min t-DCF, and accuracy / precision / "
-                    "recall / F1 with spoof as the positive class at each recipe's threshold. "
+        description="Train and evaluate recipes (several seeds each) and print one table per "
+                    "test folder: EER (bonafide = target), min t-DCF, and accuracy / precision "
+                    "/ recall / F1 with spoof as the positive class at each recipe's threshold. "
                     "Any other flag is passed to train.py for every recipe (e.g. --weights "
                     "none, --epochs 10).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--data", default="data/features/train", help="preprocessed training folder")
-    ap.add_argument("--val-data", help="validation folder (default: 80/20 split of --data)")
-    ap.add_argument("--test", help="preprocessed folder every run is evaluated on (required, "
-                                   "e.g. the official dev or eval partition)")
-    ap.add_argument("--recipes", default=",".join(RECIPES),
+    ap.add_argument("--data", action="append",
+                    help="preprocessed training folder; repeatable (default: "
+                         "data/features/train)")
+    ap.add_argument("--vocoded-data", action="append", default=[],
+                    help="preprocessed folder of vocoded spoofs (scripts/make_vocoded_spoofs.py) "
+                         "added to the training data of the recipes that use it; repeatable")
+    ap.add_argument("--val-data", action="append",
+                    help="validation folder (default: 80/20 split of the training data)")
+    ap.add_argument("--test", action="append",
+                    help="preprocessed folder every run is evaluated on (required; repeatable, "
+                         "one table each)")
+    ap.add_argument("--recipes", default=",".join(r for r in RECIPES if r.startswith(
+        ("baseline", "calibrated", "class", "balanced", "fine", "augmented"))),
                     help=f"comma-separated recipes to compare, of: {', '.join(RECIPES)}")
     ap.add_argument("--seeds", default="1,2,3", help="seeds per recipe")
-    ap.add_argument("--out", default="runs/compare", help="folder of the runs and the table")
+    ap.add_argument("--out", default="runs/compare", help="folder of the runs and the tables")
     ap.add_argument("--asv-scores", help="ASVspoof 2019 ASV score file of --test, for min t-DCF")
     ap.add_argument("--list", action="store_true", help="print the recipes and exit")
     ap.add_argument("--verbose", action="store_true", help="per-epoch training output")
     return ap
 
 
+def write_tables(per_run, table, out, command, seeds):
+    """compare_runs.csv, compare.csv and compare.md; returns the Markdown text."""
+    out.mkdir(parents=True, exist_ok=True)
+    per_run.to_csv(out / "compare_runs.csv", index=False)
+    table.to_csv(out / "compare.csv")
+    text = "\n\n".join(f"**{test}** ({len(seeds)} seeds, mean ± std)\n\n{markdown(table, test)}"
+                       for test in table.index.get_level_values(0).unique())
+    (out / "compare.md").write_text(f"`{command}`\n\n{text}\n")
+    return text
+
+
 def main(argv=None):
     ap = build_parser()
     args, train_flags = ap.parse_known_args(argv)
     if args.list:
-        for name, (what, flags, at) in RECIPES.items():
-            print(f"{name:>17s}: {what}\n{'':>19s}train.py {flags or '(defaults)'}; judged at "
-                  f"{at}")
+        for name, r in RECIPES.items():
+            data = " + --vocoded-data" if r.vocoded else ""
+            how = "scripts/lfcc_gmm.py" if r.kind == "lfcc_gmm" else \
+                f"train.py {r.flags or '(defaults)'}"
+            print(f"{name:>17s}: {r.what}\n{'':>19s}{how}{data}; judged at {r.at}")
         return None
     if not args.test:
         ap.error("--test is required (the preprocessed folder to evaluate every run on)")
@@ -191,26 +265,23 @@ def main(argv=None):
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         ap.error(f"unknown recipe(s) {unknown}; choose from {', '.join(RECIPES)}")
-    common = ["--data", args.data, *(["--val-data", args.val_data] if args.val_data else []),
-              "--quiet", *train_flags]
+    common = [*(a for d in args.data or ["data/features/train"] for a in ("--data", d)),
+              *(a for d in args.val_data or [] for a in ("--val-data", d)), "--quiet",
+              *train_flags]
     try:
         seeds = C.parse_seeds(args.seeds)
-        recipe_config(common, "", seeds[0])  # flags checked up front
+        recipe_config(common, "calibrated", seeds[0])  # flags checked up front
         per_run, table = compare(recipes, common, seeds, args.test, args.out, args.asv_scores,
-                                 verbose=2 if args.verbose else 0)
+                                 2 if args.verbose else 0, args.vocoded_data)
     except (model.WeightsUnavailable, FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    per_run.to_csv(out / "compare_runs.csv", index=False)
-    table.to_csv(out / "compare.csv")
-    text = markdown(table)
     command = "python scripts/compare_recipes.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    (out / "compare.md").write_text(f"`{command}`\n\n{text}\n")
-    print(f"\ntest data: {args.test}; {len(seeds)} seeds ({args.seeds}); mean ± std over seeds; "
-          "EER bonafide = target; precision/recall/F1 positive class = spoof\n")
+    text = write_tables(per_run, table, Path(args.out), command, seeds)
+    print(f"\n{len(seeds)} seeds ({args.seeds}); mean ± std over seeds; EER bonafide = target; "
+          "precision/recall/F1 positive class = spoof\n")
     print(text)
+    out = Path(args.out)
     print(f"\nwritten: {out / 'compare.md'}, {out / 'compare.csv'}, {out / 'compare_runs.csv'}")
     return per_run, table
 

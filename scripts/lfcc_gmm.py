@@ -30,7 +30,6 @@ from the preprocessed folders' ``manifest.csv`` (column ``audio``).
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 

@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
 # The whole pipeline on the synthetic demo corpus, offline:
-#   make demo corpus -> preprocess train/dev -> train (80/20 of train) -> evaluate.
-# Usage: bash scripts/quickstart.sh [WEIGHTS] [EPOCHS]
-#   WEIGHTS: none (default, works offline), imagenet, or a path to efficientnetb0_notop.h5
+#   make demo corpus -> preprocess -> train (80/20 of the train part) -> evaluate.
+# Usage: bash scripts/quickstart.sh [RECIPE] [EPOCHS]
+#   RECIPE: offline (default): the recommended detector without any download, LCNN trained from
+#             scratch on the demo's train part plus vocoded spoofs of its bonafide utterances
+#             (scripts/train_offline.py);
+#           none: the design card with a randomly initialized backbone (stays near chance);
+#           imagenet: the design card with ImageNet weights (needs network once);
+#           or the path of a local efficientnetb0_notop.h5 for the design card.
+#   EPOCHS: training epochs (default: the recipe's own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WEIGHTS="${1:-none}"
-EPOCHS="${2:-10}"
-python scripts/make_demo_corpus.py --out data/demo
-python preprocess.py --dataset-root data/demo/LA --split train --out data/features/demo_train
+RECIPE="${1:-offline}"
+EPOCHS=()
+if [ -n "${2:-}" ]; then EPOCHS=(--epochs "$2"); fi
+python scripts/make_demo_corpus.py --out data/demo --eval 0
 python preprocess.py --dataset-root data/demo/LA --split dev --out data/features/demo_dev
-python train.py --data data/features/demo_train --run runs/demo --overwrite \
-    --weights "$WEIGHTS" --epochs "$EPOCHS"
+if [ "$RECIPE" = offline ]; then
+    python scripts/train_offline.py --dataset-root data/demo/LA --split train --run runs/demo \
+        --overwrite "${EPOCHS[@]}"
+else
+    python preprocess.py --dataset-root data/demo/LA --split train --out data/features/demo_train
+    python train.py --data data/features/demo_train --run runs/demo --overwrite \
+        --weights "$RECIPE" "${EPOCHS[@]}"
+fi
 python evaluate.py --run runs/demo                                  # held-out 20% of train
 python evaluate.py --run runs/demo --data data/features/demo_dev    # unseen speakers

@@ -8,14 +8,17 @@ import pytest
 import compare_recipes
 import data_loader
 import evaluate
+import lfcc_gmm
 import make_demo_corpus
+import make_vocoded_spoofs
 import predict
 import preprocess
 import serve
 import train
+import train_offline
 
 SCRIPTS = [preprocess, data_loader, train, compare_recipes, evaluate, make_demo_corpus, predict,
-           serve]
+           serve, make_vocoded_spoofs, lfcc_gmm, train_offline]
 
 
 def documented_actions(parser):
@@ -33,7 +36,8 @@ def test_help_lists_every_flag_with_a_description(module, capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     for action in actions:
-        name = action.option_strings[0] if action.option_strings else action.dest
+        name = action.option_strings[0] if action.option_strings else (action.metavar
+                                                                         or action.dest)
         assert action.help and len(action.help) > 8 and not action.help.startswith("-"), \
             f"{module.__name__} {name} has no description"
         assert name in text, f"{module.__name__} --help does not show {name}"

@@ -3,20 +3,25 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import compare_recipes
 
 
 def test_recipes_are_valid_train_flags():
-    for name, (what, flags, judged_at) in compare_recipes.RECIPES.items():
-        compare_recipes.recipe_config(["--weights", "none"], flags, 1)
-        assert judged_at in ("0.5", "calibrated") and what
-    fine, _ = compare_recipes.recipe_config([], compare_recipes.RECIPES["fine_tuned"][1], 1)
-    aug, _ = compare_recipes.recipe_config([], compare_recipes.RECIPES["augmented"][1], 1)
+    for name, recipe in compare_recipes.RECIPES.items():
+        compare_recipes.recipe_config(["--weights", "none"], recipe, 1)
+        assert recipe.at in ("0.5", "calibrated") and recipe.what
+    fine, _ = compare_recipes.recipe_config([], "fine_tuned", 1)
+    aug, _ = compare_recipes.recipe_config([], "augmented", 1)
     assert fine.fine_tune_blocks == 2 and aug.augmentation()["random_crop"]
-    base, _ = compare_recipes.recipe_config([], "", 1)
+    base, _ = compare_recipes.recipe_config([], "baseline", 1)
     assert base.augmentation() is None and base.class_weight == "none"
+    voc, _ = compare_recipes.recipe_config(["--data", "a"], "lcnn_vocoded", 1, vocoded=["v"])
+    assert voc.data == ["a", "v"] and voc.model == "lcnn"
+    plain, _ = compare_recipes.recipe_config(["--data", "a"], "lcnn", 1, vocoded=["v"])
+    assert plain.data == ["a"]  # only the recipes marked vocoded add the vocoded folders
 
 
 def test_compare_table(demo_features, tmp_path, capsys):
@@ -27,7 +32,8 @@ def test_compare_table(demo_features, tmp_path, capsys):
         "--weights", "none", "--epochs", "1", "--batch-size", "8"])
     # baseline and calibrated train identically: one set of runs, judged at two thresholds
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["baseline", "class_weighted"]
-    assert len(per_run) == 6 and list(table.index) == ["baseline", "calibrated", "class_weighted"]
+    assert len(per_run) == 6 and list(table.index) == [("dev", "baseline"), ("dev", "calibrated"),
+                                                       ("dev", "class_weighted")]
     for _, r in per_run.iterrows():
         if r["recipe"] == "baseline":
             assert r["threshold"] == 0.5
@@ -35,8 +41,8 @@ def test_compare_table(demo_features, tmp_path, capsys):
             saved = json.loads((Path(r["run"]) / "threshold.json").read_text())
             assert r["threshold"] == saved["best"]["threshold"]
     b = per_run[per_run["recipe"] == "baseline"]
-    assert table.loc["baseline", "f1_mean"] == pytest.approx(b["f1"].mean())
-    assert table.loc["baseline", "eer_std"] == pytest.approx(b["eer"].std(ddof=1))
+    assert table.loc[("dev", "baseline"), "f1_mean"] == pytest.approx(b["f1"].mean())
+    assert table.loc[("dev", "baseline"), "eer_std"] == pytest.approx(b["eer"].std(ddof=1))
     c = per_run[per_run["recipe"] == "calibrated"]
     assert list(c["eer"]) == list(b["eer"])  # same models, same EER
     config = json.loads((out / "class_weighted" / "seed2" / "config.json").read_text())
@@ -62,3 +68,29 @@ def test_bad_recipe_and_missing_test(capsys):
     with pytest.raises(SystemExit):
         compare_recipes.main([])
     assert "--test is required" in capsys.readouterr().err
+
+
+def test_model_families_data_sources_and_the_baseline_row(demo_features, tmp_path):
+    """LFCC-GMM and LCNN rows, vocoded data only for the recipes marked so, two test folders."""
+    import make_vocoded_spoofs as V
+    import preprocess
+
+    sources = V.bonafide_sources(manifest=[demo_features["train"]]).iloc[:4]
+    V.run(sources, tmp_path / "voc", ("world", "gl_mel8"), workers=1, progress=False)
+    preprocess.preprocess(tmp_path / "voc" / "labels.csv", tmp_path / "voc", tmp_path / "vocf",
+                          workers=1, progress=False)
+    out = tmp_path / "cmp"
+    per_run, table = compare_recipes.main([
+        "--data", str(demo_features["train"]), "--vocoded-data", str(tmp_path / "vocf"),
+        "--test", str(demo_features["dev"]), "--test", str(demo_features["train"]),
+        "--recipes", "lfcc_gmm,lcnn,lcnn_vocoded", "--seeds", "1", "--out", str(out),
+        "--epochs", "1", "--batch-size", "8"])
+    assert set(table.index) == {(t, r) for t in ("dev", "train")
+                                for r in ("lfcc_gmm", "lcnn", "lcnn_vocoded")}
+    assert (out / "lfcc_gmm" / "seed1" / "gmm.npz").exists()
+    splits = {r: pd.read_csv(out / r / "seed1" / "split.csv") for r in ("lcnn", "lcnn_vocoded")}
+    assert set(splits["lcnn"]["source"]) == {str(demo_features["train"])}
+    assert str(tmp_path / "vocf") in set(splits["lcnn_vocoded"]["source"])
+    assert per_run["eer"].between(0, 1).all() and len(per_run) == 6
+    md = (out / "compare.md").read_text()
+    assert "**dev**" in md and "**train**" in md and "| lfcc_gmm | calibrated |" in md
