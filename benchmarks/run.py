@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 SR = 16000
 MEDIAN_SECONDS = 3.0
+CORES = os.cpu_count()
 
 
 def make_corpus(root, n, seed=0):
@@ -141,6 +142,12 @@ def build_parser():
                     help="utterances for the training comparison (80/20 split)")
     ap.add_argument("--per-file", type=int, default=200,
                     help="files scored one model.predict call at a time")
+    ap.add_argument("--lcnn-epochs", type=int, default=3,
+                    help="epochs of the LCNN training throughput measurement")
+    ap.add_argument("--vocode-files", type=int, default=200,
+                    help="corpus files whose bonafide half is vocoded (7 vocoders each)")
+    ap.add_argument("--clients", type=int, default=32,
+                    help="concurrent uploads in the API measurement")
     ap.add_argument("--workdir", help="scratch folder (default: a temporary one, removed)")
     ap.add_argument("--json", default="benchmarks/results.json", help="write results here")
     return ap
@@ -218,6 +225,33 @@ def measure_training_and_prediction(b, train_files, per_file):
     return r
 
 
+def measure_new_families(b, train_files, vocode_files, lcnn_epochs):
+    """LCNN training throughput (utterances/s on the training part) and vocoding files/s with
+    one worker and with all cores."""
+    r = {"lcnn": b.stage("train_lcnn", {"data": str(b.work / "feat_train"),
+                                        "run": str(b.work / "run_lcnn"), "epochs": lcnn_epochs},
+                         f"train LCNN {lcnn_epochs} epochs, {train_files} files")}
+    proto = b.subset("protocol_vocode.txt", b.lines[:vocode_files])
+    for workers in (1, b.cores):
+        r[f"vocode_{workers}"] = b.stage(
+            "vocode", {"protocol": proto, "audio": str(b.audio),
+                       "out": str(b.work / f"vocoded_w{workers}"), "workers": workers},
+            f"vocode the bonafide of {vocode_files} files x 7 vocoders, {workers} worker(s)",
+            workers=workers)
+    return r
+
+
+def measure_serving(b, clients):
+    """The API under ``clients`` concurrent 3 s uploads, decoding inside the model lock (as
+    before) and outside it (as now)."""
+    run = str(b.work / "run_cache")
+    return {f"serve_{k}": b.stage("serve_load", {"run": run, "decode_in_lock": k == "locked",
+                                                 "clients": clients},
+                                  f"API, {clients} concurrent 3 s uploads, decoding "
+                                  f"{'inside' if k == 'locked' else 'outside'} the model lock")
+            for k in ("locked", "unlocked")}
+
+
 def summarize(r):
     """The ratios the README quotes, from the stage results."""
     fps = lambda s: s["files"] / s["work_seconds"]  # noqa: E731
@@ -237,6 +271,12 @@ def summarize(r):
         "rss_ratio_preprocess_main": r["pl"]["rss_main_mb"] / r["pn"]["rss_main_mb"],
         "rss_ratio_preprocess_tree": r["pl"]["rss_tree_mb"] / r["pn"]["rss_tree_mb"],
         "rss_ratio_evaluate": r["e_large"]["rss_main_mb"] / r["e_small"]["rss_main_mb"],
+        "lcnn_train_utt_per_s": r["lcnn"]["utterances_per_s"],
+        "lcnn_train_rss_mb": r["lcnn"]["rss_main_mb"],
+        "vocode_fps_1": fps(r["vocode_1"]), "vocode_fps_all": fps(r[f"vocode_{CORES}"]),
+        "vocode_speedup_all_vs_1": fps(r[f"vocode_{CORES}"]) / fps(r["vocode_1"]),
+        **{f"api_{k}_{m}": r[f"serve_{k}"][m] for k in ("locked", "unlocked")
+           for m in ("requests_per_s", "p50_s", "p95_s")},
     }
 
 
@@ -266,6 +306,13 @@ def print_results(results, cores, small, large):
           f"{s['predict_per_file_fps']:.1f} files/s = {s['predict_speedup_batched']:.1f}x; "
           f"evaluate.py end to end at {large} files "
           f"{s['evaluate_speedup_vs_per_file']:.1f}x the per-file rate")
+    print(f"LCNN training: {s['lcnn_train_utt_per_s']:.0f} utterances/s (peak RSS "
+          f"{s['lcnn_train_rss_mb']:.0f} MB); vocoding: {s['vocode_fps_1']:.1f} files/s with one "
+          f"worker, {s['vocode_fps_all']:.1f} with {cores} = {s['vocode_speedup_all_vs_1']:.2f}x")
+    print(f"API: {s['api_unlocked_requests_per_s']:.1f} requests/s, p95 latency "
+          f"{s['api_unlocked_p95_s']:.1f} s with decoding outside the model lock; "
+          f"{s['api_locked_requests_per_s']:.1f} requests/s, p95 {s['api_locked_p95_s']:.1f} s "
+          "with decoding inside it (before)")
     print(f"peak RSS {large} vs {small} files: preprocess main "
           f"{s['rss_ratio_preprocess_main']:.2f}x (tree {s['rss_ratio_preprocess_tree']:.2f}x),"
           f" evaluate {s['rss_ratio_evaluate']:.2f}x")
@@ -281,7 +328,9 @@ def main(argv=None):
     try:
         b = Bench(work, small, large, args.train_files)
         r = {**measure_preprocessing(b),
-             **measure_training_and_prediction(b, args.train_files, args.per_file)}
+             **measure_training_and_prediction(b, args.train_files, args.per_file),
+             **measure_new_families(b, args.train_files, args.vocode_files, args.lcnn_epochs),
+             **measure_serving(b, args.clients)}
         results.update(stages=b.stages, summary=summarize(r))
         print_results(results, b.cores, small, large)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
     python benchmarks/stages.py STAGE '{"keyword": "arguments"}'
 
-prints one JSON line ``{"work_seconds": ...}`` (the timed part only, after any warm-up). A fresh
+prints one JSON line ``{"work_seconds": ...}`` (the timed part only, after any warm-up; some
+stages add numbers of their own). A fresh
 process per stage keeps one stage's allocator, thread pools and compiled graphs from changing
 another's numbers.
 """
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -103,9 +105,95 @@ def predict_per_file(run, data, n):
     return time.perf_counter() - t
 
 
-STAGES = {f.__name__: f for f in (floor, preprocess, independent, train, evaluate,
-                                  predict_batched, predict_per_file)}
+def train_lcnn(data, run, epochs):
+    """The LCNN family trained end to end on spectrograms (no feature cache), timed from the
+    first to the last epoch's end; returns seconds and utterances seen per second."""
+    import keras
+
+    import train as T
+
+    times = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            times.append(time.perf_counter())
+
+        def on_train_end(self, logs=None):
+            times.append(time.perf_counter())
+
+    t = time.perf_counter()
+    run_dir, _ = T.train(data, run, model="lcnn", epochs=epochs, verbose=0, callbacks=[Clock()],
+                         calibrate="none")
+    n = int((pd.read_csv(Path(run_dir) / "split.csv")["part"] == "train").sum())
+    # the first epoch traces the graph: utterances/s from the later ones
+    steady = (times[-1] - times[1]) if len(times) > 2 else (times[-1] - times[0])
+    return time.perf_counter() - t, {"utterances_per_s": n * (len(times) - 2) / steady
+                                     if len(times) > 2 else n / steady}
+
+
+def vocode(protocol, audio, out, workers):
+    """scripts/make_vocoded_spoofs.py over the bonafide utterances of a protocol."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import make_vocoded_spoofs as V
+
+    sources = V.bonafide_sources(protocol=protocol, audio_dir=audio)
+    t = time.perf_counter()
+    summary = V.run(sources, out, V.VOCODERS, seed=0, workers=workers, progress=False)
+    return time.perf_counter() - t, {"files": summary["written"] + summary["failed"]}
+
+
+def serve_load(run, decode_in_lock, clients=32, seconds=3.0):
+    """serve.py's app under ``clients`` concurrent uploads of a ``seconds`` recording (uvicorn
+    on loopback, in this process; the clients are threads): decoding inside the model lock, as
+    before, or outside it, as now. Returns the wall time, the throughput and latency
+    percentiles."""
+    import io
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    import soundfile as sf
+    import uvicorn
+
+    import serve
+
+    app = serve.create_app(run, decode_in_lock=decode_in_lock, wait_seconds=600)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    t = np.arange(int(seconds * 44100)) / 44100  # 44.1 kHz stereo: decoding has work to do
+    y = np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 330 * t)], axis=1) * 0.3
+    buf = io.BytesIO()
+    sf.write(buf, y, 44100, format="WAV", subtype="PCM_16")
+    data, url = buf.getvalue(), f"http://127.0.0.1:{port}/predict"
+
+    def one(_):
+        start = time.perf_counter()
+        r = httpx.post(url, files={"file": ("clip.wav", data)}, timeout=600)
+        r.raise_for_status()
+        return time.perf_counter() - start
+
+    one(0)  # warm-up: graph tracing, lazy imports
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latency = np.array(list(pool.map(one, range(clients))))
+    wall = time.perf_counter() - start
+    server.should_exit = True
+    return wall, {"files": clients, "requests_per_s": clients / wall,
+                  "p50_s": float(np.percentile(latency, 50)),
+                  "p95_s": float(np.percentile(latency, 95))}
+
+
+STAGES = {f.__name__: f for f in (serve_load, floor, preprocess, independent, train, evaluate,
+                                  predict_batched, predict_per_file, train_lcnn, vocode)}
 
 if __name__ == "__main__":
     name, kwargs = sys.argv[1], json.loads(sys.argv[2])
-    print(json.dumps({"work_seconds": STAGES[name](**kwargs)}))
+    result = STAGES[name](**kwargs)
+    seconds, extra = result if isinstance(result, tuple) else (result, {})
+    print(json.dumps({"work_seconds": seconds, **extra}))
