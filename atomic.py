@@ -15,11 +15,15 @@ from pathlib import Path
 import numpy as np
 
 
+TEMP_MARK = ".tmp-"  # in the name of every temporary file atomic_output makes
+
+
 @contextlib.contextmanager
-def atomic_output(path, suffix=".tmp"):
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` (atomic on
-    one filesystem), on any error or interruption it is removed. Readers never see a partial
-    file.
+def atomic_output(path, suffix=".tmp", fsync=True):
+    """Yield a temporary path beside ``path``; on success it is flushed to disk (fsync) and
+    renamed onto ``path`` (atomic on one filesystem), and the folder entry flushed too; on any
+    error or interruption it is removed. Readers never see a partial file, and after a power cut
+    the file is either the old or the new one.
 
     Parameters
     ----------
@@ -27,22 +31,66 @@ def atomic_output(path, suffix=".tmp"):
         The final file.
     suffix : str
         Suffix of the temporary file (some writers, e.g. Keras, insist on one).
+    fsync : bool
+        Flush to disk before the rename. Writers of many small files that are checked when
+        read again (preprocess.py's arrays) skip it: it would cost more than the work.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_MARK}", suffix=suffix)
     os.close(fd)
     try:
         yield tmp
         os.chmod(tmp, 0o644)
+        if fsync:
+            _fsync(tmp)
         os.replace(tmp, path)
+        if fsync:
+            _fsync(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def save_npy_atomic(path, array):
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_orphans(folder):
+    """Remove the temporary files of `atomic_output` that a killed writer left in ``folder``
+    (call it while holding the folder's `exclusive` lock). Returns how many."""
+    n = 0
+    for p in Path(folder).glob(f".*{TEMP_MARK}*"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+@contextlib.contextmanager
+def exclusive(folder, what="this folder"):
+    """Hold an exclusive lock on ``<folder>/.lock`` while writing into it, so two processes
+    never write one folder at once (the second stops with a clear error instead), and remove
+    the orphan temporary files of earlier, killed writers (`remove_orphans`)."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileExistsError(f"another process is writing {what} ({folder}); wait for it "
+                                  "to finish") from None
+        remove_orphans(folder)
+        yield folder
+
+
+def save_npy_atomic(path, array, fsync=True):
     """Write ``array`` to ``path`` atomically (see `atomic_output`)."""
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+    with atomic_output(path, fsync=fsync) as tmp, open(tmp, "wb") as f:
         np.save(f, array, allow_pickle=False)
 
 
@@ -63,6 +111,11 @@ def json_safe(obj):
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj
+
+
+def write_csv_atomic(path, df):
+    """Write a pandas table as CSV (no index), atomically."""
+    write_text_atomic(path, df.to_csv(index=False))
 
 
 def write_json_atomic(path, obj):

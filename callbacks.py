@@ -92,3 +92,25 @@ def make_validation_callback(predict_model, val_ds, targets):
                                    else float("nan"))
 
     return ValidationEER()
+
+
+def make_history_callback(path):
+    """Writes ``history.csv`` (one row per epoch: ``epoch`` and every log, as Keras' CSVLogger
+    writes it) atomically after every epoch, keeping the rows of earlier epochs of a resumed
+    run: a crash can never leave a half-written row."""
+    import keras
+    import pandas as pd
+
+    from atomic import write_csv_atomic
+
+    path = Path(path)
+
+    class HistoryCSV(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            old = pd.read_csv(path) if path.exists() else pd.DataFrame({"epoch": []})
+            row = pd.DataFrame([{"epoch": epoch, **{k: float(v) for k, v in
+                                                    sorted((logs or {}).items())}}])
+            write_csv_atomic(path, pd.concat([old[old["epoch"] < epoch], row],
+                                             ignore_index=True))
+
+    return HistoryCSV()

@@ -74,6 +74,22 @@ def load_manifest(data_dir):
     return df
 
 
+def check_arrays(df, shape):
+    """Refuse, before any training or prediction starts, arrays that are missing, cut short or
+    not this project's (`features.array_ok`), naming them: a bad array found later, inside a
+    ``tf.data`` pipeline, would stop a run half-way.
+
+    Raises
+    ------
+    ValueError
+    """
+    bad = [p for p in df["path"] if not F.array_ok(p, shape)]
+    if bad:
+        raise ValueError(f"{len(bad)} of {len(df)} arrays are missing, cut short or not "
+                         f"float32 {tuple(shape)}, e.g. {bad[0]}; run preprocess.py on that "
+                         "folder again (it computes them again)")
+
+
 def stratified_split(df, val_fraction=VAL_FRACTION, seed=SEED):
     """Split a manifest into train/validation parts, stratified by label.
 

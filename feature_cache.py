@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 import data_loader
-from atomic import atomic_output, write_text_atomic
+from atomic import atomic_output, exclusive, write_text_atomic
 from model import PREDICT_BATCH_SIZE, backbone_key, feature_extractor
 
 
@@ -20,10 +20,14 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None,
                     batch_size=PREDICT_BATCH_SIZE, progress=True, distributed=False):
     """Pooled backbone features of every utterance of a preprocessed folder, computed once.
 
-    The features of the whole manifest are stored as ``<cache_dir>/<backbone key>.npy``
+    The features of the whole manifest are stored as ``<cache_dir>/<backbone>-<data>.npy``
     (float32, shape (n_utterances, 1280), manifest order) with the utterance ids beside it,
-    written batch by batch to a memory-mapped file and renamed into place when complete.
-    Later runs with the same backbone weights (any seed, split or head) reuse them.
+    written batch by batch to a memory-mapped file and renamed into place when complete. The
+    name covers the backbone's weights (`model.backbone_key`) and the data (`data_key`:
+    features.json, every array's size and time), so later runs with the same backbone and
+    arrays (any seed, split or head) reuse them, and arrays computed again are never served
+    from an old cache. One process writes a cache folder at a time (`atomic.exclusive`), and
+    the leftovers of a killed one are removed.
 
     Parameters
     ----------
@@ -46,26 +50,42 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None,
     array : np.ndarray (memory-mapped), shape (n_utterances, 1280), float32
     """
     cache_dir = Path(cache_dir or Path(data_dir) / "backbone_cache")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    key = backbone_key(model)
+    backbone = backbone_key(model)
+    key = f"{backbone}-{data_key(data_dir, manifest)}"
     path, ids_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.ids"
     ids = list(manifest["utt_id"])
-    if not (path.exists() and ids_path.exists() and ids_path.read_text().split() == ids):
-        extractor = feature_extractor(model)
-        if distributed:  # a local copy: called directly, mirrored variables give per-replica values
-            import keras
+    with exclusive(cache_dir, "the backbone feature cache"):
+        if not (path.exists() and ids_path.exists() and ids_path.read_text().split() == ids):
+            for stale in cache_dir.glob(f"{backbone}-*"):  # this backbone, other data: outdated
+                stale.unlink()
+            extractor = feature_extractor(model)
+            if distributed:  # a local copy: mirrored variables called directly are per replica
+                import keras
 
-            local = keras.models.clone_model(extractor)
-            local.set_weights(extractor.get_weights())
-            extractor = local
-        ds = data_loader.make_dataset(manifest, batch_size, shape=features["shape"],
-                                      with_labels=False)
-        with atomic_output(path, suffix=".npy") as tmp:
-            _write_features(extractor, ds, tmp, len(ids), batch_size,
-                            f"backbone features {Path(data_dir).name}", progress)
-        write_text_atomic(ids_path, "\n".join(ids) + "\n")
+                local = keras.models.clone_model(extractor)
+                local.set_weights(extractor.get_weights())
+                extractor = local
+            ds = data_loader.make_dataset(manifest, batch_size, shape=features["shape"],
+                                          with_labels=False)
+            with atomic_output(path, suffix=".npy") as tmp:
+                _write_features(extractor, ds, tmp, len(ids), batch_size,
+                                f"backbone features {Path(data_dir).name}", progress)
+            write_text_atomic(ids_path, "\n".join(ids) + "\n")
     array = np.load(path, mmap_mode="r")
     return pd.DataFrame({"row": np.arange(len(ids))}, index=pd.Index(ids, name="utt_id")), array
+
+
+def data_key(data_dir, manifest):
+    """A fingerprint of what a cache of ``data_dir`` is made from: its ``features.json`` and, for
+    every utterance of ``manifest``, its id and its array's size and modification time. Arrays
+    computed again (``preprocess.py --overwrite``, other parameters) give another key."""
+    import hashlib
+
+    h = hashlib.sha1((Path(data_dir) / "features.json").read_bytes())
+    for utt, path in zip(manifest["utt_id"], manifest["path"]):
+        st = Path(path).stat()
+        h.update(f"{utt}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def _write_features(extractor, ds, path, n, batch_size, desc, progress):

@@ -28,6 +28,8 @@ SILENCE_PEAK = 1e-4  # peak amplitude (-80 dBFS) at or below which a file is "si
 CLIP_SAMPLES = N_FFT + (N_FRAMES - 1) * HOP_LENGTH  # 64,524 samples = 4.03 s
 FEATURE_VERSION = 1
 FITS = ("window", "resize")
+MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates (Hz) a recording can have
+MAX_CHANNELS = 64
 # -----------------------------------------------------------------------------
 
 
@@ -38,7 +40,8 @@ class AudioError(ValueError):
     ----------
     kind : str
         What went wrong, for programs that react to it (serve.py maps it to an HTTP status):
-        ``undecodable``, ``empty``, ``nonfinite``, ``silent``, ``too_short``, ``too_long``.
+        ``undecodable``, ``empty``, ``nonfinite``, ``silent``, ``too_short``, ``too_long``,
+        ``missing``, ``invalid``.
     """
 
     def __init__(self, message, kind="undecodable"):
@@ -113,44 +116,100 @@ def check_features(model_features, data_features, model_path="model", data_dir="
 # ----------------------------------------------------------------------------- audio
 
 
-def load_audio(path, sr=SAMPLE_RATE):
-    """Decode a file to mono float32 at ``sr``.
+def _decode_budget(file_sr, channels, frames, max_seconds):
+    """Refuse, before decoding, what a header says would cost too much: a duration over
+    ``max_seconds`` (kind ``too_long``) or a sample rate or channel count no recording has
+    (``undecodable``), which would make resampling explode."""
+    if max_seconds is not None and frames > max_seconds * file_sr:
+        raise AudioError(f"too long: {frames / file_sr:.0f} s (at most {max_seconds:.0f} s)",
+                         "too_long")
+    if not MIN_RATE <= file_sr <= MAX_RATE:
+        raise AudioError(f"cannot decode: unsupported sample rate {file_sr} Hz (expected "
+                         f"{MIN_RATE}-{MAX_RATE} Hz)")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"cannot decode: unsupported channel count {channels}")
+
+
+def _read_mono(f, max_frames):
+    """Read a `soundfile.SoundFile` block by block into one mono float32 buffer (channels
+    averaged block by block), reading at most ``max_frames + 1`` frames whatever the header
+    says: memory of the mono signal only, plus one block."""
+    n = f.frames if max_frames is None else min(f.frames, max_frames + 1)
+    if not 0 <= n <= 1 << 31:  # a length no header should claim: collect blocks instead
+        n = None
+    out, i = (np.empty(n, np.float32) if n is not None else []), 0
+    for b in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True, frames=n or -1):
+        mono = b[:, 0] if b.shape[1] == 1 else b.mean(axis=1)
+        if n is None:
+            out.append(mono.copy())
+            if max_frames is not None and sum(map(len, out)) > max_frames:
+                break
+        else:
+            out[i:i + len(mono)] = mono
+            i += len(mono)
+    if n is None:
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+    return out[:i]
+
+
+def load_audio(path, sr=SAMPLE_RATE, max_seconds=None):
+    """Decode a file to mono float32 at ``sr``, within a budget.
 
     Any sample rate and channel count: channels are averaged, the rate converted with soxr.
     libsndfile decodes WAV/FLAC/OGG/MP3; other formats fall back to librosa's audioread backend.
+    With ``max_seconds`` the cost is bounded before any work: the header's duration is checked
+    first, and decoding stops as soon as more than ``max_seconds`` of audio came, so a file whose
+    header lies, or that has none, costs at most that much. Error messages name the file by its
+    name only (a caller's temporary folder never leaks).
+
+    Parameters
+    ----------
+    path : str or Path
+    sr : int
+    max_seconds : float, optional
+        Longest audio accepted.
 
     Returns
     -------
-    y : np.ndarray, shape (n_samples,), float32
+    y : np.ndarray, shape (n_samples,), float32, finite
 
     Raises
     ------
     AudioError
-        When the file cannot be decoded (kind ``undecodable``) or holds no samples (``empty``).
+        Kind ``missing`` (no such file), ``invalid`` (not a regular file: a folder, a FIFO, a
+        device), ``undecodable``, ``too_long``, ``empty`` or ``nonfinite`` (NaN or inf
+        samples).
     """
     import soundfile as sf
 
     path = Path(path)
+    if not path.is_file():
+        raise (AudioError("not a regular file (a folder, FIFO or device)", "invalid")
+               if path.exists() else AudioError("no such file (or a broken link)", "missing"))
     try:
         with sf.SoundFile(str(path)) as f:
             file_sr = f.samplerate
-            if f.channels == 1:
-                y = f.read(dtype="float32")
-            else:  # channels averaged block by block: memory of the mono signal only
-                y = [b.mean(axis=1) for b in f.blocks(blocksize=1 << 18, dtype="float32",
-                                                      always_2d=True)]
-                y = np.concatenate(y) if y else np.zeros(0, np.float32)
+            _decode_budget(file_sr, f.channels, f.frames, max_seconds)
+            y = _read_mono(f, None if max_seconds is None else int(max_seconds * file_sr))
     except sf.LibsndfileError as e:
+        msg = str(e).replace(str(path), path.name)
         if path.suffix.lower() in (".flac", ".wav", ".ogg", ".mp3"):
-            raise AudioError(f"cannot decode: {e}") from None
+            raise AudioError(f"cannot decode: {msg}") from None
         try:
             import librosa
 
-            y, file_sr = librosa.load(str(path), sr=None, mono=True)
+            y, file_sr = librosa.load(str(path), sr=None, mono=True,
+                                      duration=None if max_seconds is None else max_seconds + 1)
         except Exception as e2:  # audioread raises several unrelated types
-            raise AudioError(f"cannot decode: {e}; fallback decoder: {e2}") from None
+            raise AudioError(f"cannot decode: {msg}; fallback decoder: "
+                             f"{str(e2).replace(str(path), path.name)}") from None
+        _decode_budget(file_sr, 1, 0, None)
+    if max_seconds is not None and y.size > max_seconds * file_sr:
+        raise AudioError(f"too long: more than {max_seconds:.0f} s", "too_long")
     if y.size == 0:
         raise AudioError("empty: no audio samples", "empty")
+    if not np.isfinite(y).all():
+        raise AudioError("audio contains NaN or inf samples", "nonfinite")
     if file_sr != sr:
         import librosa
 
@@ -263,6 +322,20 @@ def _npy_header(shape, dtype="<f4"):
     np.lib.format.write_array_header_1_0(
         buf, {"descr": dtype, "fortran_order": False, "shape": tuple(shape)})
     return buf.getvalue()
+
+
+def array_ok(path, shape):
+    """Whether ``path`` holds a complete float32 array of ``shape`` as this project writes them
+    (header and size checked, data not read): a truncated, empty or foreign file is not."""
+    import os
+
+    header = _npy_header(tuple(int(s) for s in shape))
+    try:
+        with open(path, "rb") as f:
+            return (f.read(len(header)) == header and os.fstat(f.fileno()).st_size
+                    == len(header) + 4 * int(np.prod(shape)))
+    except OSError:
+        return False
 
 
 def read_array(path, shape):

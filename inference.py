@@ -104,23 +104,22 @@ def open_windows(path, detector, hop_seconds=HOP_SECONDS, max_seconds=None):
     Raises
     ------
     features.AudioError
-        Undecodable, empty, too short or too long (``max_seconds``).
+        Not a regular file, undecodable, empty, non-finite, too short or too long
+        (``max_seconds``, checked before decoding).
     """
     import soundfile as sf
 
     p = detector.features
     sr = p["sample_rate"]
+    y = load_audio(path, sr, max_seconds)  # regular files only; the budget before decoding
     try:
         meta = sf.info(str(path))
         file_sr, channels = meta.samplerate, meta.channels
-    except Exception:  # noqa: BLE001 - formats libsndfile cannot open: decoded below or refused
+    except Exception:  # noqa: BLE001 - formats only the fallback decoder reads
         file_sr, channels = None, None
-    y = load_audio(path, sr)
     duration = y.size / sr
     if duration < MIN_SECONDS:
         raise AudioError(f"too short: {duration:.3f} s (at least {MIN_SECONDS} s)", "too_short")
-    if max_seconds is not None and duration > max_seconds:
-        raise AudioError(f"too long: {duration:.0f} s (at most {max_seconds:.0f} s)", "too_long")
     win = detector.window_samples
     if win is None:  # a "resize" model sees the whole utterance at once
         spans = [(0, y.size)]
@@ -132,7 +131,9 @@ def open_windows(path, detector, hop_seconds=HOP_SECONDS, max_seconds=None):
         for a, b in spans:
             try:
                 yield compute_features(y[a:b], p)
-            except AudioError:
+            except AudioError as e:  # a silent window is not scored; anything else is an error
+                if e.kind != "silent":
+                    raise
                 yield None
 
     info = {"duration_s": round(duration, 3), "sample_rate": file_sr, "channels": channels,
@@ -166,10 +167,12 @@ def summarize(info, spans, logits, detector, aggregate=AGGREGATE):
 
 
 def error_kind(exc):
-    """A short, stable name for a per-file failure (`features.AudioError.kind`, else ``io``
-    for OS errors and ``invalid`` for the rest)."""
+    """A short, stable name for a per-file failure (`features.AudioError.kind`, else ``memory``,
+    ``io`` for OS errors and ``invalid`` for the rest)."""
     if isinstance(exc, AudioError):
         return exc.kind
+    if isinstance(exc, MemoryError):
+        return "memory"
     return "io" if isinstance(exc, OSError) else "invalid"
 
 
@@ -209,8 +212,8 @@ def score_files(paths, detector, hop_seconds=HOP_SECONDS, batch_size=PREDICT_BAT
                         flush()
             if silent:
                 raise AudioError("silent: every window is at or below -80 dBFS", "silent")
-        except (AudioError, OSError, ValueError) as e:
-            slot["error"], slot["error_kind"] = str(e), error_kind(e)
+        except (AudioError, OSError, ValueError, MemoryError) as e:
+            slot["error"], slot["error_kind"] = str(e) or type(e).__name__, error_kind(e)
         done.append(slot)
         if not batch:  # every window so far is scored
             yield from (finished(s) for s in done)
@@ -219,14 +222,82 @@ def score_files(paths, detector, hop_seconds=HOP_SECONDS, batch_size=PREDICT_BAT
     yield from (finished(s) for s in done)
 
 
+class Busy(RuntimeError):
+    """The model stayed busy longer than a caller was willing to wait."""
+
+
+def analyze(path, detector, hop_seconds=HOP_SECONDS, max_seconds=None):
+    """Decode one file and compute the features of every window, without calling the model
+    (so a server can do it outside its model lock).
+
+    Returns
+    -------
+    info, spans :
+        As `open_windows`.
+    mels : list of np.ndarray (128, 128) or None
+        None for a silent window.
+
+    Raises
+    ------
+    features.AudioError
+        As `open_windows`, and kind ``silent`` when every window is silent.
+    """
+    info, spans, mels = open_windows(path, detector, hop_seconds, max_seconds)
+    mels = list(mels)
+    if all(m is None for m in mels):
+        raise AudioError("silent: every window is at or below -80 dBFS", "silent")
+    return info, spans, mels
+
+
+def score_one(path, detector, hop_seconds=HOP_SECONDS, aggregate=AGGREGATE, max_seconds=None,
+              model_lock=None, timeout=None, batch_size=PREDICT_BATCH_SIZE):
+    """Score one file; decoding and features happen before ``model_lock`` is taken, only the
+    model calls inside it.
+
+    Parameters
+    ----------
+    model_lock : threading.Lock, optional
+        Held around the model calls.
+    timeout : float, optional
+        Longest wait for ``model_lock`` in seconds; `Busy` after that.
+
+    Returns
+    -------
+    result : dict
+        As one element of `score_files`.
+    mels : list
+        The windows' features (`analyze`).
+
+    Raises
+    ------
+    features.AudioError, Busy
+    """
+    info, spans, mels = analyze(path, detector, hop_seconds, max_seconds)
+    scored = [j for j, m in enumerate(mels) if m is not None]
+    logits = np.full(len(spans), np.nan)
+    if model_lock is not None and not model_lock.acquire(timeout=-1 if timeout is None
+                                                         else max(timeout, 0)):
+        raise Busy("the model is busy; try again")
+    try:
+        for i in range(0, len(scored), batch_size):
+            part = scored[i:i + batch_size]
+            logits[part] = detector.logits([mels[j] for j in part])
+    finally:
+        if model_lock is not None:
+            model_lock.release()
+    return {"file": str(path), **summarize(info, spans, logits, detector, aggregate)}, mels
+
+
 def expand_inputs(items):
-    """Files as given, and the audio files inside folders (recursively, sorted)."""
+    """Files as given, and the audio files inside folders (recursively, sorted): every entry
+    with an audio extension, so that a broken link or a FIFO there gets its error line
+    (`features.load_audio` refuses anything but a regular file) instead of vanishing."""
     out = []
     for item in items:
         p = Path(item)
         if p.is_dir():
             out += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS
-                          and f.is_file())
+                          and not f.is_dir())
         else:
             out.append(p)
     return out

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 import protocols
+from atomic import atomic_output
 from metrics import det_curve
 
 # -----------------------------------------------------------------------------
@@ -122,7 +123,8 @@ def save_plots(table, report, out_dir, history_csv=None):
 
     def save(fig, name):
         fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=DPI)
+        with atomic_output(out_dir / name, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=DPI, format="png")
         plt.close(fig)
         written.append(name)
 

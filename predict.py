@@ -33,6 +33,7 @@ import inference
 import runs
 from model import PREDICT_BATCH_SIZE
 
+MAX_SECONDS = 3600.0  # longest recording scored (an hour)
 CSV_COLUMNS = ["file", "status", "error", "label", "p_spoof", "aggregate", "p_spoof_mean",
                "p_spoof_max", "score", "threshold", "threshold_source", "duration_s",
                "sample_rate", "channels", "windows_scored", "windows_silent"]
@@ -67,6 +68,9 @@ def build_parser():
                     help="seconds between window starts in long recordings")
     ap.add_argument("--batch-size", type=int, default=PREDICT_BATCH_SIZE,
                     help="windows per model call (across files)")
+    ap.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
+                    help="longest recording scored; longer files get an error line (checked "
+                         "from the header before decoding)")
     out = ap.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="JSON (a list, one object per file, "
                                                          "with per-window scores)")
@@ -79,15 +83,15 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.threshold is not None and not 0 < args.threshold < 1:
         ap.error("--threshold must be in (0, 1)")
-    if args.hop <= 0:
-        ap.error("--hop must be positive")
+    if args.hop <= 0 or args.max_seconds <= 0:
+        ap.error("--hop and --max-seconds must be positive")
     try:
         run = Path(args.run) if args.run else runs.find_latest_run()
         detector = inference.Detector(run, args.model, args.threshold)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     rows = list(inference.score_files(inference.expand_inputs(args.inputs), detector, args.hop,
-                                      args.batch_size, args.aggregate))
+                                      args.batch_size, args.aggregate, args.max_seconds))
     if args.json:
         print(json.dumps({"model": detector.identity(), "results": rows}, indent=2))
     elif args.csv:

@@ -36,47 +36,53 @@ from tqdm import tqdm
 
 import features as F
 import protocols
-from atomic import save_npy_atomic, write_text_atomic
+from atomic import exclusive, save_npy_atomic, write_text_atomic
 
 # -----------------------------------------------------------------------------
 DEFAULT_DATASET_ROOT = "data/LA"
 DEFAULT_FEATURES_DIR = "data/features"
+MAX_SECONDS = 1800.0  # longest recording decoded (30 min), checked before decoding
 # -----------------------------------------------------------------------------
 
-_PARAMS = None  # feature parameters of a pool worker (sent once, by `_init_worker`)
+_PARAMS = None  # (feature parameters, max seconds) of a pool worker, sent once by _init_worker
 
 
-def _init_worker(params):
-    """Pool initializer: the feature parameters, and one BLAS/OpenMP thread per worker process
-    (no oversubscription)."""
+def _init_worker(params, max_seconds=MAX_SECONDS):
+    """Pool initializer: the feature parameters and the decode budget, and one BLAS/OpenMP
+    thread per worker process (no oversubscription)."""
     from threadpoolctl import threadpool_limits
 
     global _PARAMS
-    _PARAMS = params
+    _PARAMS = (params, max_seconds)
     threadpool_limits(1)
 
 
-def process_file(task, params=None):
-    """Worker: features of one file, written atomically. Never raises for bad audio.
+def process_file(task, params=None, max_seconds=MAX_SECONDS):
+    """Worker: features of one file, written atomically. Never raises for bad audio, a file
+    over the decode budget, or a failed allocation: those are the file's error.
 
     Parameters
     ----------
     task : tuple (utt_id, audio_path, out_path)
     params : dict, optional
-        Feature parameters; default those given to `_init_worker`.
+        Feature parameters; default those given to `_init_worker` (with its ``max_seconds``).
+    max_seconds : float
+        Longest recording decoded (`features.load_audio`).
 
     Returns
     -------
     (utt_id, status, reason) : status is ``"written"`` or ``"failed"``
     """
     utt_id, src, dst = task
-    params = params or _PARAMS
+    if params is None:
+        params, max_seconds = _PARAMS
     try:
-        y = F.load_audio(src, params["sample_rate"])
-        save_npy_atomic(dst, F.compute_features(y, params))
+        y = F.load_audio(src, params["sample_rate"], max_seconds)
+        # no fsync: an array cut short by a crash fails `features.array_ok` and is redone
+        save_npy_atomic(dst, F.compute_features(y, params), fsync=False)
         return utt_id, "written", ""
-    except (F.AudioError, OSError, ValueError) as e:
-        return utt_id, "failed", str(e)
+    except (F.AudioError, OSError, ValueError, MemoryError) as e:
+        return utt_id, "failed", str(e) or type(e).__name__
 
 
 # ----------------------------------------------------------------------------- the run
@@ -94,7 +100,7 @@ def check_features_json(out_dir, params, overwrite):
                 f"(differ in: {', '.join(diff)}); use --overwrite or another --out")
 
 
-def run_tasks(tasks, params, workers, desc, progress):
+def run_tasks(tasks, params, workers, desc, progress, max_seconds=MAX_SECONDS):
     """Compute and write the arrays of ``tasks`` (`process_file`) with ``workers`` processes.
 
     Returns
@@ -109,14 +115,14 @@ def run_tasks(tasks, params, workers, desc, progress):
 
         with threadpool_limits(1):  # one worker = one core, as each pool worker below
             for t in tasks:
-                results.append(process_file(t, params))
+                results.append(process_file(t, params, max_seconds))
                 bar.update()
     else:
         # forkserver: workers start from a clean process, safe even if TensorFlow is loaded here
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["numpy", "soundfile", "librosa", "features", "preprocess"])
         chunk = max(4, min(64, len(tasks) // (8 * workers)))
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(params,)) as pool:
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(params, max_seconds)) as pool:
             for r in pool.imap_unordered(process_file, tasks, chunksize=chunk):
                 results.append(r)
                 bar.update()
@@ -150,7 +156,8 @@ def write_tables(out_dir, df, missing, failed, split):
 
 
 def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, fit="window",
-               overwrite=False, strict=False, limit=None, progress=True):
+               overwrite=False, strict=False, limit=None, progress=True,
+               max_seconds=MAX_SECONDS):
     """Compute features for every utterance of a protocol; resumable.
 
     Parameters
@@ -168,7 +175,9 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
     strict : bool
         Stop (before any work) when the protocol lists audio files that are missing.
     limit : int, optional
-        Only the first ``limit`` protocol entries (for quick trials).
+        Only the first ``limit`` protocol entries (for quick trials); at least 1.
+    max_seconds : float
+        Longer recordings are an error of their file, found before decoding.
 
     Returns
     -------
@@ -183,8 +192,10 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
     """
     out_dir = Path(out_dir)
     params = F.feature_params(fit)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
     df = protocols.parse_protocol(protocol, fmt)
-    if limit:
+    if limit is not None:
         df = df.iloc[:limit]
     df = df.assign(src=[str(protocols.audio_path(r, audio_dir)) for r in df.to_dict("records")])
     exists = df["src"].map(os.path.exists)
@@ -192,20 +203,21 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
     if strict and len(missing):
         raise FileNotFoundError(f"{len(missing)} audio files listed in {protocol} are missing, "
                                 f"e.g. {missing['src'].iloc[0]} (drop --strict to skip them)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    check_features_json(out_dir, params, overwrite)
-    write_text_atomic(out_dir / "features.json", json.dumps(params, indent=2) + "\n")
-
-    df = df[exists].copy()
-    df["path"] = df["utt_id"] + ".npy"
-    done = df["path"].map(lambda p: (out_dir / p).exists()) & (not overwrite)
-    todo = df[~done]
-    tasks = [(u, s, str(out_dir / p)) for u, s, p in zip(todo["utt_id"], todo["src"],
-                                                          todo["path"])]
-    results = run_tasks(tasks, params, workers, f"preprocess {split or Path(protocol).name}",
-                        progress)
-    failed = {u: reason for u, status, reason in results if status == "failed"}
-    manifest, err = write_tables(out_dir, df, missing, failed, split)
+    with exclusive(out_dir, "preprocessed arrays"):  # one writer; orphans of killed runs go
+        check_features_json(out_dir, params, overwrite)
+        write_text_atomic(out_dir / "features.json", json.dumps(params, indent=2) + "\n")
+        df = df[exists].copy()
+        df["path"] = df["utt_id"] + ".npy"
+        # an array cut short (a crash, a full disk) is not finished: it is computed again
+        done = df["path"].map(lambda p: F.array_ok(out_dir / p, params["shape"])) \
+            & (not overwrite)
+        todo = df[~done]
+        tasks = [(u, s, str(out_dir / p)) for u, s, p in zip(todo["utt_id"], todo["src"],
+                                                              todo["path"])]
+        results = run_tasks(tasks, params, workers,
+                            f"preprocess {split or Path(protocol).name}", progress, max_seconds)
+        failed = {u: reason for u, status, reason in results if status == "failed"}
+        manifest, err = write_tables(out_dir, df, missing, failed, split)
 
     def per_label(frame):
         return {lab: int((frame["label"] == lab).sum()) for lab in protocols.LABELS}
@@ -265,7 +277,10 @@ def build_parser():
     ap.add_argument("--overwrite", action="store_true", help="recompute existing arrays")
     ap.add_argument("--strict", action="store_true",
                     help="stop if any listed audio file is missing (default: skip and list them)")
-    ap.add_argument("--limit", type=int, help="only the first N protocol entries")
+    ap.add_argument("--limit", type=int, help="only the first N protocol entries (N >= 1)")
+    ap.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
+                    help="longest recording decoded; longer ones are errors of their file, "
+                         "found from the header before decoding")
     return ap
 
 
@@ -274,6 +289,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.workers is not None and args.workers < 1:
         ap.error("--workers must be at least 1")
+    if args.limit is not None and args.limit < 1:
+        ap.error("--limit must be at least 1")
+    if args.max_seconds <= 0:
+        ap.error("--max-seconds must be positive")
     try:
         if args.protocol:
             if not args.audio_dir:
@@ -288,8 +307,9 @@ def main(argv=None):
         out = Path(args.out or Path(DEFAULT_FEATURES_DIR) / split)
         summary = preprocess(protocol, audio_dir, out, fmt=args.format, split=split,
                              workers=args.workers, fit=args.fit, overwrite=args.overwrite,
-                             strict=args.strict, limit=args.limit)
-    except (protocols.ProtocolError, F.FeatureMismatch, FileNotFoundError) as e:
+                             strict=args.strict, limit=args.limit, max_seconds=args.max_seconds)
+    except (protocols.ProtocolError, F.FeatureMismatch, FileNotFoundError, FileExistsError,
+            ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     print_summary(summary)
     return summary

@@ -69,6 +69,27 @@ def normalize_label(word, where=""):
     raise ProtocolError(f"{where}unknown label {word!r}: expected bonafide or spoof")
 
 
+def check_utt_id(utt, where=""):
+    """Refuse an utterance id that could not safely name a file inside an output folder: empty,
+    hidden or ``.``/``..``, with a path separator or a NUL byte (``S ../../x - A01 spoof`` would
+    otherwise write outside ``--out``). Returns it."""
+    if not utt or utt.startswith(".") or any(c in utt for c in "/\\\0"):
+        raise ProtocolError(f"{where}utterance id {utt!r} cannot name a file: ids may not be "
+                            "empty, start with '.', or hold '/', '\\' or NUL")
+    return utt
+
+
+def read_text_lines(path):
+    """The lines of a text file read as UTF-8 (a byte-order mark dropped), or a
+    `ProtocolError` saying where it is not UTF-8."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise ProtocolError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                            f"{e.start}); save it as UTF-8 (UTF-16 and Latin-1 files are "
+                            "not read)") from None
+
+
 def detect_format(path):
     """Guess a protocol file's format from its first non-empty line.
 
@@ -78,8 +99,7 @@ def detect_format(path):
         One of ``"asvspoof2019"``, ``"asvspoof2021"``, ``"asvspoof5"``, ``"csv"``.
     """
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        first = next((line for line in f if line.strip()), None)
+    first = next((line for line in read_text_lines(path) if line.strip()), None)
     if first is None:
         raise ProtocolError(f"{path}: protocol file is empty")
     if "," in first:
@@ -136,12 +156,12 @@ def parse_protocol(path, fmt=None):
 
 def iter_columns(path):
     """Yield ``(lineno, columns, line)`` for each non-blank line of a whitespace-separated text
-    file (protocols, score files), so errors can name the file and line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            cols = line.split()
-            if cols:
-                yield lineno, cols, line.strip()
+    file (protocols, score files; UTF-8, `read_text_lines`), so errors can name the file and
+    line."""
+    for lineno, line in enumerate(read_text_lines(path), 1):
+        cols = line.split()
+        if cols:
+            yield lineno, cols, line.strip()
 
 
 def _parse_whitespace(path, fmt):
@@ -156,12 +176,16 @@ def _parse_whitespace(path, fmt):
         attack = cols[spec["attack"]]
         if label == "bonafide" or attack.lower() == "bonafide":
             attack = "-"
-        rows.append((cols[spec["utt"]], None, label, attack, cols[spec["speaker"]]))
+        rows.append((check_utt_id(cols[spec["utt"]], where), None, label, attack,
+                     cols[spec["speaker"]]))
     return pd.DataFrame(rows, columns=["utt_id", "file", "label", "attack", "speaker"])
 
 
 def _parse_csv(path):
-    df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    import io
+
+    df = pd.read_csv(io.StringIO("\n".join(read_text_lines(path))), dtype=str,
+                     keep_default_na=False, skipinitialspace=True)
     df.columns = [c.strip().lower() for c in df.columns]
     for col in ("file", "label"):
         if col not in df.columns:
@@ -175,6 +199,7 @@ def _parse_csv(path):
         ids = files.map(lambda f: str(Path(f).with_suffix("")).strip("/").replace("/", "__"))
     else:
         ids = stems
+    ids = [check_utt_id(u, f"{path}:{i + 2}: ") for i, u in enumerate(ids)]
     # attack: "-" for bonafide; a spoof without a named attack is attributed to "spoof"
     attack = df["attack"] if "attack" in df.columns else [""] * len(df)
     attack = ["-" if lab == "bonafide" else (a if a not in ("", "-") else "spoof")

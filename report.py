@@ -6,7 +6,6 @@ evaluate.py is the command line of this module; train.py uses it for ``--seeds -
 and to calibrate a run's decision threshold on its validation part.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import data_loader
 import metrics as M
 import protocols
 import runs
-from atomic import json_safe, write_json_atomic, write_text_atomic
+from atomic import write_csv_atomic, write_json_atomic, write_text_atomic
 from features import check_features
 from model import PREDICT_BATCH_SIZE, logit_parts, logits_from_hidden, predict_logits
 from plots import save_plots
@@ -49,6 +48,7 @@ def scores_from_model(run_dir, data=None, which="best", batch_size=PREDICT_BATCH
         df, folders = data_loader.load_manifest(data), [str(Path(data))]
     check_features(meta["features"], data_loader.load_features_json(folders[0]), model_path,
                    folders[0])
+    data_loader.check_arrays(df, meta["features"]["shape"])
     ds = data_loader.make_dataset(df, batch_size, shape=meta["features"]["shape"],
                                   with_labels=False, kind=runs.input_kind(meta))
     table = runs.score_table(df, predict_logits(model, ds))
@@ -256,7 +256,8 @@ def compute_report(table, threshold=None, asv=None, calibrated=None):
 
 
 def write_outputs(table, report, per_attack, sweep, out_dir, threshold):
-    """metrics.json, scores.txt, predictions.csv, per_attack.csv, thresholds.csv."""
+    """metrics.json, scores.txt, scores_2019.txt, predictions.csv, per_attack.csv and
+    thresholds.csv, each written atomically."""
     out_dir = Path(out_dir)
     # full precision: re-reading gives the same numbers
     write_text_atomic(out_dir / "scores.txt", "".join(
@@ -266,12 +267,11 @@ def write_outputs(table, report, per_attack, sweep, out_dir, threshold):
             table["utt_id"], table["attack"], table["label"], table["score"])))
     pred = table.assign(predicted=np.where(table["p_spoof"] >= threshold, "spoof", "bonafide"))
     pred = pred.rename(columns={"label": "key"})  # the ASVspoof name of the column
-    pred[["utt_id", "speaker", "attack", "key", "score", "p_spoof", "predicted"]].to_csv(
-        out_dir / "predictions.csv", index=False)
-    per_attack.to_csv(out_dir / "per_attack.csv", index=False)
-    sweep.to_csv(out_dir / "thresholds.csv", index=False)
-    (out_dir / "metrics.json").write_text(json.dumps(json_safe(report), indent=2,
-                                                     allow_nan=False) + "\n")
+    write_csv_atomic(out_dir / "predictions.csv",
+                     pred[["utt_id", "speaker", "attack", "key", "score", "p_spoof", "predicted"]])
+    write_csv_atomic(out_dir / "per_attack.csv", per_attack)
+    write_csv_atomic(out_dir / "thresholds.csv", sweep)
+    write_json_atomic(out_dir / "metrics.json", report)
 
 
 def write_report(table, source, out_dir, name, threshold=None, asv=None, calibrated=None,

@@ -12,6 +12,7 @@ follow ASVspoof: ``score = -logit = log(P(bonafide) / P(spoof))``, higher = more
 
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +27,11 @@ from model import META_NAME, load_model, read_model_meta
 RUNS_DIR = "runs"
 MODEL_FILES = {"best": "best.keras", "final": "model.keras"}
 # -----------------------------------------------------------------------------
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be read (truncated, corrupt, not a .keras archive of this
+    project)."""
 
 
 def default_run_dir():
@@ -72,11 +78,60 @@ def load_run(run_dir, which="best"):
         path = run_dir / MODEL_FILES["final"]
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: has {run_dir} finished training?")
-    meta = read_model_meta(path)
-    if meta is None:
-        raise ValueError(f"{path} carries no feature parameters ({META_NAME}); it was not "
-                         "saved by train.py")
-    return load_model(path), meta, path
+    try:
+        meta = read_model_meta(path)
+        if meta is None:
+            raise ModelFileError(f"{path} carries no feature parameters ({META_NAME}); it was "
+                                 "not saved by train.py")
+        return load_model(path), meta, path
+    except ModelFileError:
+        raise
+    except Exception as e:  # noqa: BLE001 - zipfile, h5py, JSON and Keras raise many types
+        raise ModelFileError(f"{path} is not a readable model file ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else 'no detail'}); train "
+                             "the run again or use the other model (--model best|final)") \
+            from None
+
+
+# config.json arguments that may differ between the start of a run and its resumption
+RESUMABLE_ARGS = {"run", "overwrite", "quiet", "seeds", "test_data", "cpu_devices"}
+
+
+def start_run(run_dir, replace, split, run_cfg):
+    """Create a run folder, or replace it (``replace``: finished, or ``--overwrite``), or
+    resume the unfinished run in it, which must have been started with the same arguments;
+    write ``split.csv`` and, unless the frozen phase is done, ``config.json`` (atomically).
+
+    Raises
+    ------
+    ValueError
+        Resuming with other arguments than the run was started with (naming them).
+    """
+    import shutil
+
+    from atomic import remove_orphans, write_csv_atomic, write_json_atomic
+
+    run_dir = Path(run_dir)
+    if replace and run_dir.exists():
+        shutil.rmtree(run_dir)
+    resuming = any((run_dir / p).exists() for p in ("backup", "phase1.json", "backup_ft"))
+    if resuming and (run_dir / "config.json").exists():
+        old, new = (json.loads(json.dumps(c["args"])) for c in (read_config(run_dir), run_cfg))
+        changed = sorted(k for k in (set(old) | set(new)) - RESUMABLE_ARGS
+                         if old.get(k) != new.get(k))
+        if changed:
+            detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+            raise ValueError(f"{run_dir} holds an unfinished run started with other arguments "
+                             f"({detail}); resume it with the same command, or pass "
+                             "--overwrite to start it again")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    remove_orphans(run_dir)  # temporary files of a killed run
+    write_csv_atomic(run_dir / "split.csv",
+                     split[["utt_id", "part", "label", "attack", "path", "source"]])
+    if resuming:
+        print(f"resuming {run_dir} from its last finished epoch", file=sys.stderr)
+    if not (run_dir / "phase1.json").exists():
+        write_json_atomic(run_dir / "config.json", run_cfg)
 
 
 def read_threshold(run_dir, which="best"):

@@ -11,9 +11,17 @@
 
 Errors are JSON ``{"detail": ...}`` with a status code, never a 500 for bad input: 413 for an
 upload or a recording over the limits, 415 for what cannot be decoded as audio, 422 for an empty
-upload, a recording too short to score, or silence. The model loads once, at start-up, in Keras
+upload, a recording too short to score, silence or non-finite samples, 503 when the server is
+too busy to answer within ``--wait-seconds``.
+
+Cost is bounded before work starts: the upload size is counted while the body streams in (a
+request without Content-Length, chunked, is cut off the moment it passes ``--max-upload-mb``),
+a recording's duration is read from its header before decoding (and decoding stops at
+``--max-seconds`` whatever the header says), at most ``--decoders`` uploads are decoded at
+once, and only the model calls hold the model lock. The model loads once, at start-up, in Keras
 safe mode; uploads go to a private temporary folder that is removed after each request; the
-server never reads a path sent by a client; it binds to 127.0.0.1 unless told otherwise.
+server never reads a path sent by a client, never echoes its own paths or a client's bytes
+back; it binds to 127.0.0.1 unless told otherwise.
 """
 
 import argparse
@@ -22,47 +30,114 @@ import io
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's INFO/WARNING chatter
 
 import inference
 import runs
-from features import compute_features, load_audio
+from features import AudioError
 
 # -----------------------------------------------------------------------------
 HOST = "127.0.0.1"
 PORT = 8000
 MAX_UPLOAD_MB = 50.0
 MAX_SECONDS = 600.0  # longest recording accepted (10 minutes)
+DECODERS = max(1, (os.cpu_count() or 1))  # uploads decoded at once
+WAIT_SECONDS = 30.0  # longest wait for a decoding slot or the model before a 503
 CHUNK = 1 << 20
+DRAIN_SECONDS, DRAIN_BYTES = 1.0, 64 << 20  # read and dropped after a 413, so it arrives
 PAGE = Path(__file__).resolve().parent / "static" / "index.html"
+# HTTP status of each kind of per-file error (`inference.error_kind`); 422 for the others
+STATUS = {"undecodable": 415, "too_long": 413}
 # -----------------------------------------------------------------------------
 
 
-# HTTP status of each kind of per-file error (`inference.error_kind`); 422 for the others
-STATUS = {"undecodable": 415, "too_long": 413}
+class LimitBody:
+    """ASGI middleware: a request body may not exceed ``max_bytes``. Content-Length is checked
+    first; the bytes actually received are counted too, so a chunked upload without a length is
+    answered 413 as soon as it passes the limit, before it is spooled anywhere: the application
+    is told the client left, and whatever it answers then is dropped."""
+
+    def __init__(self, app, max_bytes, limit_mb):
+        self.app, self.max_bytes, self.limit_mb = app, max_bytes, limit_mb
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await self.refuse(receive, send)
+        received, refused = 0, False
+
+        async def counted():
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                refused = True
+                await self.refuse(receive, send)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message):
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted, guarded)
+
+    async def refuse(self, receive, send):
+        """Answer 413 at once, then read and drop what the client still sends for a moment
+        (at most `DRAIN_SECONDS` and `DRAIN_BYTES`): closing a connection with unread data would
+        reset it, and the client could lose the answer."""
+        import asyncio
+        import json
+
+        body = json.dumps({"detail": f"upload larger than {self.limit_mb:g} MB"})
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body.encode()})
+        loop = asyncio.get_running_loop()
+        drained, deadline = 0, loop.time() + DRAIN_SECONDS
+        while drained < DRAIN_BYTES and loop.time() < deadline:
+            try:
+                message = await asyncio.wait_for(receive(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                break
+            drained += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
 
 
-def spectrogram_png(path, detector, start_s):
-    """PNG bytes of the mel-spectrogram window starting at ``start_s`` (as the model saw it)."""
+def spectrogram_png(mel):
+    """PNG bytes of one mel-spectrogram window, as the model saw it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    p = detector.features
-    y = load_audio(path, p["sample_rate"])
-    a = int(round(start_s * p["sample_rate"]))
-    win = detector.window_samples or y.size
-    mel = compute_features(y[a:a + win], p)
     buf = io.BytesIO()
     plt.imsave(buf, mel, origin="lower", cmap="magma", format="png")
     return buf.getvalue()
 
 
+def add_spectrogram(result, mels):
+    """Add the PNG (base64) of the window the model found most spoof-like, and its span."""
+    top = max((j for j, m in enumerate(mels) if m is not None),
+              key=lambda j: result["windows"][j]["p_spoof"])
+    result["spectrogram_png"] = base64.b64encode(spectrogram_png(mels[top])).decode()
+    w = result["windows"][top]
+    result["spectrogram_window"] = [w["start_s"], w["end_s"]]
+
+
 def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_MB,
-               max_seconds=MAX_SECONDS):
+               max_seconds=MAX_SECONDS, decoders=DECODERS, wait_seconds=WAIT_SECONDS,
+               decode_in_lock=False):
     """The FastAPI application, with the run's model loaded once.
 
     Parameters
@@ -73,23 +148,33 @@ def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_M
         Decision threshold on P(spoof) (default: the run's saved threshold, else 0.5).
     max_upload_mb, max_seconds : float
         Limits; over them the answer is 413.
+    decoders : int
+        Uploads decoded at once (each holds at most ``max_seconds`` of audio).
+    wait_seconds : float
+        Longest wait for a decoding slot, and then for the model, before a 503.
+    decode_in_lock : bool
+        Decode inside the model lock, as this server did before: for benchmarks/run.py's
+        before/after comparison only.
     """
-    from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+    from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse
 
     detector = inference.Detector(run_dir, which, threshold)
-    lock = threading.Lock()  # one model call at a time; requests are served concurrently
+    model_lock = threading.Lock()  # one model call at a time
+    slots = threading.BoundedSemaphore(decoders)  # bounded decoding memory and CPU
     max_bytes = int(max_upload_mb * 2**20)
     app = FastAPI(title="Audio deepfake detector",
-                  description="EfficientNetB0 on log-mel spectrograms; P(spoof) and ASVspoof "
-                              "scores (higher = more bonafide).")
+                  description="P(spoof) of recordings and ASVspoof scores (higher = more "
+                              "bonafide), from a run of this project's train.py.")
+    app.add_middleware(LimitBody, max_bytes=max_bytes + 64 * 1024,  # + multipart framing
+                       limit_mb=max_upload_mb)
 
-    @app.middleware("http")
-    async def refuse_large_bodies(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_bytes + 64 * 1024:
-            return JSONResponse({"detail": f"upload larger than {max_upload_mb:g} MB"}, 413)
-        return await call_next(request)
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request, exc):
+        # FastAPI's default would echo the client's input (an upload's bytes) back
+        return JSONResponse({"detail": [{"loc": list(e.get("loc", ())), "msg": e.get("msg")}
+                                        for e in exc.errors()]}, 422)
 
     @app.get("/health")
     def health():
@@ -105,33 +190,60 @@ def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_M
     def predict_file(file: UploadFile = File(..., description="an audio file"),
                      spectrogram: bool = Query(False, description="add spectrogram_png")):
         """Score one uploaded recording (any format ffmpeg/libsndfile decode, any rate)."""
+        deadline = time.monotonic() + wait_seconds
         suffix = Path(file.filename or "").suffix.lower()
         suffix = suffix if suffix in inference.AUDIO_EXTENSIONS else ""
         with tempfile.TemporaryDirectory(prefix="deepfake-upload-") as tmp:
             path = Path(tmp) / f"upload{suffix}"
-            size = 0
-            with open(path, "wb") as f:
-                while chunk := file.file.read(CHUNK):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB")
-                    f.write(chunk)
-            if size == 0:
+            if save_upload(file, path, max_bytes) == 0:
                 raise HTTPException(422, "empty upload")
-            with lock:
-                result = next(inference.score_files([path], detector, max_seconds=max_seconds))
-                if result["status"] != "ok":
-                    raise HTTPException(STATUS.get(result["error_kind"], 422), result["error"])
-                result["file"] = file.filename or "upload"
-                if spectrogram:
-                    top = max((w for w in result["windows"] if w["p_spoof"] is not None),
-                              key=lambda w: w["p_spoof"])
-                    png = spectrogram_png(path, detector, top["start_s"])
-                    result["spectrogram_png"] = base64.b64encode(png).decode("ascii")
-                    result["spectrogram_window"] = [top["start_s"], top["end_s"]]
+            if not slots.acquire(timeout=wait_seconds):
+                raise HTTPException(503, "busy: too many recordings are being decoded; try "
+                                         "again")
+            try:
+                result, mels = score_upload(path, detector, model_lock, max_seconds,
+                                            deadline - time.monotonic(), decode_in_lock)
+            finally:
+                slots.release()
+        result["file"] = file.filename or "upload"
+        if spectrogram:
+            add_spectrogram(result, mels)
         return {"model": detector.identity(), "results": [result]}
 
     return app
+
+
+def score_upload(path, detector, model_lock, max_seconds, timeout, decode_in_lock=False):
+    """`inference.score_one` of a saved upload, its failures turned into HTTP errors (by the
+    kind of the error, `STATUS`; 503 when the model stays busy past ``timeout``)."""
+    from fastapi import HTTPException
+
+    try:
+        if decode_in_lock:  # the old way, for benchmarks: everything under the model lock
+            with model_lock:
+                return inference.score_one(path, detector, max_seconds=max_seconds)
+        return inference.score_one(path, detector, max_seconds=max_seconds,
+                                   model_lock=model_lock, timeout=timeout)
+    except AudioError as e:
+        raise HTTPException(STATUS.get(e.kind, 422), str(e)) from None
+    except MemoryError:
+        raise HTTPException(413, "recording too large to decode") from None
+    except inference.Busy as e:
+        raise HTTPException(503, f"busy: {e}") from None
+
+
+def save_upload(file, path, max_bytes):
+    """Copy an upload to ``path`` chunk by chunk (413 past ``max_bytes``); returns its size."""
+    from fastapi import HTTPException
+
+    size = 0
+    with open(path, "wb") as f:
+        while chunk := file.file.read(CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise HTTPException(413, f"upload larger than {max_bytes / 2**20:g} MB")
+            f.write(chunk)
+    return size
 
 
 def build_parser():
@@ -144,19 +256,29 @@ def build_parser():
                                                  "only)")
     ap.add_argument("--port", type=int, default=PORT, help="TCP port to listen on")
     ap.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_MB,
-                    help="largest upload accepted (413 above)")
+                    help="largest upload accepted (413 above, counted as it streams in)")
     ap.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
-                    help="longest recording accepted, in seconds (413 above)")
+                    help="longest recording accepted, in seconds (413 above, read from the "
+                         "header before decoding)")
+    ap.add_argument("--decoders", type=int, default=DECODERS,
+                    help="uploads decoded at the same time (bounds memory and CPU)")
+    ap.add_argument("--wait-seconds", type=float, default=WAIT_SECONDS,
+                    help="longest a request waits for a decoding slot and the model (503 "
+                         "after that)")
     return ap
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.decoders < 1 or args.wait_seconds <= 0:
+        ap.error("--decoders must be at least 1 and --wait-seconds positive")
     import uvicorn
 
     try:
         run = Path(args.run) if args.run else runs.find_latest_run()
-        app = create_app(run, args.model, args.threshold, args.max_upload_mb, args.max_seconds)
+        app = create_app(run, args.model, args.threshold, args.max_upload_mb, args.max_seconds,
+                         args.decoders, args.wait_seconds)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

@@ -37,7 +37,6 @@ Beyond the design card (off by default, except that the threshold is calibrated:
 
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -54,7 +53,8 @@ import model as M
 import report
 import runs
 from atomic import atomic_output, write_json_atomic, write_text_atomic
-from callbacks import make_checkpoint_callback, make_validation_callback
+from callbacks import (make_checkpoint_callback, make_history_callback,
+                       make_validation_callback)
 from distribute import configure_cpu_devices, get_strategy, trim_to_replicas
 from feature_cache import cached_features, feature_dataset
 
@@ -93,6 +93,12 @@ def prepare_data(cfg, split_seed):
     """Load and split the data (nothing is written): `Prepared`."""
     train_df, val_df, features = data_loader.load_splits(cfg.data, cfg.val_data,
                                                          cfg.val_fraction, split_seed)
+    counts = train_df["label"].value_counts()
+    if len(counts) < 2:
+        raise ValueError(f"the training data hold only {counts.index[0]} utterances "
+                         f"({counts.iloc[0]}); a detector needs bonafide and spoof")
+    for df in (train_df, val_df):
+        data_loader.check_arrays(df, features["shape"])
     weights = data_loader.class_weights(train_df["target"], cfg.class_weight_spec())
     return Prepared(train_df, val_df, features, weights)
 
@@ -190,8 +196,7 @@ def phase_callbacks(cfg, run_dir, backup_dir, checkpoint, predict_model, val_ds,
     key, mode = C.MONITORS[cfg.monitor]
     cbs = [keras.callbacks.BackupAndRestore(str(backup_dir)),
            make_validation_callback(predict_model, val_ds, val_df["target"]),
-           keras.callbacks.CSVLogger(str(run_dir / "history.csv"),
-                                     append=(run_dir / "history.csv").exists()),
+           make_history_callback(run_dir / "history.csv"),
            checkpoint]
     if cfg.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(key, patience=cfg.early_stopping, mode=mode))
@@ -317,29 +322,15 @@ def train(data, run_dir, config=None, *, verbose=None, callbacks=(), argv=None,
     run_cfg = run_config(cfg, prepared, model, inputs, replicas, split_seed, argv)
     meta = {**{k: run_cfg[k] for k in ("features", "labels", "input")}, "model": cfg.model,
             "run": run_dir.name}
-    start_run_folder(run_dir, finished, prepared, run_cfg)
+    split = pd.concat([prepared.train_df.assign(part="train"),
+                       prepared.val_df.assign(part="val")])
+    runs.start_run(run_dir, finished or cfg.overwrite, split, run_cfg)
     best, epochs_run = fit_frozen(cfg, run_dir, model, inputs, prepared, meta, verbose,
                                   callbacks)
     if cfg.fine_tune_blocks:
         fine_tune(cfg, run_dir, model, prepared, meta, run_cfg, best, epochs_run, verbose,
                   callbacks)
     return run_dir, finalize(cfg, run_dir, model, meta, prepared, inputs)
-
-
-def start_run_folder(run_dir, finished, data, run_cfg):
-    """Create (or replace a finished, or resume an unfinished) run folder; write split.csv and,
-    unless the frozen phase is already done, config.json."""
-    if finished:
-        shutil.rmtree(run_dir)
-    resuming = any((run_dir / p).exists() for p in ("backup", "phase1.json", "backup_ft"))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    split = pd.concat([data.train_df.assign(part="train"), data.val_df.assign(part="val")])
-    split[["utt_id", "part", "label", "attack", "path", "source"]].to_csv(
-        run_dir / "split.csv", index=False)
-    if resuming:
-        print(f"resuming {run_dir} from its last finished epoch", file=sys.stderr)
-    if not (run_dir / "phase1.json").exists():
-        write_json_atomic(run_dir / "config.json", run_cfg)
 
 
 # ----------------------------------------------------------------------------- several seeds

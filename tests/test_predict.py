@@ -2,7 +2,9 @@
 windows; batching."""
 
 import json
+import os
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +155,58 @@ def test_threshold_falls_back_to_0_5_without_calibration(trained_run, tmp_path):
     d = inference.Detector(run)
     assert (d.threshold, d.threshold_source) == (0.5, "default 0.5 (no threshold saved)")
     assert inference.Detector(run, threshold=0.2).threshold_source == "--threshold"
+
+
+# ----------------------------------------------------------------------------- hostile input
+
+
+def test_nan_samples_are_a_file_error_never_a_skipped_window(detector, tmp_path):
+    y = tone(9.0, seed=3)
+    y[5 * 16000:5 * 16000 + 8] = np.nan  # 8 NaN samples inside the third window
+    nan = write_wav(tmp_path / "nan.wav", y, 16000, subtype="FLOAT")
+    y[:] = np.inf
+    inf = write_wav(tmp_path / "inf.wav", y, 16000, subtype="FLOAT")
+    rows = list(inference.score_files([nan, inf], detector))
+    for r in rows:
+        assert r["status"] == "error" and r["error_kind"] == "nonfinite", r
+        assert "NaN or inf" in r["error"] and "label" not in r  # never scored, not bonafide
+
+
+def test_one_hostile_file_among_good_ones(trained_run, tmp_path, capsys):
+    import soundfile as sf
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i in range(3):
+        write_wav(folder / f"good{i}.wav", tone(2.0, seed=i), 16000)
+    sf.write(folder / "onehz.wav", np.zeros(60_000, np.float32), 1)  # 16 h at 1 Hz
+    (folder / "dangling.wav").symlink_to(tmp_path / "nowhere.wav")
+    os.mkfifo(folder / "fifo.wav")  # would block forever if opened
+    code = predict.main(["--run", str(trained_run), "--json", str(folder)])
+    rows = {Path(r["file"]).name: r for r in json.loads(capsys.readouterr().out)["results"]}
+    assert code == 1 and len(rows) == 6
+    assert all(rows[f"good{i}.wav"]["status"] == "ok" for i in range(3))
+    assert rows["onehz.wav"]["error"].startswith("too long")
+    assert rows["dangling.wav"]["error_kind"] == "missing"
+    assert rows["fifo.wav"]["error_kind"] == "invalid"
+
+
+def test_unreadable_model_files_give_one_line_naming_the_file(trained_run, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    run = tmp_path / "broken"
+    shutil.copytree(trained_run, run)
+    (run / "best.keras").write_bytes(b"PK\x03\x04 truncated archive")
+    (run / "model.keras").write_bytes(np.random.default_rng(0).bytes(2000))
+    audio = write_wav(tmp_path / "a.wav", tone(1.0), 16000)
+    for script, args in (("predict.py", [str(audio)]), ("evaluate.py", ["--no-plots"]),
+                         ("serve.py", ["--port", "0"])):
+        proc = subprocess.run([sys.executable, script, "--run", str(run), *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, (script, proc.stderr)
+        error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(error) == 1 and f"{run / 'best.keras'} is not a readable model" in error[0]

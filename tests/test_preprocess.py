@@ -179,3 +179,76 @@ def test_demo_corpus_spoof_fraction():
     assert [make_demo_corpus.is_spoof(i) for i in range(4)] == [False, True, False, True]
     share = np.mean([make_demo_corpus.is_spoof(i, 0.9) for i in range(400)])
     assert share == 0.9
+
+
+# ----------------------------------------------------------------------------- hostile input
+
+
+def test_one_hostile_file_among_good_ones_keeps_the_others(tmp_path):
+    import soundfile as sf
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    lines = []
+    for i in range(3):
+        write_wav(audio / f"G{i}.flac", tone(1.5, seed=i))
+        lines.append(f"SPK G{i} - - bonafide")
+    sf.write(audio / "HUGE.flac", np.zeros(60_000, np.float32), 1000)  # fine: 60 s at 1 kHz
+    sf.write(audio / "ONEHZ.wav", np.zeros(60_000, np.float32), 1)  # 16 h once resampled
+    lines += ["SPK HUGE - A01 spoof", "SPK ONEHZ - A01 spoof"]
+    (tmp_path / "p.txt").write_text("\n".join(lines) + "\n")
+    s = preprocess.preprocess(tmp_path / "p.txt", audio, tmp_path / "out", workers=2,
+                              progress=False, max_seconds=30)
+    assert (s["written"], s["failed"]) == (3, 2)
+    errors = pd.read_csv(tmp_path / "out" / "errors.csv").set_index("utt_id")["reason"]
+    assert errors["ONEHZ"].startswith("too long") and errors["HUGE"].startswith("too long")
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    assert sorted(manifest["utt_id"]) == ["G0", "G1", "G2"]
+
+
+@pytest.mark.parametrize("utt", ["../../pwned", "/tmp/abs", "a/b", "..", ".hidden"])
+def test_ids_that_would_leave_the_output_folder_are_refused(tmp_path, utt):
+    (tmp_path / "audio").mkdir()
+    write_wav(tmp_path / "audio" / "ok.flac", tone(1.0))
+    (tmp_path / "p.txt").write_text(f"SPK ok - - bonafide\nS {utt} - A01 spoof\n")
+    out = tmp_path / "work" / "out"
+    before = set(tmp_path.rglob("*"))
+    with pytest.raises(SystemExit, match=r"p.txt:2: utterance id .* cannot name a file"):
+        preprocess.main(["--protocol", str(tmp_path / "p.txt"), "--audio-dir",
+                         str(tmp_path / "audio"), "--out", str(out)])
+    assert set(tmp_path.rglob("*")) == before  # nothing written anywhere, inside or out
+
+
+def test_protocol_encodings_and_limits(tmp_path, capsys):
+    (tmp_path / "audio").mkdir()
+    write_wav(tmp_path / "audio" / "U1.flac", tone(1.0))
+    text = "LA_0079 U1 - - bonafide\n"
+    (tmp_path / "bom.txt").write_text("\ufeff" + text, encoding="utf-8")
+    df = protocols.parse_protocol(tmp_path / "bom.txt")
+    assert df["speaker"].iloc[0] == "LA_0079"  # the byte-order mark does not stick to it
+    (tmp_path / "u16.txt").write_text(text, encoding="utf-16")
+    with pytest.raises(protocols.ProtocolError, match="u16.txt: not UTF-8 text"):
+        protocols.parse_protocol(tmp_path / "u16.txt")
+    (tmp_path / "latin.csv").write_bytes("file,label\ncaf\xe9.wav,bonafide\n".encode("latin-1"))
+    with pytest.raises(protocols.ProtocolError, match="latin.csv: not UTF-8 text"):
+        protocols.parse_protocol(tmp_path / "latin.csv")
+    for bad in ("0", "-118"):
+        with pytest.raises(SystemExit):
+            preprocess.main(["--protocol", str(tmp_path / "bom.txt"), "--audio-dir",
+                             str(tmp_path / "audio"), "--limit", bad])
+        assert "--limit must be at least 1" in capsys.readouterr().err
+
+
+def test_resume_recomputes_cut_arrays_and_removes_orphans(messy_corpus, tmp_path):
+    protocol, audio = messy_corpus
+    out = tmp_path / "out"
+    preprocess.preprocess(protocol, audio, out, workers=1, progress=False)
+    (out / "U_0.npy").write_bytes(b"")  # a crash mid-write, or a full disk
+    good = (out / "U_1.npy").read_bytes()
+    (out / "U_1.npy").write_bytes(good[: len(good) // 2])
+    orphan = out / ".U_2.npy.tmp-abc123.tmp"  # left by a killed run
+    orphan.write_bytes(b"partial")
+    s = preprocess.preprocess(protocol, audio, out, workers=1, progress=False)
+    assert (s["written"], s["kept"]) == (2, 2) and not orphan.exists()
+    for u in ("U_0", "U_1"):
+        assert np.load(out / f"{u}.npy").shape == (128, 128)

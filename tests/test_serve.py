@@ -25,27 +25,39 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(trained_run):
+def start_server(run, log, *flags):
+    """serve.py in its own process on a free loopback port; returns (url, process)."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "serve.py", "--run", str(trained_run), "--port", str(port),
-         "--max-upload-mb", "1", "--max-seconds", "20"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "serve.py", "--run", str(run), "--port", str(port),
+                             *flags], cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"server exited: {proc.stdout.read()[-3000:]}")
+            pytest.fail(f"server exited: {Path(log).read_text()[-3000:]}")
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
+                return url, proc
         except httpx.TransportError:
             time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("server did not start")
+    proc.kill()
+    pytest.fail("server did not start")
+
+
+@pytest.fixture(scope="module")
+def server(trained_run, tmp_path_factory):
+    url, proc = start_server(trained_run, tmp_path_factory.mktemp("log") / "serve.log",
+                             "--max-upload-mb", "1", "--max-seconds", "20")
     yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def default_server(trained_run, tmp_path_factory):
+    """A server with the default limits (50 MB uploads, 600 s recordings), and its pid."""
+    url, proc = start_server(trained_run, tmp_path_factory.mktemp("log") / "serve.log")
+    yield url, proc.pid
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -182,3 +194,121 @@ def test_genuine_corpora_same_scores_as_predict_py(server, trained_run):
     np.testing.assert_allclose([a["score"] for a in api], [x["score"] for x in local],
                                rtol=1e-6)
     assert [a["label"] for a in api] == [x["label"] for x in local]
+
+
+# ----------------------------------------------------------------------------- hostile input
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def wav_bytes(y, sr, subtype="PCM_16", fmt="WAV"):
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(y, np.float32), sr, subtype=subtype, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    """The denial-of-service uploads of the hostile-input audit: WAVs of 120 KB and 2.8 MB
+    whose header says 1 Hz (16 h and 16 days of audio once resampled), and 3 h of 48 kHz FLAC
+    (silence compresses to 1.7 MB)."""
+    import io
+
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", 48000, 1, "PCM_16", format="FLAC") as f:
+        for _ in range(180):
+            f.write(np.zeros(48000 * 60, np.float32))
+    return {"1hz_small.wav": wav_bytes(0.1 * rng.standard_normal(60_000), 1),
+            "1hz_large.wav": wav_bytes(0.1 * rng.standard_normal(1_400_000), 1),
+            "3h.flac": buf.getvalue()}
+
+
+def chunked_upload(url, total_bytes, chunk=1 << 20):
+    """POST a multipart upload of ``total_bytes`` with chunked transfer encoding (no
+    Content-Length) on a raw socket, stopping as soon as the server answers; returns the
+    status code and the seconds it took."""
+    import select
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    boundary = "hostileboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            "filename=\"big.wav\"\r\nContent-Type: audio/wav\r\n\r\n").encode()
+    start = time.monotonic()
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall((f"POST /predict HTTP/1.1\r\nHost: {u.hostname}\r\nTransfer-Encoding: chunked"
+                   f"\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode())
+        s.sendall(b"%x\r\n%s\r\n" % (len(head), head))
+        block, sent = b"\0" * chunk, 0
+        try:
+            while sent < total_bytes and not select.select([s], [], [], 0)[0]:
+                s.sendall(b"%x\r\n%s\r\n" % (len(block), block))
+                sent += len(block)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = s.recv(4096).decode("latin-1")
+    return int(answer.split()[1]), time.monotonic() - start, sent
+
+
+def test_denial_of_service_uploads_are_refused_fast_with_bounded_memory(default_server, hostile,
+                                                                       clips):
+    url, pid = default_server
+    good = clips["good"].read_bytes()
+    post(url, "warm.wav", good)  # first request: lazy imports, graph tracing
+    before = rss_mb(pid)
+    peak = [before]
+    stop = False
+
+    def sample():
+        while not stop:
+            peak[0] = max(peak[0], rss_mb(pid))
+            time.sleep(0.02)
+
+    sampler = ThreadPoolExecutor(1).submit(sample)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            for name, content in [*hostile.items(), ("chunked 1 GB", None)]:
+                normal = pool.submit(lambda: (time.monotonic(), post(url, "good.wav", good),
+                                              time.monotonic()))
+                if content is None:
+                    status, seconds, sent = chunked_upload(url, 1 << 30)
+                    assert sent < 200 << 20, "the upload was not cut off"
+                else:
+                    t = time.monotonic()
+                    r = post(url, name, content)
+                    status, seconds = r.status_code, time.monotonic() - t
+                    assert "too long" in r.json()["detail"], r.text
+                t0, answer, t1 = normal.result()
+                assert status == 413 and seconds < 2, (name, status, seconds)
+                assert answer.status_code == 200 and t1 - t0 < 3, (name, t1 - t0)
+    finally:
+        stop = True
+        sampler.result()
+    assert peak[0] - before < 200, f"server RSS grew by {peak[0] - before:.0f} MB"
+
+
+def test_nan_samples_are_an_error_never_a_skipped_window(server):
+    y = tone(3.0)
+    y[16000:16008] = np.nan  # 8 NaN samples in the second window
+    r = post(server, "nan.wav", wav_bytes(y, 16000, "FLOAT"))
+    assert r.status_code == 422 and "NaN or inf" in r.json()["detail"]
+    r = post(server, "allnan.wav", wav_bytes(np.full(32000, np.nan), 16000, "FLOAT"))
+    assert r.status_code == 422 and "NaN or inf" in r.json()["detail"]  # not "silent"
+
+
+def test_errors_never_echo_server_paths_or_client_bytes(server):
+    r = post(server, "notes.txt", b"hello, this is not audio")
+    assert r.status_code == 415 and "/tmp" not in r.text and "deepfake-upload" not in r.text
+    secret = b"SECRET-CONTENT-" * 10
+    r = httpx.post(f"{server}/predict", files={"file": ("", secret)}, timeout=60)
+    assert r.status_code == 422 and b"SECRET" not in r.content

@@ -363,3 +363,79 @@ def test_several_folders_must_share_feature_parameters(demo_features, demo_corpu
         train.main(["--data", str(demo_features["train"]), "--data", str(tmp_path / "resized"),
                     "--run", str(tmp_path / "r"), "--model", "lcnn"])
     assert str(tmp_path / "resized") in str(e.value) and not (tmp_path / "r").exists()
+
+
+# ----------------------------------------------------------------------------- hostile input
+
+
+def test_feature_cache_follows_the_arrays(informative_weights, demo_corpus, tmp_path):
+    """Arrays computed again (here with other parameters, on the same folder) are never served
+    from the old cache: its key covers features.json and every array's size and time."""
+    import preprocess
+    import protocols
+
+    protocol, audio = protocols.resolve_2019_layout(demo_corpus, "train")
+    data = tmp_path / "feat"
+    preprocess.preprocess(protocol, audio, data, workers=1, progress=False)
+    args = dict(weights=informative_weights, epochs=1, batch_size=8, verbose=0)
+    train.train(data, tmp_path / "a", **args)
+    (old,) = (data / "backbone_cache").glob("*.npy")
+    preprocess.preprocess(protocol, audio, data, workers=1, progress=False, overwrite=True,
+                          fit="resize")
+    train.train(data, tmp_path / "b", **args)
+    (new,) = (data / "backbone_cache").glob("*.npy")
+    assert new.name != old.name and not old.exists()
+    assert new.name.split("-")[0] == old.name.split("-")[0]  # same backbone, other data
+
+
+def test_a_corrupt_array_stops_training_fast_naming_it(demo_features, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "feat"
+    shutil.copytree(demo_features["train"], data, ignore=shutil.ignore_patterns("backbone_*"))
+    victim = sorted(data.glob("*.npy"))[3]
+    victim.write_bytes(victim.read_bytes()[:1000])
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "train.py", "--data", str(data), "--run",
+                           str(tmp_path / "r"), "--weights", "none", "--epochs", "1", "--quiet"],
+                          cwd=Path(train.__file__).parent, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0 and time.monotonic() - start < 60
+    assert str(victim) in proc.stderr and "run preprocess.py" in proc.stderr
+
+
+def test_one_class_training_data_is_refused(demo_features, tmp_path):
+    import shutil
+
+    data = tmp_path / "spoof_only"
+    shutil.copytree(demo_features["train"], data, ignore=shutil.ignore_patterns("backbone_*"))
+    manifest = pd.read_csv(data / "manifest.csv")
+    manifest[manifest["label"] == "spoof"].to_csv(data / "manifest.csv", index=False)
+    with pytest.raises(SystemExit, match=r"hold only spoof utterances \(12\)"):
+        train.main(["--data", str(data), "--val-data", str(demo_features["dev"]), "--run",
+                    str(tmp_path / "r"), "--weights", "none"])
+    assert not (tmp_path / "r").exists()
+
+
+def test_resuming_with_other_arguments_is_refused(demo_features, tmp_path):
+    import keras
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("power cut")
+
+    run = tmp_path / "r"
+    args = dict(data=demo_features["train"], model="lcnn", batch_size=8, verbose=0)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train.train(run_dir=run, epochs=3, callbacks=[Crash()], **args)
+    orphan = run / ".model.keras.tmp-x1y2.keras"
+    orphan.write_bytes(b"half a model")
+    with pytest.raises(ValueError, match=r"started with other arguments \(epochs: 3 -> 4\)"):
+        train.train(run_dir=run, epochs=4, **args)
+    _, history = train.train(run_dir=run, epochs=3, **args)  # the same command resumes
+    assert list(history["epoch"]) == [0, 1, 2] and not orphan.exists()
+    _, history = train.train(run_dir=run, epochs=2, overwrite=True, **args)  # or start again
+    assert list(history["epoch"]) == [0, 1]
