@@ -6,7 +6,7 @@ import numpy as np
 
 from atomic import atomic_output
 from metrics import compute_eer
-from model import save_model_atomic
+from model import load_tensorflow, save_model_atomic
 
 
 def make_checkpoint_callback(path, meta, model, monitor="val_loss", mode="min", best=None,
@@ -29,7 +29,7 @@ def make_checkpoint_callback(path, meta, model, monitor="val_loss", mode="min", 
     best : float, optional
         The value to beat (default: none yet).
     """
-    import keras
+    _, keras = load_tensorflow()
 
     store = Path(store or f"{path}.trainable.npz")
     sign = 1.0 if mode == "min" else -1.0
@@ -76,10 +76,14 @@ def make_checkpoint_callback(path, meta, model, monitor="val_loss", mode="min", 
 
 def make_validation_callback(predict_model, val_ds, targets):
     """Adds ``val_eer`` (pooled EER of the validation part, bonafide = target, `metrics.
-    compute_eer`) to the epoch logs, for history.csv, best-checkpoint selection and early
-    stopping. Must come before the callbacks that read it."""
-    import keras
+    compute_eer`) and ``val_auc`` (ROC AUC computed from the ranks of the scores, spoof =
+    positive) to the epoch logs, for history.csv, best-checkpoint selection and early stopping.
+    Keras' own AUC metric counts on 200 fixed thresholds and cannot tell apart scores packed
+    near 0.5 (it stayed at 0.5000 while the EER moved from 19% to 62%), so it is not used.
+    Must come before the callbacks that read these logs."""
+    from sklearn.metrics import roc_auc_score
 
+    _, keras = load_tensorflow()
     y = np.asarray(targets).astype(int)
 
     class ValidationEER(keras.callbacks.Callback):
@@ -90,6 +94,7 @@ def make_validation_callback(predict_model, val_ds, targets):
                 both = (y == 0).any() and (y == 1).any()
                 logs["val_eer"] = (compute_eer(-p[y == 0], -p[y == 1])[0] if both
                                    else float("nan"))
+                logs["val_auc"] = float(roc_auc_score(y, p)) if both else float("nan")
 
     return ValidationEER()
 
@@ -98,7 +103,7 @@ def make_history_callback(path):
     """Writes ``history.csv`` (one row per epoch: ``epoch`` and every log, as Keras' CSVLogger
     writes it) atomically after every epoch, keeping the rows of earlier epochs of a resumed
     run: a crash can never leave a half-written row."""
-    import keras
+    _, keras = load_tensorflow()
     import pandas as pd
 
     from atomic import write_csv_atomic

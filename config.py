@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import PurePath
 
+import cli
 import data_loader
 import metrics
 import model as M
@@ -260,7 +261,7 @@ def from_args(args, cls=TrainConfig):
 def build_parser(description):
     """The command line of train.py, derived from `TrainConfig`."""
     ap = argparse.ArgumentParser(description=description,
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=cli.HelpFormatter)
     return add_options(ap)
 
 

@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 
 import features as F
+from cli import HelpFormatter
+from model import load_tensorflow
 import protocols
 
 VAL_FRACTION = 0.2
@@ -198,7 +200,7 @@ def balanced_indices(targets, batch_size, seed=SEED, n_batches=None):
     ds : tf.data.Dataset
         ``n_batches * batch_size`` int64 indices (unbatched), new draws each iteration.
     """
-    import tensorflow as tf
+    tf, _ = load_tensorflow()
 
     t = np.asarray(targets).astype(int)
     groups = [np.flatnonzero(t == c).astype(np.int64) for c in (0, 1)]
@@ -351,7 +353,7 @@ def to_model_input(x, kind="rgb255"):
         ``rgb255``: shape (..., 128, 128, 3), values in [0, 255]; ``mel``: shape
         (..., 128, 128, 1), values in [0, 1].
     """
-    import tensorflow as tf
+    tf, _ = load_tensorflow()
 
     x = tf.convert_to_tensor(x, dtype=tf.float32)
     if kind == "mel":
@@ -365,7 +367,7 @@ def _load_npy(path, shape):
     def read(p):
         return F.read_array(p.decode(), shape)
 
-    import tensorflow as tf
+    tf, _ = load_tensorflow()
 
     x = tf.numpy_function(read, [path], tf.float32, stateful=False)
     x.set_shape(shape)
@@ -380,7 +382,7 @@ def _load_augmented(path, audio, seed, shape, aug, params):
         rng = np.random.default_rng(int(s) % 2**63)  # SeedSequence wants a non-negative seed
         return augment_example(x, a.decode(), rng, aug, params)
 
-    import tensorflow as tf
+    tf, _ = load_tensorflow()
 
     x = tf.numpy_function(read, [path, audio, seed], tf.float32, stateful=False)
     x.set_shape(shape)
@@ -396,7 +398,7 @@ def train_indices(targets, batch_size, shuffle=False, seed=SEED, balanced=False)
     -------
     ds : tf.data.Dataset of int64 indices into the part
     """
-    import tensorflow as tf
+    tf, _ = load_tensorflow()
 
     if balanced:
         return balanced_indices(targets, batch_size, seed)
@@ -441,7 +443,7 @@ def make_dataset(df, batch_size, shuffle=False, seed=SEED, shape=F.SHAPE,
         Elements ``(inputs, targets (batch,) float32)``; inputs (batch, 128, 128, 3) in [0, 255]
         for ``rgb255``, (batch, 128, 128, 1) in [0, 1] for ``mel``.
     """
-    import tensorflow as tf
+    tf, _ = load_tensorflow()
 
     shape = tuple(shape)
     if augment and needs_audio(augment):
@@ -567,7 +569,7 @@ def build_parser():
     ap = argparse.ArgumentParser(
         description="Print the train/validation split of a preprocessed folder, per label and "
                     "attack (label 1 = spoof).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     ap.add_argument("data", nargs="?", default="data/features/train",
                     help="preprocessed folder (manifest.csv, features.json, arrays)")
     ap.add_argument("--val-data", help="validate on this preprocessed folder instead of "

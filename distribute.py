@@ -1,5 +1,7 @@
 """tf.distribute strategies for train.py (``--strategy``, ``--cpu-devices``)."""
 
+from model import load_tensorflow
+
 MULTIWORKER_BLOCKED = (
     "--strategy multiworker is not available: Keras 3's Model.fit fails under "
     "tf.distribute.MultiWorkerMirroredStrategy ('Attempt to convert a value (PerReplica...)'; "
@@ -12,7 +14,7 @@ STRATEGIES = ("none", "mirrored", "multiworker")
 def configure_cpu_devices(n):
     """Split the CPU into ``n`` logical devices (to exercise distribution strategies without
     accelerators). Must run before TensorFlow initializes its devices."""
-    import tensorflow as tf
+    tf, _ = load_tensorflow()
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
@@ -29,8 +31,7 @@ def get_strategy(name="none"):
         split across replicas. ``multiworker`` (several hosts via ``TF_CONFIG``) raises
         ValueError: Keras 3's ``fit`` does not run under it (see `MULTIWORKER_BLOCKED`).
     """
-    import keras
-    import tensorflow as tf
+    tf, keras = load_tensorflow()
 
     if name == "none":
         return tf.distribute.get_strategy()

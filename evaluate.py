@@ -26,21 +26,20 @@ the min t-DCF. Writes to ``<run>/eval/<name>/`` (or ``--out``): ``metrics.json``
 """
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's INFO/WARNING chatter
-
 import protocols
 import report
+from cli import HelpFormatter
 import runs
 from model import PREDICT_BATCH_SIZE
 
 
 def evaluate(run_dir=None, data=None, which="best", threshold=None,
              batch_size=PREDICT_BATCH_SIZE, name=None, scores=None, protocol=None, fmt=None,
-             asv_scores=None, out=None, plots=True, scored=None, partial=False):
+             asv_scores=None, out=None, plots=True, scored=None, partial=False,
+             progress=False):
     """Score (a run's model, or a score file) and write the full report.
 
     Parameters
@@ -70,6 +69,8 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None,
     partial : bool
         Score-file mode: accept a file that does not score every protocol trial (the report
         then says "partial: N of M trials" beside every metric); refused by default.
+    progress : bool
+        A progress bar while the model scores.
 
     Returns
     -------
@@ -84,7 +85,8 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None,
         name = name or Path(scores).stem
         out_dir = Path(out) if out else Path(scores).parent / f"{Path(scores).stem}_eval"
     else:
-        table, source = scored or report.scores_from_model(run_dir, data, which, batch_size)
+        table, source = scored or report.scores_from_model(run_dir, data, which, batch_size,
+                                                           progress)
         name = name or ("heldout" if data is None else Path(data).resolve().name)
         out_dir = Path(out) if out else Path(run_dir) / "eval" / name
         history = Path(run_dir) / "history.csv"
@@ -126,11 +128,13 @@ def format_report(metrics):
     hdr = (f"{'point':>10s} {'P(spoof)>=':>10s} {'score<=':>9s} {'acc':>6s} {'prec':>6s} "
            f"{'recall':>6s} {'F1':>6s}")
     thr = metrics["threshold"]
-    lines += ["", f"operating points{mark} (positive class = spoof; chosen = {thr['value']:.4g}, "
+    lines += ["", f"operating points{mark} (positive class = spoof; chosen = "
+                  f"{runs.format_threshold(thr['value'])}, "
                   f"{thr['source']}; best_f1 and eer are picked on this data itself, "
                   "for reference only):", hdr]
     for key, m in metrics["operating_points"].items():
-        lines.append(f"{key:>10s} {m['threshold']:10.4g} {m['score_threshold']:9.4g} "
+        lines.append(f"{key:>10s} {runs.format_threshold(m['threshold']):>10s} "
+                     f"{m['score_threshold']:9.4g} "
                      f"{m['accuracy']:6.3f} {m['precision']:6.3f} {m['recall']:6.3f} "
                      f"{m['f1']:6.3f}")
     lines += ["", f"threshold sweep{mark} (every 0.1; all 99 thresholds in thresholds.csv):",
@@ -147,7 +151,7 @@ def build_parser():
     ap = argparse.ArgumentParser(
         description="Evaluate a run (or a score file): EER, min t-DCF, per-attack EER, ROC AUC, "
                     "and accuracy/precision/recall/F1 (positive class = spoof) over thresholds.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     ap.add_argument("--run", help="run folder from train.py (default: the newest under runs/)")
     ap.add_argument("--data", help="preprocessed folder to evaluate (default: the run's held-out "
                                    "validation part)")
@@ -188,13 +192,19 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.threshold is not None and not 0 < args.threshold < 1:
         ap.error("--threshold must be in (0, 1)")
+    for flag, path, need in (("--data", args.data, "manifest.csv"), ("--run", args.run, ""),
+                             ("--scores", args.scores, ""), ("--protocol", args.protocol, "")):
+        if path and not (Path(path) / need).exists():  # before anything heavy is imported
+            ap.error(f"{flag} {path}: no such {'preprocessed folder' if need else 'file'}"
+                     + (" (no manifest.csv: run preprocess.py first)" if need else ""))
     try:
         run_dir = None
         if args.scores is None:
             run_dir = Path(args.run) if args.run else runs.find_latest_run()
         metrics = evaluate(run_dir, args.data, args.model, args.threshold, args.batch_size,
                            args.name, args.scores, args.protocol, args.format, args.asv_scores,
-                           args.out, not args.no_plots, partial=args.partial)
+                           args.out, not args.no_plots, partial=args.partial,
+                           progress=True)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     for w in metrics["warnings"]:

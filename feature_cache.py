@@ -13,7 +13,7 @@ import pandas as pd
 
 import data_loader
 from atomic import atomic_output, exclusive, write_text_atomic
-from model import PREDICT_BATCH_SIZE, backbone_key, feature_extractor
+from model import PREDICT_BATCH_SIZE, backbone_key, feature_extractor, load_tensorflow
 
 
 def cached_features(model, data_dir, manifest, features, cache_dir=None,
@@ -60,7 +60,7 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None,
                 stale.unlink()
             extractor = feature_extractor(model)
             if distributed:  # a local copy: mirrored variables called directly are per replica
-                import keras
+                _, keras = load_tensorflow()
 
                 local = keras.models.clone_model(extractor)
                 local.set_weights(extractor.get_weights())
@@ -108,7 +108,7 @@ def feature_dataset(array, rows, targets, batch_size, shuffle=False, seed=data_l
     """tf.data over cached features, in exactly the order `data_loader.make_dataset` reads the
     same utterances with the same seed (same batches, same order; `data_loader.train_indices`).
     """
-    import tensorflow as tf
+    tf, _ = load_tensorflow()
 
     x = tf.constant(np.asarray(array[np.asarray(rows)], dtype=np.float32))
     y = tf.constant(np.asarray(targets, dtype=np.float32))

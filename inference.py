@@ -142,7 +142,8 @@ def open_windows(path, detector, hop_seconds=HOP_SECONDS, max_seconds=None):
 
 
 def summarize(info, spans, logits, detector, aggregate=AGGREGATE):
-    """Per-file result from its window logits (log-odds of spoof; NaN for silent windows)."""
+    """Per-file result from its window logits (log-odds of spoof; NaN for silent windows), with
+    the texts people read about it (``display``, `runs.display`)."""
     from scipy.special import expit, logit
 
     scored = ~np.isnan(logits)
@@ -152,7 +153,7 @@ def summarize(info, spans, logits, detector, aggregate=AGGREGATE):
     else:
         agg = float(logit(np.clip(np.mean(p), 1e-15, 1 - 1e-15)))
     p_agg = float(expit(agg))
-    return {
+    result = {
         "status": "ok", **info,
         "windows_scored": int(scored.sum()), "windows_silent": int((~scored).sum()),
         "p_spoof_mean": float(np.mean(p)), "p_spoof_max": float(np.max(p)),
@@ -164,6 +165,7 @@ def summarize(info, spans, logits, detector, aggregate=AGGREGATE):
                      "score": None if np.isnan(z) else float(-z)}
                     for (a, b), z in zip(spans, logits)],
     }
+    return {**result, "display": runs.display(result)}
 
 
 def error_kind(exc):
@@ -177,12 +179,16 @@ def error_kind(exc):
 
 
 def score_files(paths, detector, hop_seconds=HOP_SECONDS, batch_size=PREDICT_BATCH_SIZE,
-                aggregate=AGGREGATE, max_seconds=None):
+                aggregate=AGGREGATE, max_seconds=None, progress=False):
     """Score files, batching windows across files. Yields one result per file, in order.
 
     Each result has ``file`` and ``status`` ("ok" or "error"); errors carry ``error`` (the
-    reason) and ``error_kind`` (`error_kind`), scored files the fields of `summarize`.
+    reason) and ``error_kind`` (`error_kind`), scored files the fields of `summarize`. With
+    ``progress``, a progress bar over the files on stderr.
     """
+    from tqdm import tqdm
+
+    paths = tqdm(paths, desc="scoring", unit="file", disable=not progress)
     batch, done = [], []  # batch: (slot, window index, mel); done: slots in input order
 
     def flush():

@@ -52,6 +52,47 @@ LR_SCHEDULES = ("constant", "cosine")
 # -----------------------------------------------------------------------------
 
 
+def load_tensorflow():
+    """Import TensorFlow and Keras quietly, once: the one place the project imports them.
+
+    On a CPU-only machine TensorFlow's C++ runtime prints about seven lines to stderr while it
+    loads and probes for GPUs (absl's "log messages before absl::InitializeLog()", oneDNN and
+    "Could not find cuda drivers" notes, and ``E0000 ... failed call to cuInit``, which reads
+    like a failure and is not one). They are written before its log level applies, so stderr
+    (file descriptor 2) is muted while TensorFlow loads and finds its devices, and restored at
+    once: every later warning and error still shows. Python-side TensorFlow and absl logs are
+    kept at ERROR (their warnings are about graph retracing, not about results).
+
+    Returns
+    -------
+    tf, keras : module
+    """
+    import os
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 2)
+                import tensorflow as tf
+
+                tf.config.list_physical_devices()  # the GPU probe, while muted
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+        tf.get_logger().setLevel("ERROR")
+    import keras
+    import tensorflow as tf
+
+    return tf, keras
+
+
 class WeightsUnavailable(RuntimeError):
     """The requested backbone weights cannot be loaded."""
 
@@ -89,7 +130,7 @@ def make_backbone(weights=WEIGHTS, input_shape=(128, 128, CHANNELS)):
         When the ImageNet weights cannot be fetched or a weights file cannot be loaded; the
         message names the fixes.
     """
-    import keras
+    _, keras = load_tensorflow()
 
     if weights is None or str(weights).lower() == "none":
         w = None
@@ -125,7 +166,7 @@ def custom_layers():
     it before loading a saved model."""
     if _CUSTOM:
         return _CUSTOM
-    import keras
+    _, keras = load_tensorflow()
 
     @keras.saving.register_keras_serializable(package="deepfake_detector")
     class InferenceMode(keras.layers.Wrapper):
@@ -187,7 +228,7 @@ def build_model(weights=WEIGHTS, input_shape=(128, 128, CHANNELS), dense_units=D
         is a deterministic feature extractor; ``avg_pool``, ``dense``, ``dropout`` and
         ``p_spoof`` follow.
     """
-    import keras
+    _, keras = load_tensorflow()
     from keras import layers
 
     InferenceMode = inference_mode_layer()
@@ -220,7 +261,7 @@ def compile_model(model, learning_rate=LEARNING_RATE, steps_per_execution=1, wei
         Cosine decay of the learning rate to 0 over this many steps (Loshchilov & Hutter,
         "SGDR", ICLR 2017); None = constant.
     """
-    import keras
+    _, keras = load_tensorflow()
 
     lr = (keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps) if decay_steps
           else learning_rate)
@@ -229,7 +270,9 @@ def compile_model(model, learning_rate=LEARNING_RATE, steps_per_execution=1, wei
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.BinaryCrossentropy(),
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc"),
+        # no keras.metrics.AUC: its fixed thresholds cannot resolve scores packed near 0.5;
+        # callbacks.make_validation_callback logs a rank-based val_auc instead
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"),
                  keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")],
         steps_per_execution=steps_per_execution)
     return model
@@ -265,7 +308,7 @@ def build_lcnn(input_shape=(128, 128, 1), dense_units=160, dropout=0.5):
     model : keras.Model
         Input (batch, 128, 128, 1) -> (batch, 1); 200,049 weights at the defaults.
     """
-    import keras
+    _, keras = load_tensorflow()
     from keras import layers
 
     MFM = custom_layers()["MaxFeatureMap"]
@@ -360,7 +403,7 @@ def unfreeze_top_blocks(model, n_blocks):
     blocks : list of str
         The unfrozen blocks, e.g. ``["block6d", "block7a"]`` for 2.
     """
-    import keras
+    _, keras = load_tensorflow()
 
     backbone = backbone_of(model)
     blocks = backbone_blocks(backbone)
@@ -377,7 +420,7 @@ def unfreeze_top_blocks(model, n_blocks):
 
 def feature_extractor(model):
     """The frozen part of ``model``: image (batch, 128, 128, 3) -> pooled features (batch, 1280)."""
-    import keras
+    _, keras = load_tensorflow()
 
     return keras.Model(model.input, model.get_layer("avg_pool").output, name="extractor")
 
@@ -392,7 +435,7 @@ def head_model(model, learning_rate=LEARNING_RATE, steps_per_execution=32, weigh
     head : keras.Model
         Input (batch, 1280) -> output (batch, 1) = P(spoof).
     """
-    import keras
+    _, keras = load_tensorflow()
 
     pooled = model.get_layer("avg_pool").output
     x = inputs = keras.Input(shape=pooled.shape[1:], name="pooled_features")
@@ -423,7 +466,7 @@ def logit_parts(model):
         Image batch (n, 128, 128, 3) -> (n, dense_units).
     kernel, bias : np.ndarray, float64
     """
-    import keras
+    _, keras = load_tensorflow()
 
     head = model.get_layer("p_spoof")
     kernel, bias = (np.asarray(w, dtype=np.float64) for w in head.get_weights())
@@ -435,8 +478,13 @@ def logits_from_hidden(hidden, kernel, bias):
     return (np.asarray(hidden, np.float64) @ kernel + bias).reshape(-1)
 
 
-def predict_logits(model, ds):
+def predict_logits(model, ds, progress=False, total=None):
     """Batched log-odds of spoof for every element of ``ds``, in order (see `logit_parts`).
+
+    Parameters
+    ----------
+    progress : bool
+        A progress bar over the batches on stderr (``total`` of them).
 
     Returns
     -------
@@ -444,7 +492,14 @@ def predict_logits(model, ds):
         ``log(P(spoof) / P(bonafide))``; the ASVspoof score is ``-logits``.
     """
     hidden, kernel, bias = logit_parts(model)
-    return logits_from_hidden(hidden.predict(ds, verbose=0), kernel, bias)
+    if not progress:
+        return logits_from_hidden(hidden.predict(ds, verbose=0), kernel, bias)
+    from tqdm import tqdm
+
+    parts = [hidden.predict_on_batch(x) for x in tqdm(ds, total=total, desc="scoring",
+                                                       unit="batch")]
+    return logits_from_hidden(np.concatenate(parts) if parts else np.zeros((0, 1)), kernel,
+                              bias)
 
 
 # ----------------------------------------------------------------------------- files
@@ -469,7 +524,7 @@ def read_model_meta(path):
 
 def load_model(path):
     """Load a .keras model written by this project, in Keras safe mode (no arbitrary code)."""
-    import keras
+    _, keras = load_tensorflow()
 
     custom_layers()
     return keras.models.load_model(path, safe_mode=True, compile=False)

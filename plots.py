@@ -1,5 +1,12 @@
 """The evaluation plots: ROC, DET (normal-deviate axes), score histograms, the confusion matrix
-at the chosen threshold, and the training curves of a run. matplotlib, no display needed."""
+at the chosen threshold, and the training curves of a run. matplotlib, no display needed.
+
+Every axis stays readable whatever the scores' range: at most a handful of ticks, an offset or
+scientific notation when the values are packed (a random backbone's scores all sit within
+1e-5 of one value), DET ticks spaced on the normal-deviate scale, and thresholds printed with
+the digits that tell them from 0.5 (`runs.format_threshold`). tests/test_plots.py checks that
+no two tick labels overlap, for packed and for wide scores.
+"""
 
 from pathlib import Path
 
@@ -9,11 +16,15 @@ import pandas as pd
 import protocols
 from atomic import atomic_output
 from metrics import det_curve
+from runs import format_threshold
 
 # -----------------------------------------------------------------------------
 PLOTS = ("roc.png", "det.png", "score_hist.png", "confusion.png", "training_curves.png")
 DPI = 100
-DET_TICKS = np.array([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.95])
+DET_TICKS = np.array([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9,
+                      0.95, 0.98, 0.99])
+DET_SPACING = 0.5  # least distance between two DET ticks, in normal deviates
+MAX_TICKS = 5
 # -----------------------------------------------------------------------------
 
 
@@ -24,6 +35,17 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def readable_axis(axis, offset=True):
+    """At most `MAX_TICKS` ticks, with an offset and scientific notation when the values are
+    packed (``offset``), or plain numbers with as many digits as they need."""
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
+    axis.set_major_locator(MaxNLocator(MAX_TICKS))
+    formatter = ScalarFormatter(useOffset=offset, useMathText=True)
+    formatter.set_powerlimits((-3, 4))
+    axis.set_major_formatter(formatter)
 
 
 def roc_plot(ax, y, p, auc):
@@ -38,13 +60,25 @@ def roc_plot(ax, y, p, auc):
     ax.legend(loc="lower right")
 
 
+def det_ticks(low):
+    """DET tick rates from ``low`` up, at least `DET_SPACING` apart on the probit scale."""
+    from scipy.stats import norm
+
+    chosen = []
+    for t in DET_TICKS[(DET_TICKS >= low) & (DET_TICKS <= 1 - low)]:
+        if not chosen or norm.ppf(t) - norm.ppf(chosen[-1]) >= DET_SPACING:
+            chosen.append(t)
+    return np.array(chosen)
+
+
 def det_plot(ax, score, y, eer):
     """DET curve on normal-deviate axes, bonafide = target."""
     from scipy.stats import norm
 
     p_miss, p_fa, _ = det_curve(score[y == 0], score[y == 1])
     lim = 0.5 / len(y)  # rates of 0 and 1 drawn half an utterance inside the axes
-    ticks = DET_TICKS[DET_TICKS >= min(lim, 0.01)]
+    low = min(lim, 0.01)
+    ticks = det_ticks(low)
     ax.plot(norm.ppf(np.clip(p_fa, lim, 1 - lim)), norm.ppf(np.clip(p_miss, lim, 1 - lim)))
     e = norm.ppf(np.clip(eer, lim, 1 - lim))
     ax.plot([e], [e], "o", label=f"EER = {eer:.2%}")
@@ -52,52 +86,88 @@ def det_plot(ax, score, y, eer):
     labels = [f"{100 * t:g}%" for t in ticks]
     ax.set_xticks(norm.ppf(ticks), labels, rotation=45)
     ax.set_yticks(norm.ppf(ticks), labels)
-    ax.set_xlim(norm.ppf([min(lim, 0.01), 1 - lim]))
-    ax.set_ylim(norm.ppf([min(lim, 0.01), 1 - lim]))
+    ax.set_xlim(norm.ppf([low, 1 - lim]))
+    ax.set_ylim(norm.ppf([low, 1 - lim]))
     ax.set(xlabel="false alarm rate (spoof accepted)", ylabel="miss rate (bonafide rejected)",
            title="DET (bonafide = target)")
     ax.legend(loc="upper right")
 
 
 def histogram_plot(ax, score, labels, eer_threshold):
-    """Score distributions per class, with the EER threshold."""
+    """Score distributions per class (each class's share of its utterances per bin), with the
+    threshold at the EER point."""
     bins = np.histogram_bin_edges(score, bins=40)
     for key, color in (("bonafide", "tab:green"), ("spoof", "tab:red")):
-        ax.hist(score[labels == key], bins=bins, alpha=0.6, color=color,
-                label=f"{key} ({int((labels == key).sum())})", density=True)
-    ax.axvline(eer_threshold, color="k", ls="--", label="EER threshold")
-    ax.set(xlabel="score (log-odds of bonafide; higher = more bonafide)", ylabel="density",
-           title="Score distributions")
+        s = score[labels == key]
+        ax.hist(s, bins=bins, alpha=0.6, color=color, label=f"{key} ({len(s)})",
+                weights=np.full(len(s), 1 / max(len(s), 1)))
+    ax.axvline(eer_threshold, color="k", ls="--", label="threshold at the EER")
+    readable_axis(ax.xaxis)
+    ax.set(xlabel="score (log-odds of bonafide; higher = more bonafide)",
+           ylabel="share of the class", title="Score distributions")
     ax.legend()
 
 
 def confusion_plot(ax, y, p, threshold):
-    """Confusion matrix at ``P(spoof) >= threshold``."""
+    """Confusion matrix at ``P(spoof) >= threshold``, the threshold in the title as used."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
     ConfusionMatrixDisplay.from_predictions(
         y, (p >= threshold).astype(int), labels=[0, 1],
         display_labels=["bonafide", "spoof"], ax=ax, colorbar=False)
-    ax.set_title(f"P(spoof) >= {threshold:.2f}")
+    ax.set_title(f"P(spoof) >= {format_threshold(threshold)}")
+
+
+CURVES = (("loss", "loss"), ("accuracy", "accuracy"), ("eer", "EER (validation)"),
+          ("auc", "ROC AUC (validation, rank-based)"))
 
 
 def training_curves(history_csv):
-    """A figure of loss, accuracy and AUC per epoch (train and validation), or None."""
+    """A figure of loss, accuracy, EER and AUC per epoch (train and validation where logged)."""
     h = pd.read_csv(history_csv)
-    keys = [k for k in ("loss", "accuracy", "auc") if k in h]
-    fig, axes = _pyplot().subplots(1, len(keys), figsize=(4 * len(keys), 3.5))
-    for ax, k in zip(np.atleast_1d(axes), keys):
-        ax.plot(h["epoch"] + 1, h[k], "o-", label="train")
+    panels = [(k, title) for k, title in CURVES if k in h or f"val_{k}" in h]
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(4 * len(panels), 3.5))
+    for ax, (k, title) in zip(np.atleast_1d(axes), panels):
+        if k in h:
+            ax.plot(h["epoch"] + 1, h[k], "o-", label="train")
         if f"val_{k}" in h:
             ax.plot(h["epoch"] + 1, h[f"val_{k}"], "o-", label="validation")
-        ax.set(xlabel="epoch", title=k)
+        readable_axis(ax.yaxis, offset=False)
+        readable_axis(ax.xaxis, offset=False)
+        ax.set(xlabel="epoch", title=title)
         ax.legend()
     return fig
 
 
+def figures(table, report, history_csv=None):
+    """The plots of a report as matplotlib figures, name -> figure (`PLOTS` order; the training
+    curves only when ``history_csv`` exists)."""
+    plt = _pyplot()
+    y = protocols.targets(table["label"])
+    labels = table["label"].to_numpy()
+    score, p = table["score"].to_numpy(np.float64), table["p_spoof"].to_numpy(np.float64)
+    out = {}
+    for name, size, draw in (
+            ("roc.png", (5, 5), lambda ax: roc_plot(ax, y, p, report["roc_auc"])),
+            ("det.png", (5, 5), lambda ax: det_plot(ax, score, y, report["eer"])),
+            ("score_hist.png", (6, 4),
+             lambda ax: histogram_plot(ax, score, labels, report["eer_threshold"])),
+            ("confusion.png", (4.5, 4), lambda ax: confusion_plot(
+                ax, y, p, report["operating_points"]["chosen"]["threshold"]))):
+        fig, ax = plt.subplots(figsize=size)
+        draw(ax)
+        out[name] = fig
+    if history_csv is not None and Path(history_csv).exists():
+        out["training_curves.png"] = training_curves(history_csv)
+    for fig in out.values():
+        fig.tight_layout()
+    return out
+
+
 def save_plots(table, report, out_dir, history_csv=None):
     """ROC, DET (normal-deviate axes), score histograms, confusion matrix at the chosen
-    threshold and, when ``history_csv`` exists, the training curves.
+    threshold and, when ``history_csv`` exists, the training curves (`figures`), each written
+    atomically.
 
     Parameters
     ----------
@@ -115,29 +185,10 @@ def save_plots(table, report, out_dir, history_csv=None):
         File names, in `PLOTS` order.
     """
     plt = _pyplot()
-    out_dir = Path(out_dir)
-    y = protocols.targets(table["label"])
-    labels = table["label"].to_numpy()
-    score, p = table["score"].to_numpy(np.float64), table["p_spoof"].to_numpy(np.float64)
     written = []
-
-    def save(fig, name):
-        fig.tight_layout()
-        with atomic_output(out_dir / name, suffix=".png") as tmp:
+    for name, fig in figures(table, report, history_csv).items():
+        with atomic_output(Path(out_dir) / name, suffix=".png") as tmp:
             fig.savefig(tmp, dpi=DPI, format="png")
         plt.close(fig)
         written.append(name)
-
-    for name, size, draw in (
-            ("roc.png", (5, 5), lambda ax: roc_plot(ax, y, p, report["roc_auc"])),
-            ("det.png", (5, 5), lambda ax: det_plot(ax, score, y, report["eer"])),
-            ("score_hist.png", (6, 4),
-             lambda ax: histogram_plot(ax, score, labels, report["eer_threshold"])),
-            ("confusion.png", (4.5, 4), lambda ax: confusion_plot(
-                ax, y, p, report["operating_points"]["chosen"]["threshold"]))):
-        fig, ax = plt.subplots(figsize=size)
-        draw(ax)
-        save(fig, name)
-    if history_csv is not None and Path(history_csv).exists():
-        save(training_curves(history_csv), "training_curves.png")
     return written

@@ -23,14 +23,12 @@ still scored, and the exit status is 1 when any file failed (0 otherwise).
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's INFO/WARNING chatter
-
 import inference
 import runs
+from cli import HelpFormatter
 from model import PREDICT_BATCH_SIZE
 
 MAX_SECONDS = 3600.0  # longest recording scored (an hour)
@@ -40,17 +38,23 @@ CSV_COLUMNS = ["file", "status", "error", "label", "p_spoof", "aggregate", "p_sp
 
 
 def format_table(rows):
-    """A readable table of results."""
-    lines = [f"{'file':40s} {'label':>8s} {'P(spoof)':>8s} {'mean':>6s} {'max':>6s} "
-             f"{'score':>8s} {'dur (s)':>8s} {'windows':>7s}"]
+    """A readable table of results: P(spoof) with the digits that show the decision against the
+    threshold (`runs.format_probability`), the margin to it, and ``uncertain`` beside a label
+    within `runs.UNCERTAIN_MARGIN` of it."""
+    lines = [f"{'file':40s} {'label':>9s} {'P(spoof)':>10s} {'margin':>10s} {'mean':>8s} "
+             f"{'max':>8s} {'score':>8s} {'dur (s)':>8s} {'windows':>7s}"]
     for r in rows:
         name = r["file"] if len(r["file"]) <= 40 else "..." + r["file"][-37:]
         if r["status"] != "ok":
-            lines.append(f"{name:40s} {'ERROR':>8s}  {r['error']}")
+            lines.append(f"{name:40s} {'ERROR':>9s}  {r['error']}")
             continue
-        lines.append(f"{name:40s} {r['label']:>8s} {r['p_spoof']:8.3f} {r['p_spoof_mean']:6.3f} "
-                     f"{r['p_spoof_max']:6.3f} {r['score']:8.3f} {r['duration_s']:8.2f} "
-                     f"{r['windows_scored']:7d}")
+        d = r["display"]
+        label = r["label"] + ("?" if d["verdict"] == "uncertain" else "")
+        lines.append(f"{name:40s} {label:>9s} {d['p_spoof']:>10s} {d['margin']:>10s} "
+                     f"{d['p_spoof_mean']:>8s} {d['p_spoof_max']:>8s} {r['score']:8.3f} "
+                     f"{r['duration_s']:8.2f} {r['windows_scored']:7d}")
+    if any(r["status"] == "ok" and r["display"]["verdict"] == "uncertain" for r in rows):
+        lines.append(f"? uncertain: P(spoof) within {runs.UNCERTAIN_MARGIN:g} of the threshold")
     return "\n".join(lines)
 
 
@@ -59,7 +63,7 @@ def build_parser():
     ap = argparse.ArgumentParser(
         description="Score audio files with a trained run (label, P(spoof), ASVspoof score; "
                     "sliding windows for long recordings).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     ap.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
     inference.add_model_args(ap)
     ap.add_argument("--aggregate", choices=("max", "mean"), default=inference.AGGREGATE,
@@ -91,7 +95,8 @@ def main(argv=None):
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     rows = list(inference.score_files(inference.expand_inputs(args.inputs), detector, args.hop,
-                                      args.batch_size, args.aggregate, args.max_seconds))
+                                      args.batch_size, args.aggregate, args.max_seconds,
+                                      progress=True))
     if args.json:
         print(json.dumps({"model": detector.identity(), "results": rows}, indent=2))
     elif args.csv:
@@ -99,8 +104,9 @@ def main(argv=None):
 
         print(pd.DataFrame(rows).reindex(columns=CSV_COLUMNS).to_csv(index=False), end="")
     else:
-        print(f"model: {detector.model_path} | threshold {detector.threshold:g} "
-              f"({detector.threshold_source}) | label by {args.aggregate} window P(spoof)")
+        print(f"model: {detector.model_path} | threshold "
+              f"{runs.format_threshold(detector.threshold)} ({detector.threshold_source}) | "
+              f"label by {args.aggregate} window P(spoof)")
         print(format_table(rows))
     failed = sum(r["status"] != "ok" for r in rows)
     if failed:

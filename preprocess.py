@@ -35,6 +35,7 @@ import pandas as pd
 from tqdm import tqdm
 
 import features as F
+from cli import HelpFormatter
 import protocols
 from atomic import exclusive, save_npy_atomic, write_text_atomic
 
@@ -255,7 +256,7 @@ def build_parser():
     ap = argparse.ArgumentParser(
         description="ASVspoof protocol + audio -> 128x128 normalized log-mel .npy arrays, "
                     "features.json and manifest.csv. Re-running resumes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     ap.add_argument("--dataset-root", default=DEFAULT_DATASET_ROOT,
                     help="ASVspoof 2019 LA/PA folder (holding ASVspoof2019_LA_cm_protocols/ and "
                          "ASVspoof2019_LA_<split>/flac/); used unless --protocol is given")

@@ -31,8 +31,10 @@ CONVENTIONS = {
 # -----------------------------------------------------------------------------
 
 
-def scores_from_model(run_dir, data=None, which="best", batch_size=PREDICT_BATCH_SIZE):
-    """Score a preprocessed folder (default: the run's held-out part) with a run's model.
+def scores_from_model(run_dir, data=None, which="best", batch_size=PREDICT_BATCH_SIZE,
+                      progress=False):
+    """Score a preprocessed folder (default: the run's held-out part) with a run's model. The
+    data are checked (manifest, feature parameters, every array) before the model loads.
 
     Returns
     -------
@@ -41,17 +43,18 @@ def scores_from_model(run_dir, data=None, which="best", batch_size=PREDICT_BATCH
     source : dict
         What was scored with what (for metrics.json).
     """
-    model, meta, model_path = runs.load_run(run_dir, which)
     if data is None:
         df, folders = runs.heldout_manifest(run_dir)
     else:
         df, folders = data_loader.load_manifest(data), [str(Path(data))]
-    check_features(meta["features"], data_loader.load_features_json(folders[0]), model_path,
-                   folders[0])
-    data_loader.check_arrays(df, meta["features"]["shape"])
+    features = data_loader.load_features_json(folders[0])
+    data_loader.check_arrays(df, features["shape"])
+    model, meta, model_path = runs.load_run(run_dir, which)
+    check_features(meta["features"], features, model_path, folders[0])
     ds = data_loader.make_dataset(df, batch_size, shape=meta["features"]["shape"],
                                   with_labels=False, kind=runs.input_kind(meta))
-    table = runs.score_table(df, predict_logits(model, ds))
+    table = runs.score_table(df, predict_logits(model, ds, progress,
+                                                -(-len(df) // batch_size)))
     source = {"mode": "model", "run": str(run_dir), "model": model_path.name,
               "data": ", ".join(folders), "heldout": data is None,
               "coverage": coverage(len(df), len(df))}

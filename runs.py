@@ -21,7 +21,7 @@ import pandas as pd
 
 import data_loader
 from metrics import THRESHOLD, sigmoid
-from model import META_NAME, load_model, read_model_meta
+from model import META_NAME, load_model, load_tensorflow, read_model_meta
 
 # -----------------------------------------------------------------------------
 RUNS_DIR = "runs"
@@ -164,6 +164,52 @@ def decision_threshold(explicit=None, calibrated=None):
     return THRESHOLD, "default"
 
 
+# ----------------------------------------------------------------------------- display
+
+UNCERTAIN_MARGIN = 0.02  # a verdict within this of the threshold (in P(spoof)) is "uncertain"
+
+
+def decision_digits(p, threshold, least=3, most=12):
+    """The fewest decimals (at least ``least``) at which ``p`` rounds to a value on the same
+    side of the rounded ``threshold`` as ``p`` is of ``threshold``: a reader comparing the two
+    printed numbers sees the decision that was made."""
+    for d in range(least, most + 1):
+        rp, rt = round(p, d), round(threshold, d)
+        if (rp >= rt) == (p >= threshold) and (rp != rt or p == threshold):
+            return d
+    return most
+
+
+def format_probability(p, threshold=None):
+    """A probability as people read it: 3 decimals, more when they are needed to show on which
+    side of ``threshold`` it lies (`decision_digits`)."""
+    return f"{p:.{3 if threshold is None else decision_digits(p, threshold)}f}"
+
+
+def format_threshold(t):
+    """A threshold in 6 significant digits, more if those would print one that is not 0.5 as
+    0.5 (the default it would be mistaken for)."""
+    for digits in range(6, 17):
+        text = f"{t:.{digits}g}"
+        if t == 0.5 or float(text) != 0.5:
+            return text
+    return repr(t)
+
+
+def display(result, margin=UNCERTAIN_MARGIN):
+    """The texts people read about one scored file (`inference.summarize`): P(spoof), its mean
+    and max over windows and the threshold with the digits that show the decision, the margin
+    to the threshold, and the verdict, ``uncertain`` when P(spoof) is within ``margin`` of the
+    threshold."""
+    p, t = result["p_spoof"], result["threshold"]
+    return {"p_spoof": format_probability(p, t), "threshold": format_threshold(t),
+            "margin": f"{p - t:+.{decision_digits(p, t)}f}",
+            "p_spoof_mean": format_probability(result["p_spoof_mean"], t),
+            "p_spoof_max": format_probability(result["p_spoof_max"], t),
+            "verdict": "uncertain" if abs(p - t) < margin else result["label"],
+            "uncertain_margin": f"{margin:g}"}
+
+
 def heldout_manifest(run_dir):
     """The manifest rows a run held out: its validation folder(s), or the validation part of its
     80/20 split (from ``split.csv``).
@@ -217,10 +263,10 @@ def score_table(df, logits):
 
 def versions():
     """Library versions, for config.json."""
-    import keras
     import librosa
     import sklearn
-    import tensorflow as tf
+
+    tf, keras = load_tensorflow()
 
     return {"python": platform.python_version(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "numpy": np.__version__, "librosa": librosa.__version__,

@@ -33,10 +33,9 @@ import threading
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's INFO/WARNING chatter
-
 import inference
 import runs
+from cli import HelpFormatter
 from features import AudioError
 
 # -----------------------------------------------------------------------------
@@ -250,7 +249,7 @@ def build_parser():
     """The command line of serve.py."""
     ap = argparse.ArgumentParser(
         description="Serve a trained run: POST /predict, GET /health, a web page at /.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     inference.add_model_args(ap)
     ap.add_argument("--host", default=HOST, help="address to bind (127.0.0.1 = this machine "
                                                  "only)")

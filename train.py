@@ -36,13 +36,10 @@ Beyond the design card (off by default, except that the threshold is calibrated:
 """
 
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's INFO/WARNING chatter
 
 import numpy as np
 import pandas as pd
@@ -191,7 +188,7 @@ def run_config(cfg, data, model, inputs, replicas, split_seed, argv):
 def phase_callbacks(cfg, run_dir, backup_dir, checkpoint, predict_model, val_ds, val_df,
                     extra=()):
     """Backup (resume), validation EER, CSV log, best checkpoint, early stopping, extras."""
-    import keras
+    _, keras = M.load_tensorflow()
 
     key, mode = C.MONITORS[cfg.monitor]
     cbs = [keras.callbacks.BackupAndRestore(str(backup_dir)),
@@ -291,8 +288,7 @@ def train(data, run_dir, config=None, *, verbose=None, callbacks=(), argv=None,
     history : pandas.DataFrame
         One row per epoch (as in ``history.csv``).
     """
-    import keras
-    import tensorflow as tf
+    tf, keras = M.load_tensorflow()
 
     cfg = C.make_config(config, data=data, run=run_dir, **options)
     run_dir, verbose = Path(run_dir), (0 if cfg.quiet else 2) if verbose is None else verbose
@@ -372,7 +368,7 @@ def report_run(run_dir, history):
     if cal is not None:
         v = cal["validation"]
         lines.append(f"calibrated threshold ({cal['method']}, validation): P(spoof) >= "
-                     f"{cal['threshold']:.4g}; F1 {v['calibrated']['f1']:.3f} "
+                     f"{runs.format_threshold(cal['threshold'])}; F1 {v['calibrated']['f1']:.3f} "
                      f"(recall {v['calibrated']['recall']:.3f}) vs F1 {v['at_0.5']['f1']:.3f} "
                      f"(recall {v['at_0.5']['recall']:.3f}) at 0.5")
     return "\n".join(lines)

@@ -36,6 +36,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from cli import HelpFormatter  # noqa: E402
 
 SR = 16000
 MEDIAN_SECONDS = 3.0
@@ -135,7 +136,7 @@ def machine():
 def build_parser():
     """The command line of the benchmark."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--files", type=int, nargs=2, default=[2000, 10000], metavar=("SMALL", "LARGE"),
                     help="the two corpus sizes (preprocessing and evaluation, RSS comparison)")
     ap.add_argument("--train-files", type=int, default=2000,

@@ -26,17 +26,16 @@ Example (ASVspoof 2019 LA, official partitions, preprocessed with preprocess.py)
 import argparse
 import dataclasses
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
 import config as C  # noqa: E402
+from cli import HelpFormatter  # noqa: E402
 import evaluate  # noqa: E402
 import lfcc_gmm  # noqa: E402
 import model  # noqa: E402
@@ -215,7 +214,7 @@ def build_parser():
                     "/ recall / F1 with spoof as the positive class at each recipe's threshold. "
                     "Any other flag is passed to train.py for every recipe (e.g. --weights "
                     "none, --epochs 10).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     ap.add_argument("--data", action="append",
                     help="preprocessed training folder; repeatable (default: "
                          "data/features/train)")

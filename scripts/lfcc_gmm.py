@@ -38,6 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import data_loader  # noqa: E402
+from cli import HelpFormatter  # noqa: E402
 import features  # noqa: E402
 import metrics  # noqa: E402
 import protocols  # noqa: E402
@@ -237,7 +238,7 @@ def build_parser():
     """The command line of lfcc_gmm.py."""
     ap = argparse.ArgumentParser(description="LFCC-GMM baseline (ASVspoof 2019): train, or "
                                              "score a preprocessed folder into a report.",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("command", choices=("train", "score"), metavar="COMMAND",
                     help="'train' a model, or 'score' a preprocessed folder with one")
     ap.add_argument("--data", action="append", help="preprocessed folder(s): training data "

@@ -25,9 +25,15 @@ Example::
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cli import HelpFormatter  # noqa: E402
 
 SR = 16000
 N_FFT = 1024
@@ -141,7 +147,8 @@ def is_spoof(i, spoof_fraction=0.5):
     return int((i + 1) * spoof_fraction) > int(i * spoof_fraction)
 
 
-def make_corpus(out, counts, seed=0, min_dur=2.0, max_dur=5.0, spoof_fraction=0.5):
+def make_corpus(out, counts, seed=0, min_dur=2.0, max_dur=5.0, spoof_fraction=0.5,
+                progress=False):
     """Write the demo corpus.
 
     Parameters
@@ -155,6 +162,8 @@ def make_corpus(out, counts, seed=0, min_dur=2.0, max_dur=5.0, spoof_fraction=0.
     spoof_fraction : float in (0, 1)
         Share of spoofs in every split (0.5 by default; ASVspoof 2019 LA is about 0.9).
         Spoofs alternate between the attacks.
+    progress : bool
+        A progress bar per split on stderr.
 
     Returns
     -------
@@ -174,7 +183,8 @@ def make_corpus(out, counts, seed=0, min_dur=2.0, max_dur=5.0, spoof_fraction=0.
         flac_dir = la / f"ASVspoof2019_LA_{split}" / "flac"
         flac_dir.mkdir(parents=True, exist_ok=True)
         lines = []
-        for i in range(n_utts):
+        for i in tqdm(range(n_utts), desc=f"demo corpus {split}", unit="file",
+                      disable=not progress):
             rng = np.random.default_rng([seed, s_idx, i])
             spk_idx = (i // 2) % len(SPEAKERS[split])  # each speaker: bonafide and spoof
             f0, scale = SPEAKERS[split][spk_idx]
@@ -203,7 +213,7 @@ def build_parser():
     ap = argparse.ArgumentParser(
         description="Generate a small synthetic corpus in the ASVspoof 2019 LA layout "
                     "(proves the pipeline runs; not real data).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     ap.add_argument("--out", default="data/demo", help="output folder (LA/ is created in it)")
     ap.add_argument("--train", type=int, default=120, help="training utterances")
     ap.add_argument("--dev", type=int, default=60, help="development utterances")
@@ -224,7 +234,8 @@ def main(argv=None):
     if not 0 < args.spoof_fraction < 1:
         ap.error("--spoof-fraction must be in (0, 1)")
     protocols = make_corpus(args.out, {"train": args.train, "dev": args.dev, "eval": args.eval},
-                            args.seed, args.min_dur, args.max_dur, args.spoof_fraction)
+                            args.seed, args.min_dur, args.max_dur, args.spoof_fraction,
+                            progress=True)
     for split, p in protocols.items():
         print(f"{split}: {p}")
     print(f"next: python preprocess.py --dataset-root {Path(args.out) / 'LA'} --split train "

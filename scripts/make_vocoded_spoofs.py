@@ -45,6 +45,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import features  # noqa: E402
+from cli import HelpFormatter  # noqa: E402
 import protocols  # noqa: E402
 from atomic import atomic_output, write_text_atomic  # noqa: E402
 
@@ -313,7 +314,7 @@ def build_parser():
     ap = argparse.ArgumentParser(
         description="Vocode bonafide speech into spoofed training data (WORLD, Griffin-Lim, "
                     "MLSA), with a labels.csv that preprocess.py reads.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     ap.add_argument("--manifest", action="append", default=[],
                     help="a preprocessed folder whose bonafide utterances are vocoded (its "
                          "manifest's audio column); repeatable")

@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import config as C  # noqa: E402
+from cli import HelpFormatter  # noqa: E402
 import make_vocoded_spoofs  # noqa: E402
 import preprocess  # noqa: E402
 import protocols  # noqa: E402
@@ -61,7 +62,7 @@ def build_parser():
     ap = argparse.ArgumentParser(
         description="Raw labelled audio -> the recommended offline detector (LCNN + vocoded "
                     "spoofs + augmentation) in a run folder. Other flags go to train.py.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     ap.add_argument("--protocol", help="protocol or file,label CSV of the training audio (any "
                                        "format preprocess.py reads)")
     ap.add_argument("--audio-dir", help="folder of the audio files listed in --protocol")

@@ -51,3 +51,55 @@ def test_every_training_option_is_a_flag():
 
     dests = {a.dest for a in documented_actions(train.build_parser())}
     assert dests == {f.name for f in dataclasses.fields(config.TrainConfig)}
+
+
+@pytest.mark.parametrize("module", SCRIPTS, ids=lambda m: m.__name__)
+def test_help_states_each_default_once(module):
+    parser = module.build_parser()
+    formatter = parser._get_formatter()
+    for action in documented_actions(parser):
+        text = formatter._get_help_string(action) % vars(action) if action.help else ""
+        assert text.count("default") <= 1 and "(default: None)" not in text, (action.dest, text)
+
+
+NOISE = ("cuInit", "cuda", "absl", "oneDNN")
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_help_prints_no_tensorflow_noise(script):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and not any(w in proc.stderr for w in NOISE), proc.stderr
+
+
+def test_loading_tensorflow_prints_nothing_on_a_cpu():
+    """The one place TensorFlow is imported mutes its start-up chatter, and only that."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = ("import model, sys; tf, keras = model.load_tensorflow(); tf.constant(1) + 1; "
+            "print('a real warning', file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr.strip() == "a real warning", proc.stderr
+
+
+def test_evaluate_refuses_a_missing_folder_before_loading_anything():
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "evaluate.py", "--data", "/no/such/folder"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - start < 2 and proc.returncode == 2
+    assert "--data /no/such/folder: no such preprocessed folder" in proc.stderr

@@ -171,6 +171,8 @@ def test_cli_loads_the_model_in_a_fresh_process(trained_run, tmp_path):
         timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "pooled EER" in proc.stdout
+    # TensorFlow loaded, quietly: none of its CPU start-up chatter (model.load_tensorflow)
+    assert not any(w in proc.stderr for w in ("cuInit", "cuda", "absl", "oneDNN")), proc.stderr
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["n"]["total"] == 5
 
 

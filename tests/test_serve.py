@@ -154,7 +154,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.mark.skipif(not CHROMIUM and not os.environ.get("CI"),
                     reason="no system Chromium (CI installs it)")
-def test_page_in_a_real_browser(server, clips):
+def test_page_in_a_real_browser(server, clips, tmp_path):
+    """What a person reads: the verdict (uncertain within the stated margin of the threshold),
+    the numbers with the digits that show the decision, a timeline with a labelled time axis,
+    a value scale and a labelled threshold line; errors without server paths."""
     sync_api = pytest.importorskip("playwright.sync_api")
     assert CHROMIUM, "CI must install Chromium (.ci/run)"
     with sync_api.sync_playwright() as pw:
@@ -164,17 +167,46 @@ def test_page_in_a_real_browser(server, clips):
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"])
         page = browser.new_page()
+        failed = []
+        page.on("requestfailed", lambda r: failed.append(r.url))
+        page.on("response", lambda r: r.status == 404 and failed.append(r.url))
         page.goto(server + "/")
+        # the demo run's random backbone puts every P(spoof) within 1e-5 of its threshold
         page.set_input_files("#file", str(clips["good"]))
         page.wait_for_selector("#result:not([hidden])", timeout=60000)
-        assert page.get_attribute("#verdict", "data-label") in ("bonafide", "spoof")
-        assert "Likely" in page.inner_text("#verdict")
+        res = post(server, "good.wav", clips["good"].read_bytes()).json()["results"][0]
+        assert abs(res["p_spoof"] - res["threshold"]) < 0.02
+        assert page.get_attribute("#verdict", "data-verdict") == "uncertain"
+        assert page.inner_text("#verdict").startswith("UNCERTAIN: P(spoof) is within 0.02")
+        assert page.inner_text("#threshold").startswith(res["display"]["threshold"])
+        assert page.inner_text("#p").startswith(res["display"]["p_spoof"])
+        assert page.inner_text("#dur").endswith("1 window")  # not "1 windows"
         width = page.evaluate("document.getElementById('spectrogram').naturalWidth")
         assert width == 128  # the 128 x 128 mel array, one pixel per bin and frame
-        assert page.locator("#timeline rect").count() >= 2
+        assert page.text_content("#timeaxis") == "time (s)"
+        assert page.locator("#timeline text.xaxis").count() >= 2
+        assert [t.text_content() for t in page.locator("#timeline text.yaxis").all()] == [
+            "0.0", "0.5", "1.0"]
+        assert page.text_content("#thresholdlabel") == (
+            f"threshold {res['display']['threshold']}")
+        assert page.locator("#thresholdline").count() == 1
+        page.screenshot(path=str(tmp_path / "uncertain.png"), full_page=True)
+        # a confident answer (the same response, P(spoof) far above the threshold)
+        confident = {**res, "p_spoof": 0.93, "label": "spoof",
+                     "display": {**res["display"], "verdict": "spoof", "p_spoof": "0.930"},
+                     "spectrogram_png": res.get("spectrogram_png", ""),
+                     "spectrogram_window": [0, 3]}
+        page.route("**/predict*", lambda route: route.fulfill(json={
+            "model": {}, "results": [confident]}))
+        page.set_input_files("#file", str(clips["good"]))
+        page.wait_for_function("document.getElementById('verdict').dataset.verdict == 'spoof'")
+        assert page.inner_text("#verdict") == "Likely SPOOF (synthetic or converted)"
+        page.unroute("**/predict*")
         page.set_input_files("#file", str(clips["silent"]))
         page.wait_for_function("document.getElementById('error').textContent.length > 0")
-        assert "422" in page.inner_text("#error") and "silent" in page.inner_text("#error")
+        error = page.inner_text("#error")
+        assert "422" in error and "silent" in error and "/tmp" not in error
+        assert not failed, failed  # no missing favicon or other resource
         browser.close()
 
 

@@ -1,0 +1,91 @@
+"""plots.py: every plot readable for packed and wide scores (no tick label overlaps another),
+and the confusion matrix titled with the threshold actually used."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import plots
+import report
+from metrics import sigmoid
+
+
+def score_table(kind, n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    if kind == "packed":  # a random backbone: every P(spoof) within 1e-5 of 0.5
+        p = 0.5 + rng.uniform(-1e-5, 1e-5, n) + 2e-6 * y
+        score = np.log((1 - p) / p)
+    else:  # a trained detector: scores spread over tens of units
+        score = np.where(y == 0, rng.normal(8, 6, n), rng.normal(-15, 9, n))
+    return pd.DataFrame({"utt_id": [f"u{i}" for i in range(n)], "speaker": "s",
+                         "attack": np.where(y == 0, "-", "A01"),
+                         "label": np.where(y == 0, "bonafide", "spoof"), "score": score,
+                         "p_spoof": sigmoid(-score)})
+
+
+def history(tmp_path, kind):
+    rng = np.random.default_rng(1)
+    epochs = np.arange(8)
+    base = 0.6931471 + (rng.uniform(-1e-5, 1e-5, 8) if kind == "packed"
+                        else -0.05 * epochs)
+    h = pd.DataFrame({"epoch": epochs, "loss": base, "val_loss": base + 1e-6,
+                      "accuracy": 0.5 + 0.01 * epochs, "val_accuracy": 0.5 + 0.02 * epochs,
+                      "val_eer": rng.uniform(0.19, 0.62, 8), "val_auc": rng.uniform(0.3, 0.8, 8)})
+    path = tmp_path / f"history_{kind}.csv"
+    h.to_csv(path, index=False)
+    return path
+
+
+def overlapping_labels(fig):
+    """Pairs of tick labels (on one axis) whose drawn boxes overlap."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    bad = []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in
+                     axis.get_ticklabels() if t.get_visible() and t.get_text()]
+            for i, (a, box_a) in enumerate(boxes):
+                for b, box_b in boxes[i + 1:]:
+                    if box_a.overlaps(box_b):
+                        bad.append((a, b))
+    return bad
+
+
+@pytest.mark.parametrize("kind", ["packed", "wide"])
+def test_no_tick_label_overlaps_another(kind, tmp_path):
+    table = score_table(kind)
+    m, _, _ = report.compute_report(table, threshold=0.4999843)
+    figs = plots.figures(table, m, history(tmp_path, kind))
+    assert set(figs) == set(plots.PLOTS)
+    for name, fig in figs.items():
+        assert not overlapping_labels(fig), (kind, name, overlapping_labels(fig))
+        labels = [re.sub(r"\$\\mathdefault\{(.*)\}\$", r"\1", t.get_text())
+                  for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()]
+        assert all(len(label) <= 8 for label in labels), (name, labels)  # no 0.00063475...
+        fig.savefig(tmp_path / f"{kind}_{name}", dpi=60)  # for a look, and that it renders
+    plots._pyplot().close("all")
+
+
+def test_confusion_title_names_the_threshold_used():
+    table = score_table("packed")
+    for threshold in (0.4999843, 0.5, 0.73):
+        m, _, _ = report.compute_report(table, threshold=threshold)
+        fig = plots.figures(table, m)["confusion.png"]
+        title = fig.axes[0].get_title()
+        assert title == f"P(spoof) >= {threshold:g}", title  # never 0.50 for 0.4999843
+        counts = [int(t.get_text()) for t in fig.axes[0].texts]
+        chosen = m["operating_points"]["chosen"]
+        assert counts == [chosen["tn"], chosen["fp"], chosen["fn"], chosen["tp"]]
+        plots._pyplot().close(fig)
+
+
+def test_det_ticks_are_spaced():
+    from scipy.stats import norm
+
+    for low in (0.0001, 0.001, 0.01):
+        t = plots.det_ticks(low)
+        assert len(t) >= 5 and np.all(np.diff(norm.ppf(t)) >= plots.DET_SPACING - 1e-9)
