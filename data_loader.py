@@ -76,20 +76,27 @@ def load_manifest(data_dir):
     return df
 
 
-def check_arrays(df, shape):
+def check_arrays(df, shape, dtype="<f4"):
     """Refuse, before any training or prediction starts, arrays that are missing, cut short or
     not this project's (`features.array_ok`), naming them: a bad array found later, inside a
     ``tf.data`` pipeline, would stop a run half-way.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Manifest rows (absolute ``path``).
+    shape, dtype :
+        Of every array (`features.array_spec` of the folder's features.json).
 
     Raises
     ------
     ValueError
     """
-    bad = [p for p in df["path"] if not F.array_ok(p, shape)]
+    bad = [p for p in df["path"] if not F.array_ok(p, shape, dtype)]
     if bad:
         raise ValueError(f"{len(bad)} of {len(df)} arrays are missing, cut short or not "
-                         f"float32 {tuple(shape)}, e.g. {bad[0]}; run preprocess.py on that "
-                         "folder again (it computes them again)")
+                         f"{np.dtype(dtype).name} {tuple(shape)}, e.g. {bad[0]}; run "
+                         "preprocess.py on that folder again (it computes them again)")
 
 
 def stratified_split(df, val_fraction=VAL_FRACTION, seed=SEED):
@@ -286,7 +293,8 @@ def augment_example(x, audio, rng, aug, params):
     Parameters
     ----------
     x : np.ndarray, shape (n_mels, n_frames), or None
-        The stored array (used when no waveform perturbation is on).
+        The stored array (used when no waveform perturbation is on). Masks apply to mel arrays
+        only; with waveform parameters, the perturbed window is returned.
     audio : str
         Source audio file (manifest column ``audio``), read when `needs_audio`.
     rng : np.random.Generator
@@ -298,7 +306,9 @@ def augment_example(x, audio, rng, aug, params):
 
     Returns
     -------
-    x_aug : np.ndarray, shape (n_mels, n_frames), float32, values in [0, 1]
+    x_aug : np.ndarray, float32
+        Shape (n_mels, n_frames), values in [0, 1]; for waveform parameters, shape
+        (clip_samples,) holding int16 sample values.
     """
     if needs_audio(aug):
         sr = params["sample_rate"]
@@ -320,6 +330,10 @@ def augment_example(x, audio, rng, aug, params):
             y = sosfilt(sos, y)
         x = F.compute_features(np.asarray(y, dtype=np.float32), params)
     x = np.array(x, dtype=np.float32)  # a copy: masks never write into a stored array
+    if x.ndim != 2:
+        if aug["freq_mask"] or aug["time_mask"]:
+            raise ValueError("SpecAugment masks apply to mel arrays, not to waveforms")
+        return x
     fill = float(x.mean())  # SpecAugment replaces masked cells by the mean
     for _ in range(aug["masks"]):
         for axis, width in ((0, aug["freq_mask"]), (1, aug["time_mask"])):
@@ -332,30 +346,37 @@ def augment_example(x, audio, rng, aug, params):
     return x
 
 
-INPUTS = ("rgb255", "mel")  # how a model takes the arrays (model.py records it in every model)
+# how a model takes the arrays (model.py records it in every model)
+INPUTS = ("rgb255", "mel", "waveform")
 
 
 def to_model_input(x, kind="rgb255"):
-    """Map normalized mel arrays to the input a model family expects.
+    """Map stored arrays to the input a model family expects.
 
     ``rgb255`` (EfficientNetB0): Keras' EfficientNet rescales internally and expects 0-255 pixel
     values, so a [0, 1] input would silently cripple the pretrained features; the single channel
     is repeated to three. ``mel`` (the from-scratch families): the array as it is, one channel.
+    ``waveform`` (Whisper): int16 samples back to floats in [-1, 1).
 
     Parameters
     ----------
-    x : tensor or array, shape (..., 128, 128), values in [0, 1]
-    kind : {"rgb255", "mel"}
+    x : tensor or array
+        Mel arrays, shape (..., 128, 128), values in [0, 1]; or waveform windows, shape
+        (..., 64524), int16 sample values.
+    kind : {"rgb255", "mel", "waveform"}
 
     Returns
     -------
-    image : tf.Tensor, float32
+    inputs : tf.Tensor, float32
         ``rgb255``: shape (..., 128, 128, 3), values in [0, 255]; ``mel``: shape
-        (..., 128, 128, 1), values in [0, 1].
+        (..., 128, 128, 1), values in [0, 1]; ``waveform``: shape (..., 64524), values in
+        [-1, 1).
     """
     tf, _ = load_tensorflow()
 
-    x = tf.convert_to_tensor(x, dtype=tf.float32)
+    x = tf.cast(tf.convert_to_tensor(x), tf.float32)
+    if kind == "waveform":
+        return x / F.INT16_SCALE
     if kind == "mel":
         return x[..., tf.newaxis]
     if kind != "rgb255":
@@ -363,22 +384,22 @@ def to_model_input(x, kind="rgb255"):
     return tf.repeat(x[..., tf.newaxis] * 255.0, 3, axis=-1)
 
 
-def _load_npy(path, shape):
+def _load_npy(path, shape, dtype="<f4"):
     def read(p):
-        return F.read_array(p.decode(), shape)
+        return F.read_array(p.decode(), shape, dtype)
 
     tf, _ = load_tensorflow()
 
-    x = tf.numpy_function(read, [path], tf.float32, stateful=False)
+    x = tf.numpy_function(read, [path], tf.as_dtype(np.dtype(dtype)), stateful=False)
     x.set_shape(shape)
     return x
 
 
-def _load_augmented(path, audio, seed, shape, aug, params):
+def _load_augmented(path, audio, seed, shape, aug, params, dtype="<f4"):
     wave = needs_audio(aug)
 
     def read(p, a, s):
-        x = None if wave else F.read_array(p.decode(), shape)
+        x = None if wave else F.read_array(p.decode(), shape, dtype)
         rng = np.random.default_rng(int(s) % 2**63)  # SeedSequence wants a non-negative seed
         return augment_example(x, a.decode(), rng, aug, params)
 
@@ -410,7 +431,8 @@ def train_indices(targets, batch_size, shuffle=False, seed=SEED, balanced=False)
 
 
 def make_dataset(df, batch_size, shuffle=False, seed=SEED, shape=F.SHAPE,
-                 with_labels=True, balanced=False, augment=None, params=None, kind="rgb255"):
+                 with_labels=True, balanced=False, augment=None, params=None, kind="rgb255",
+                 dtype="<f4"):
     """A batched, prefetched ``tf.data.Dataset`` streaming the arrays listed in ``df``.
 
     Parameters
@@ -434,14 +456,17 @@ def make_dataset(df, batch_size, shuffle=False, seed=SEED, shape=F.SHAPE,
         repeatable from ``seed``.
     params : dict, optional
         Feature parameters, required for waveform augmentation.
-    kind : {"rgb255", "mel"}
+    kind : {"rgb255", "mel", "waveform"}
         The model's input (`to_model_input`).
+    dtype : {"<f4", "<i2"}
+        Type of the stored arrays (`features.array_spec`): float32 mel arrays, int16 waveforms.
 
     Returns
     -------
     ds : tf.data.Dataset
         Elements ``(inputs, targets (batch,) float32)``; inputs (batch, 128, 128, 3) in [0, 255]
-        for ``rgb255``, (batch, 128, 128, 1) in [0, 1] for ``mel``.
+        for ``rgb255``, (batch, 128, 128, 1) in [0, 1] for ``mel``, (batch, 64524) in [-1, 1)
+        for ``waveform``.
     """
     tf, _ = load_tensorflow()
 
@@ -465,17 +490,21 @@ def make_dataset(df, batch_size, shuffle=False, seed=SEED, shape=F.SHAPE,
     if augment:  # elements (index, seed): a new, repeatable draw per example and epoch
         ds = tf.data.Dataset.zip(index, tf.data.Dataset.random(
             seed=seed, rerandomize_each_iteration=True))
-        load = lambda i, r: _load_augmented(tf.gather(paths, i), tf.gather(audio, i),
-                                            r, shape, augment, params)
+
+        def load(i, r):
+            return _load_augmented(tf.gather(paths, i), tf.gather(audio, i), r, shape, augment,
+                                   params, dtype)
     else:  # elements: the index alone
         ds = index
-        load = lambda i: _load_npy(tf.gather(paths, i), shape)
-    if with_labels:
-        ds = ds.map(lambda i, *r: (to_model_input(load(i, *r), kind), tf.gather(targets, i)),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:
-        ds = ds.map(lambda i, *r: to_model_input(load(i, *r), kind),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+        def load(i):
+            return _load_npy(tf.gather(paths, i), shape, dtype)
+
+    def example(i, *r):
+        x = to_model_input(load(i, *r), kind)
+        return (x, tf.gather(targets, i)) if with_labels else x
+
+    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

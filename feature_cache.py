@@ -1,7 +1,8 @@
 """The frozen-backbone feature cache of train.py.
 
 With a frozen backbone, EfficientNetB0 + pooling maps a given input to the same 1280 numbers in
-every epoch. Computing them once and training the head on them is the same training, minus
+every epoch (the tiny Whisper encoder + pooling to the same 384). Computing them once and
+training the head on them is the same training, minus
 (epochs - 1) backbone passes. The head layers are shared with the full model, so the full model
 is trained too and is what gets saved.
 """
@@ -13,15 +14,18 @@ import pandas as pd
 
 import data_loader
 from atomic import atomic_output, exclusive, write_text_atomic
+from features import array_spec
 from model import PREDICT_BATCH_SIZE, backbone_key, feature_extractor, load_tensorflow
 
 
 def cached_features(model, data_dir, manifest, features, cache_dir=None,
-                    batch_size=PREDICT_BATCH_SIZE, progress=True, distributed=False):
+                    batch_size=PREDICT_BATCH_SIZE, progress=True, distributed=False,
+                    kind="rgb255"):
     """Pooled backbone features of every utterance of a preprocessed folder, computed once.
 
     The features of the whole manifest are stored as ``<cache_dir>/<backbone>-<data>.npy``
-    (float32, shape (n_utterances, 1280), manifest order) with the utterance ids beside it,
+    (float32, shape (n_utterances, features): 1280 for EfficientNetB0, 384 for Whisper tiny;
+    manifest order) with the utterance ids beside it,
     written batch by batch to a memory-mapped file and renamed into place when complete. The
     name covers the backbone's weights (`model.backbone_key`) and the data (`data_key`:
     features.json, every array's size and time), so later runs with the same backbone and
@@ -32,7 +36,7 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None,
     Parameters
     ----------
     model : keras.Model
-        From `model.build_model`.
+        From `model.build_model` or `model.build_whisper`.
     data_dir : str or Path
     manifest : pandas.DataFrame
         `data_loader.load_manifest` of ``data_dir``.
@@ -42,12 +46,14 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None,
         Default ``<data_dir>/backbone_cache``.
     distributed : bool
         ``model`` was built under a multi-replica ``tf.distribute`` strategy.
+    kind : {"rgb255", "waveform"}
+        How the model takes the arrays (`data_loader.to_model_input`).
 
     Returns
     -------
     table : pandas.DataFrame
         Indexed by utt_id; one column ``row`` into ``array``.
-    array : np.ndarray (memory-mapped), shape (n_utterances, 1280), float32
+    array : np.ndarray (memory-mapped), shape (n_utterances, features), float32
     """
     cache_dir = Path(cache_dir or Path(data_dir) / "backbone_cache")
     backbone = backbone_key(model)
@@ -65,8 +71,9 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None,
                 local = keras.models.clone_model(extractor)
                 local.set_weights(extractor.get_weights())
                 extractor = local
-            ds = data_loader.make_dataset(manifest, batch_size, shape=features["shape"],
-                                          with_labels=False)
+            shape, dtype = array_spec(features)
+            ds = data_loader.make_dataset(manifest, batch_size, shape=shape, with_labels=False,
+                                          kind=kind, dtype=dtype)
             with atomic_output(path, suffix=".npy") as tmp:
                 _write_features(extractor, ds, tmp, len(ids), batch_size,
                                 f"backbone features {Path(data_dir).name}", progress)

@@ -5,8 +5,15 @@ the parameters of `feature_params`. Those parameters are written to ``features.j
 arrays (preprocess.py) and into every saved model (model.py), and `check_features` refuses data
 computed differently, so training, evaluation and prediction cannot drift apart.
 
-A 4 s window at 16 kHz is framed so that it gives exactly ``N_FRAMES`` frames:
-``clip_samples = n_fft + (n_frames - 1) * hop`` (no centre padding).
+Two kinds of arrays (``--features`` of preprocess.py):
+
+- ``mel`` (default): a normalized log-mel spectrogram, float32 (128, 128), for the CNN families.
+  A 4 s window at 16 kHz is framed so that it gives exactly ``N_FRAMES`` frames:
+  ``clip_samples = n_fft + (n_frames - 1) * hop`` (no centre padding).
+- ``waveform``: the same ~4 s window of 16 kHz samples, as int16 (64,524,), for models that
+  compute their own front end (the Whisper encoder's log-mel is a layer of the model). int16 is
+  lossless for 16-bit sources at 16 kHz, such as ASVspoof's FLAC files, and half the size of
+  float32; prediction quantizes the same way, so training and prediction see the same numbers.
 """
 
 import functools
@@ -28,6 +35,8 @@ SILENCE_PEAK = 1e-4  # peak amplitude (-80 dBFS) at or below which a file is "si
 CLIP_SAMPLES = N_FFT + (N_FRAMES - 1) * HOP_LENGTH  # 64,524 samples = 4.03 s
 FEATURE_VERSION = 1
 FITS = ("window", "resize")
+KINDS = ("mel", "waveform")  # what an array holds (preprocess.py --features)
+INT16_SCALE = 32768.0  # waveform arrays: int16 sample = round(float sample * INT16_SCALE)
 MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates (Hz) a recording can have
 MAX_CHANNELS = 64
 # -----------------------------------------------------------------------------
@@ -53,7 +62,7 @@ class FeatureMismatch(ValueError):
     """Data preprocessed with other feature parameters than a model or another folder."""
 
 
-def feature_params(fit="window"):
+def feature_params(fit="window", kind="mel"):
     """The feature parameters as a JSON-serializable dict.
 
     Parameters
@@ -61,7 +70,11 @@ def feature_params(fit="window"):
     fit : {"window", "resize"}
         ``"window"`` (default) takes a fixed ~4 s window (repeat-padding short utterances, keeping
         the first ``clip_samples`` of long ones). ``"resize"`` computes the mel-spectrogram of the
-        whole utterance and linearly resamples its time axis to ``n_frames`` frames.
+        whole utterance and linearly resamples its time axis to ``n_frames`` frames (mel only).
+    kind : {"mel", "waveform"}
+        What the arrays hold (module docstring). Mel parameters carry no ``kind`` key (they
+        predate the waveform kind, and saved folders and models stay comparable); waveform
+        parameters say ``"kind": "waveform"``.
 
     Returns
     -------
@@ -70,6 +83,17 @@ def feature_params(fit="window"):
     """
     if fit not in FITS:
         raise ValueError(f"fit must be 'window' or 'resize', got {fit!r}")
+    if kind not in KINDS:
+        raise ValueError(f"features must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "waveform":
+        if fit != "window":
+            raise ValueError("waveform arrays hold a fixed window: --fit resize applies to mel "
+                             "arrays only")
+        return {"feature_version": FEATURE_VERSION, "kind": "waveform",
+                "sample_rate": SAMPLE_RATE, "channels": "mono (mean of channels)",
+                "fit": "window", "clip_samples": CLIP_SAMPLES, "pad": "repeat", "crop": "start",
+                "normalization": f"none: int16 = round(sample * {INT16_SCALE:g}), clipped",
+                "silence_peak": SILENCE_PEAK, "shape": [CLIP_SAMPLES], "dtype": "int16"}
     return {
         "feature_version": FEATURE_VERSION,
         "sample_rate": SAMPLE_RATE,
@@ -97,6 +121,22 @@ def feature_params(fit="window"):
     }
 
 
+def feature_kind(params):
+    """``"mel"`` or ``"waveform"``: what arrays of ``params`` hold (`feature_params`)."""
+    return params.get("kind", "mel")
+
+
+def array_spec(params):
+    """``(shape, numpy dtype string)`` of one stored array of ``params``, e.g.
+    ``((128, 128), "<f4")`` or ``((64524,), "<i2")``."""
+    return (tuple(int(n) for n in params["shape"]),
+            "<i2" if params.get("dtype") == "int16" else "<f4")
+
+
+KIND_HINT = {"mel": "python preprocess.py ... (mel arrays, the default)",
+             "waveform": "python preprocess.py --features waveform ..."}
+
+
 def differing(a, b):
     """Sorted keys whose values differ between two parameter dicts (missing counts as None)."""
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
@@ -104,6 +144,11 @@ def differing(a, b):
 
 def check_features(model_features, data_features, model_path="model", data_dir="data"):
     """Raise `FeatureMismatch` naming every parameter in which data and model differ."""
+    mk, dk = feature_kind(model_features), feature_kind(data_features)
+    if mk != dk:
+        raise FeatureMismatch(f"{model_path} reads {mk} arrays but {data_dir} holds {dk} "
+                              f"arrays; preprocess the audio for this model with: "
+                              f"{KIND_HINT[mk]}")
     diff = differing(model_features, data_features)
     if diff:
         detail = "; ".join(f"{k}: model {model_features.get(k)!r} vs data "
@@ -250,7 +295,8 @@ def mel_filterbank(sr, n_fft, n_mels, fmin, fmax):
 
 
 def compute_features(y, params=None):
-    """Normalized log-mel spectrogram of one mono waveform at ``params["sample_rate"]``.
+    """The array of one mono waveform at ``params["sample_rate"]``: a normalized log-mel
+    spectrogram, or for ``kind="waveform"`` parameters the int16 window (`waveform_window`).
 
     Parameters
     ----------
@@ -263,7 +309,8 @@ def compute_features(y, params=None):
     -------
     mel : np.ndarray, shape (n_mels, n_frames) = (128, 128), float32, values in [0, 1]
         ``(dB + top_db) / top_db`` where dB is the power mel-spectrogram in decibels relative to
-        its maximum, floored at ``-top_db``.
+        its maximum, floored at ``-top_db``. For waveform parameters: shape (clip_samples,) =
+        (64524,), int16.
 
     Raises
     ------
@@ -285,6 +332,8 @@ def compute_features(y, params=None):
         db = 20 * np.log10(peak) if peak > 0 else -np.inf
         raise AudioError(f"silent: peak {db:.1f} dBFS is at or below "
                          f"{20 * np.log10(p['silence_peak']):.0f} dBFS", "silent")
+    if feature_kind(p) == "waveform":
+        return waveform_window(y, p)
     if p["fit"] == "window":
         y = fit_length(y, p["clip_samples"])
     elif y.size < p["n_fft"]:
@@ -308,6 +357,25 @@ def compute_features(y, params=None):
     return out
 
 
+def waveform_window(y, params):
+    """The fixed window of a waveform array: repeat-padded or cut to ``clip_samples``, then
+    ``round(y * 32768)`` clipped to int16 (lossless for 16-bit sources; soxr's resampling can
+    overshoot 1.0 slightly, which is clipped).
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,), float32
+    params : dict
+        Waveform feature parameters (`feature_params` with ``kind="waveform"``).
+
+    Returns
+    -------
+    window : np.ndarray, shape (clip_samples,), int16
+    """
+    y = fit_length(np.asarray(y, np.float32), params["clip_samples"])
+    return np.clip(np.round(y.astype(np.float64) * INT16_SCALE), -32768, 32767).astype(np.int16)
+
+
 # ----------------------------------------------------------------------------- arrays
 
 _NPY_LOCK = threading.Lock()
@@ -324,38 +392,41 @@ def _npy_header(shape, dtype="<f4"):
     return buf.getvalue()
 
 
-def array_ok(path, shape):
-    """Whether ``path`` holds a complete float32 array of ``shape`` as this project writes them
-    (header and size checked, data not read): a truncated, empty or foreign file is not."""
+def array_ok(path, shape, dtype="<f4"):
+    """Whether ``path`` holds a complete array of ``shape`` and ``dtype`` (float32 mel arrays,
+    int16 waveforms: `array_spec`) as this project writes them (header and size checked, data
+    not read): a truncated, empty or foreign file is not."""
     import os
 
-    header = _npy_header(tuple(int(s) for s in shape))
+    header = _npy_header(tuple(int(s) for s in shape), dtype)
     try:
         with open(path, "rb") as f:
             return (f.read(len(header)) == header and os.fstat(f.fileno()).st_size
-                    == len(header) + 4 * int(np.prod(shape)))
+                    == len(header) + np.dtype(dtype).itemsize * int(np.prod(shape)))
     except OSError:
         return False
 
 
-def read_array(path, shape):
-    """Read one stored feature array, checking its shape.
+def read_array(path, shape, dtype="<f4"):
+    """Read one stored feature array, checking its shape and type.
 
     ``np.load`` parses the .npy header with ``ast.literal_eval``, which CPython 3.11 can break
     when several threads parse at once (``SystemError: AST constructor recursion depth
     mismatch``, python/cpython#106905) -- exactly what tf.data's parallel readers do. The
-    float32 arrays this project writes have one known header, so it is compared as bytes and
-    the data read directly; anything else goes through ``np.load`` under a lock.
+    arrays this project writes have one known header per shape and type, so it is compared as
+    bytes and the data read directly; anything else goes through ``np.load`` under a lock.
 
     Parameters
     ----------
     path : str or Path
     shape : tuple of int
         The expected shape (``features.json["shape"]``).
+    dtype : {"<f4", "<i2"}
+        The stored type (`array_spec`): float32 mel arrays, int16 waveforms.
 
     Returns
     -------
-    x : np.ndarray, float32, shape ``shape``
+    x : np.ndarray, shape ``shape``, of ``dtype``
 
     Raises
     ------
@@ -366,9 +437,9 @@ def read_array(path, shape):
     import os
 
     shape = tuple(int(s) for s in shape)
-    header = _npy_header(shape)
+    header = _npy_header(shape, dtype)
     with open(path, "rb") as f:
-        x = np.empty(shape, dtype="<f4")
+        x = np.empty(shape, dtype=dtype)
         if (f.read(len(header)) == header
                 and os.fstat(f.fileno()).st_size == len(header) + x.nbytes
                 and f.readinto(memoryview(x).cast("B")) == x.nbytes):
@@ -381,4 +452,6 @@ def read_array(path, shape):
             from None
     if x.shape != shape:
         raise ValueError(f"{path}: array shape {x.shape}, expected {shape}")
-    return x.astype(np.float32, copy=False)
+    if np.dtype(dtype).kind == "i" and x.dtype != np.dtype(dtype):
+        raise ValueError(f"{path}: array of {x.dtype}, expected {np.dtype(dtype)} samples")
+    return x.astype(dtype, copy=False)

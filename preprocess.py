@@ -1,7 +1,9 @@
 """Turn ASVspoof-style audio listed in a protocol file into normalized log-mel arrays.
 
 Each utterance becomes one float32 array of shape (128, 128) -- (n_mels, n_frames) -- with values
-in [0, 1], saved as ``<out>/<utterance_id>.npy``. Beside the arrays:
+in [0, 1], saved as ``<out>/<utterance_id>.npy``. With ``--features waveform`` (for ``train.py
+--model whisper``, which computes its own log-mel) each array is instead the same ~4 s window of
+16 kHz samples, int16, shape (64524,). Beside the arrays:
 
 - ``features.json``: the feature parameters (features.py, the single source of truth; train.py
   copies them into every saved model and evaluate.py refuses data computed differently),
@@ -20,6 +22,10 @@ Any protocol format (2019, 2021 LA/DF keys, ASVspoof 5 TSV, generic ``file,label
 
     python preprocess.py --protocol keys/LA/CM/trial_metadata.txt \
         --audio-dir ASVspoof2021_LA_eval/flac --out data/features/la21_eval
+
+Waveform windows for the Whisper family::
+
+    python preprocess.py --split train --features waveform --out data/features/train_wave
 
 Re-running resumes: finished arrays are kept. ``--overwrite`` recomputes everything.
 """
@@ -158,7 +164,7 @@ def write_tables(out_dir, df, missing, failed, split):
 
 def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, fit="window",
                overwrite=False, strict=False, limit=None, progress=True,
-               max_seconds=MAX_SECONDS):
+               max_seconds=MAX_SECONDS, kind="mel"):
     """Compute features for every utterance of a protocol; resumable.
 
     Parameters
@@ -179,6 +185,8 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
         Only the first ``limit`` protocol entries (for quick trials); at least 1.
     max_seconds : float
         Longer recordings are an error of their file, found before decoding.
+    kind : {"mel", "waveform"}
+        What the arrays hold (`features.feature_params`).
 
     Returns
     -------
@@ -192,7 +200,7 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
         parameters; missing audio with ``strict``.
     """
     out_dir = Path(out_dir)
-    params = F.feature_params(fit)
+    params = F.feature_params(fit, kind)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     df = protocols.parse_protocol(protocol, fmt)
@@ -210,7 +218,7 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
         df = df[exists].copy()
         df["path"] = df["utt_id"] + ".npy"
         # an array cut short (a crash, a full disk) is not finished: it is computed again
-        done = df["path"].map(lambda p: F.array_ok(out_dir / p, params["shape"])) \
+        done = df["path"].map(lambda p: F.array_ok(out_dir / p, *F.array_spec(params))) \
             & (not overwrite)
         todo = df[~done]
         tasks = [(u, s, str(out_dir / p)) for u, s, p in zip(todo["utt_id"], todo["src"],
@@ -254,8 +262,9 @@ def print_summary(s, file=sys.stdout):
 def build_parser():
     """The command line of preprocess.py."""
     ap = argparse.ArgumentParser(
-        description="ASVspoof protocol + audio -> 128x128 normalized log-mel .npy arrays, "
-                    "features.json and manifest.csv. Re-running resumes.",
+        description="ASVspoof protocol + audio -> 128x128 normalized log-mel .npy arrays (or "
+                    "int16 waveform windows), features.json and manifest.csv. Re-running "
+                    "resumes.",
         formatter_class=HelpFormatter)
     ap.add_argument("--dataset-root", default=DEFAULT_DATASET_ROOT,
                     help="ASVspoof 2019 LA/PA folder (holding ASVspoof2019_LA_cm_protocols/ and "
@@ -274,7 +283,12 @@ def build_parser():
                     help="worker processes (1 = no subprocesses)")
     ap.add_argument("--fit", choices=F.FITS, default="window",
                     help="'window': fixed 4 s window, repeat-pad short, keep the start of long "
-                         "utterances; 'resize': whole utterance resampled to 128 frames")
+                         "utterances; 'resize': whole utterance resampled to 128 frames (mel "
+                         "only)")
+    ap.add_argument("--features", choices=F.KINDS, default="mel",
+                    help="'mel': 128x128 log-mel arrays (efficientnetb0, lcnn); 'waveform': "
+                         "the same window as int16 samples, shape (64524,) (train.py --model "
+                         "whisper, which computes its own front end)")
     ap.add_argument("--overwrite", action="store_true", help="recompute existing arrays")
     ap.add_argument("--strict", action="store_true",
                     help="stop if any listed audio file is missing (default: skip and list them)")
@@ -308,7 +322,8 @@ def main(argv=None):
         out = Path(args.out or Path(DEFAULT_FEATURES_DIR) / split)
         summary = preprocess(protocol, audio_dir, out, fmt=args.format, split=split,
                              workers=args.workers, fit=args.fit, overwrite=args.overwrite,
-                             strict=args.strict, limit=args.limit, max_seconds=args.max_seconds)
+                             strict=args.strict, limit=args.limit, max_seconds=args.max_seconds,
+                             kind=args.features)
     except (protocols.ProtocolError, F.FeatureMismatch, FileNotFoundError, FileExistsError,
             ValueError) as e:
         raise SystemExit(f"error: {e}") from None

@@ -89,3 +89,53 @@ def test_feature_mismatch_names_the_parameters():
         features.check_features(a, b, "best.keras", "data/x")
     assert "n_mels" in str(e.value) and "data/x" in str(e.value)
     features.check_features(a, dict(a))  # identical: no error
+
+
+# ----------------------------------------------------------------------------- waveform arrays
+
+
+def test_waveform_window_is_the_int16_window_of_the_mel_arrays():
+    p = features.feature_params(kind="waveform")
+    assert features.feature_kind(p) == "waveform" and features.feature_kind(
+        features.feature_params()) == "mel"
+    assert "kind" not in features.feature_params()  # mel folders written before stay valid
+    assert features.array_spec(p) == ((64524,), "<i2")
+    assert features.array_spec(features.feature_params()) == ((128, 128), "<f4")
+    assert p["clip_samples"] == features.feature_params()["clip_samples"] == 64524
+    short = tone(1.0)  # 16,000 samples: repeat-padded like the mel window
+    w = features.compute_features(short, p)
+    assert w.dtype == np.int16 and w.shape == (64524,)
+    np.testing.assert_array_equal(w[:16000], np.round(short * 32768).astype(np.int16))
+    np.testing.assert_array_equal(w[16000:32000], w[:16000])
+    long = tone(6.0, seed=3)
+    np.testing.assert_array_equal(features.compute_features(long, p),
+                                  np.round(long[:64524] * 32768).astype(np.int16))
+    loud = np.full(100, 1.2, np.float32)  # resampling can overshoot 1.0: clipped, not wrapped
+    assert features.waveform_window(loud, p).min() == 32767
+    with pytest.raises(features.AudioError, match="silent"):
+        features.compute_features(np.zeros(16000, np.float32), p)
+    with pytest.raises(ValueError, match="--fit resize applies to mel arrays only"):
+        features.feature_params("resize", "waveform")
+    with pytest.raises(ValueError, match="features must be one of mel, waveform"):
+        features.feature_params(kind="raw")
+
+
+def test_int16_arrays_are_read_and_checked_by_type(tmp_path):
+    w = (np.arange(64524) % 2000 - 1000).astype(np.int16)
+    np.save(tmp_path / "w.npy", w)
+    np.save(tmp_path / "f.npy", w.astype(np.float32))
+    assert features.array_ok(tmp_path / "w.npy", (64524,), "<i2")
+    assert not features.array_ok(tmp_path / "f.npy", (64524,), "<i2")
+    assert not features.array_ok(tmp_path / "w.npy", (64524,))  # float32 expected
+    np.testing.assert_array_equal(features.read_array(tmp_path / "w.npy", (64524,), "<i2"), w)
+    with pytest.raises(ValueError, match="array of float32, expected int16 samples"):
+        features.read_array(tmp_path / "f.npy", (64524,), "<i2")
+
+
+def test_kind_mismatch_says_which_command_makes_the_right_arrays():
+    with pytest.raises(features.FeatureMismatch,
+                       match=r"best.keras reads waveform arrays but data/x holds mel arrays; "
+                             r"preprocess the audio for this model with: python preprocess.py "
+                             r"--features waveform"):
+        features.check_features(features.feature_params(kind="waveform"),
+                                features.feature_params(), "best.keras", "data/x")

@@ -86,6 +86,32 @@ def test_rerun_resumes_and_overwrite_redoes(messy_corpus, tmp_path):
     assert (s["written"], s["kept"]) == (4, 0)
 
 
+def test_waveform_arrays_resume_and_refuse_mel_folders(messy_corpus, tmp_path):
+    """--features waveform: int16 windows of the decoded audio, their own features.json, the
+    same bad-file handling and resume; a mel folder is never topped up with waveforms."""
+    protocol, audio = messy_corpus
+    out = tmp_path / "wave"
+    s = preprocess.main(["--protocol", str(protocol), "--audio-dir", str(audio), "--out",
+                         str(out), "--features", "waveform", "--workers", "1"])
+    assert (s["in_manifest"], s["failed"], s["missing"]) == (4, 4, 1)
+    params = json.loads((out / "features.json").read_text())
+    assert params == features.feature_params(kind="waveform")
+    w = np.load(out / "U_1.npy")
+    y = features.load_audio(audio / "U_1.flac")  # 2 s: repeat-padded to the window
+    assert w.dtype == np.int16 and w.shape == (64524,)
+    np.testing.assert_array_equal(w[:y.size], np.round(y * 32768).astype(np.int16))
+    (out / "U_2.npy").write_bytes((out / "U_2.npy").read_bytes()[:1000])  # cut short
+    s = preprocess.preprocess(protocol, audio, out, workers=1, progress=False, kind="waveform")
+    assert (s["written"], s["kept"]) == (1, 3)
+    mel = tmp_path / "mel"
+    preprocess.preprocess(protocol, audio, mel, workers=1, progress=False)
+    with pytest.raises(features.FeatureMismatch, match="differ in: .*kind"):
+        preprocess.preprocess(protocol, audio, mel, workers=1, progress=False, kind="waveform")
+    with pytest.raises(SystemExit, match="--fit resize applies to mel arrays only"):
+        preprocess.main(["--protocol", str(protocol), "--audio-dir", str(audio), "--out",
+                         str(tmp_path / "x"), "--features", "waveform", "--fit", "resize"])
+
+
 def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
     def explode(f, arr, allow_pickle):
         f.write(b"\x93NUMPY partial")
