@@ -36,8 +36,10 @@ SCALE = "speed and scale"
 
 
 def family_default(key):
-    """`` (default per --model: efficientnetb0 X, lcnn Y)`` for a help text."""
-    values = ", ".join(f"{name} {f['defaults'][key]}" for name, f in M.FAMILIES.items())
+    """`` (default per --model: efficientnetb0 X, lcnn Y, ...)`` for a help text: the families
+    to which the option applies."""
+    values = ", ".join(f"{name} {f['defaults'][key]}" for name, f in M.FAMILIES.items()
+                       if f["defaults"][key] is not None)
     return f" (default per --model: {values})"
 
 
@@ -80,11 +82,19 @@ class TrainConfig:
                             "run there is resumed")
     overwrite: bool = option(False, "replace a finished run in --run")
     model: str = option(M.MODEL, "model family: 'efficientnetb0' (the design card: frozen "
-                                     "ImageNet backbone) or 'lcnn' (light CNN trained from "
-                                     "scratch; works offline)", choices=tuple(M.FAMILIES))
+                                     "ImageNet backbone), 'lcnn' (light CNN trained from "
+                                     "scratch; works offline) or 'whisper' (frozen Whisper "
+                                     "encoder on waveform arrays, preprocess.py --features "
+                                     "waveform; needs requirements-whisper.txt)",
+                        choices=tuple(M.FAMILIES))
     weights: str = option(None, "EfficientNetB0 weights: 'imagenet' (downloaded by Keras), "
                                 "'none' (random init), or the path of a local no-top weights "
                                 "file" + family_default("weights"))
+    preset: str = option(None, "Whisper encoder of --model whisper: a KerasHub preset name "
+                               "(downloaded on first use, e.g. whisper_tiny_en), the path of a "
+                               "local preset folder, or random:tiny / random:mini (untrained, "
+                               "for tests and timing)" + family_default("preset"),
+                         metavar="NAME|PATH")
     epochs: int = option(None, "training epochs" + family_default("epochs"), type=int)
     batch_size: int = option(None, "batch size" + family_default("batch_size"), type=int)
     learning_rate: float = option(None, "(initial) learning rate" + family_default(
@@ -125,9 +135,10 @@ class TrainConfig:
                                     "--monitor (0 = off)", group=RECIPE, metavar="PATIENCE")
 
     fine_tune_blocks: int = option(0, "unfreeze the last N of EfficientNetB0's 16 MBConv blocks "
-                                      "(and its top 1x1 conv; BatchNorm stays frozen) after "
-                                      "--epochs frozen epochs; 0 = off", group=FINE_TUNE,
-                                   metavar="N")
+                                      "(and its top 1x1 conv; BatchNorm stays frozen), or of "
+                                      "the Whisper encoder's transformer layers (and its final "
+                                      "layer norm), after --epochs frozen epochs; 0 = off",
+                                   group=FINE_TUNE, metavar="N")
     fine_tune_epochs: int = option(5, "epochs of the fine-tuning phase", group=FINE_TUNE)
     fine_tune_lr: float = option(1e-5, "Adam learning rate of the fine-tuning phase",
                                  group=FINE_TUNE)
@@ -196,9 +207,19 @@ def check(cfg):
         raise ValueError(f"monitor must be one of {', '.join(MONITORS)}, got {cfg.monitor!r}")
     if cfg.fine_tune_blocks and (cfg.fine_tune_epochs < 1 or not cfg.fine_tune_lr > 0):
         raise ValueError("fine-tuning needs --fine-tune-epochs >= 1 and --fine-tune-lr > 0")
-    if cfg.fine_tune_blocks and not M.FAMILIES[cfg.model]["frozen_backbone"]:
-        raise ValueError(f"--fine-tune-blocks applies to efficientnetb0; --model {cfg.model} "
-                         "trains every layer from the start")
+    frozen = [name for name, f in M.FAMILIES.items() if f["frozen_backbone"]]
+    if cfg.fine_tune_blocks and cfg.model not in frozen:
+        raise ValueError(f"--fine-tune-blocks applies to {' and '.join(frozen)}; --model "
+                         f"{cfg.model} trains every layer from the start")
+    if cfg.preset is not None and cfg.model != "whisper":
+        raise ValueError(f"--preset applies to --model whisper, not to {cfg.model}")
+    if cfg.model == "whisper" and str(cfg.weights).lower() not in ("none",):
+        raise ValueError("--weights applies to efficientnetb0; choose the Whisper encoder "
+                         "with --preset")
+    if M.FAMILIES[cfg.model]["features"] == "waveform" and (cfg.freq_mask or cfg.time_mask):
+        raise ValueError(f"--freq-mask and --time-mask (SpecAugment) act on mel arrays; "
+                         f"--model {cfg.model} reads waveforms (the waveform perturbations "
+                         "--random-crop, --gain-db, --noise-snr and --lowpass apply)")
     if cfg.fine_tune_blocks and cfg.strategy != "none":
         raise ValueError("--fine-tune-blocks is not supported with --strategy yet")
     if cfg.test_data and not cfg.seeds:

@@ -61,9 +61,19 @@ class Detector:
         return p["clip_samples"] if p["fit"] == "window" else None
 
     def logits(self, mels):
-        """Log-odds of spoof for a batch of mel arrays, shape (n, 128, 128) -> (n,)."""
-        x = data_loader.to_model_input(np.asarray(mels, np.float32), runs.input_kind(self.meta))
+        """Log-odds of spoof for a batch of windows' arrays (`features.compute_features`: mel
+        arrays (n, 128, 128), or int16 waveforms (n, 64524)) -> (n,)."""
+        x = data_loader.to_model_input(np.asarray(mels), runs.input_kind(self.meta))
         return logits_from_hidden(self._hidden.predict_on_batch(x), self._kernel, self._bias)
+
+    def spectrogram(self, window):
+        """What the model saw of one window, as an image (frequency x time): the mel array
+        itself, or for a waveform model the log-mel its own front end (layer ``log_mel``)
+        computes, shape (num_mels, frames)."""
+        if runs.input_kind(self.meta) != "waveform":
+            return window
+        x = data_loader.to_model_input(np.asarray(window)[None], "waveform")
+        return np.asarray(self.model.get_layer("log_mel")(x))[0].T
 
     def identity(self):
         """What /health and the JSON output say about the model."""
@@ -97,8 +107,9 @@ def open_windows(path, detector, hop_seconds=HOP_SECONDS, max_seconds=None):
     info : dict
         duration, sample rate and channels of the file, the window and hop in seconds.
     spans : list of (start_s, end_s)
-    mels : iterator of np.ndarray (128, 128) or None
-        The windows' features, computed lazily (None for a silent window, not scored), so
+    mels : iterator of np.ndarray or None
+        The windows' arrays (`features.compute_features`: (128, 128) mel, or (64524,) int16
+        for a waveform model), computed lazily (None for a silent window, not scored), so
         memory holds the decoded audio and one window, however long the file.
 
     Raises

@@ -7,6 +7,12 @@ metadata. Every family ends in a ``p_spoof`` layer, Dense(1, sigmoid) = P(spoof)
 - ``lcnn``: a light CNN with Max-Feature-Map activations trained from random initialization, the
   ASVspoof 2019 countermeasure of Lavrentyeva et al. ("STC antispoofing systems for the ASVspoof
   2019 challenge", Interspeech 2019), on the same 128x128 log-mel arrays. Works offline.
+- ``whisper``: a frozen Whisper encoder (Radford et al., "Robust speech recognition via
+  large-scale weak supervision", 2022; KerasHub presets) on the raw 16 kHz waveform window,
+  mean-pooled over time, then the design-card head. Whisper features generalize better than
+  LFCC/MFCC front ends to deepfakes in the wild (Kawa et al., "Improved DeepFake Detection
+  Using Whisper Features", Interspeech 2023). Reads waveform arrays (preprocess.py
+  ``--features waveform``); needs ``requirements-whisper.txt``.
 
 Each family has its own defaults (`FAMILIES`), used for every training option the user does not
 set.
@@ -23,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from atomic import atomic_output
+from features import CLIP_SAMPLES, KIND_HINT, SAMPLE_RATE, FeatureMismatch, feature_kind
 
 # -----------------------------------------------------------------------------
 WEIGHTS = "imagenet"
@@ -33,19 +40,35 @@ CHANNELS = 3  # the mel array repeated to EfficientNet's three input channels
 PREDICT_BATCH_SIZE = 32  # prediction batch: fastest on a 2-core CPU (149 files/s vs 98 at 256)
 META_NAME = "deepfake_meta.json"  # metadata file stored inside each .keras archive
 IMAGENET_FILE = "efficientnetb0_notop.h5"
-# Each family: how it takes the arrays (data_loader.to_model_input), whether its backbone is
-# frozen (so train.py may cache its features and fine-tune it), and its training defaults,
-# chosen by measurement (docs/recipes.md).
+# Whisper (--model whisper): the multilingual tiny encoder by default (the detector meets
+# other languages than ASVspoof's English); "random:<size>" = untrained, for tests and timing
+WHISPER_PRESET = "whisper_tiny_multi"
+WHISPER_RANDOM = {"tiny": {"num_layers": 4, "num_heads": 6, "hidden_dim": 384,
+                           "intermediate_dim": 1536},  # whisper_tiny's architecture
+                  "mini": {"num_layers": 2, "num_heads": 2, "hidden_dim": 64,
+                           "intermediate_dim": 128}}
+WHISPER_MELS = 80  # mel bands of the tiny to medium presets (large-v3 has 128)
+# Each family: the arrays it reads (features.KINDS), how it takes them
+# (data_loader.to_model_input), whether its backbone is frozen (so train.py may cache its
+# features and fine-tune it), and its training defaults (None = does not apply), chosen by
+# measurement (docs/recipes.md); whisper's head keeps the design card's.
 FAMILIES = {
-    "efficientnetb0": {"input": "rgb255", "channels": 3, "frozen_backbone": True,
-                       "defaults": {"weights": WEIGHTS, "epochs": 10, "batch_size": 16,
-                                    "learning_rate": LEARNING_RATE, "lr_schedule": "constant",
-                                    "weight_decay": 0.0, "dense_units": DENSE_UNITS,
-                                    "dropout": DROPOUT}},
-    "lcnn": {"input": "mel", "channels": 1, "frozen_backbone": False,
-             "defaults": {"weights": "none", "epochs": 20, "batch_size": 32,
+    "efficientnetb0": {"features": "mel", "input": "rgb255", "channels": 3,
+                       "frozen_backbone": True,
+                       "defaults": {"weights": WEIGHTS, "preset": None, "epochs": 10,
+                                    "batch_size": 16, "learning_rate": LEARNING_RATE,
+                                    "lr_schedule": "constant", "weight_decay": 0.0,
+                                    "dense_units": DENSE_UNITS, "dropout": DROPOUT}},
+    "lcnn": {"features": "mel", "input": "mel", "channels": 1, "frozen_backbone": False,
+             "defaults": {"weights": "none", "preset": None, "epochs": 20, "batch_size": 32,
                           "learning_rate": 3e-4, "lr_schedule": "cosine", "weight_decay": 1e-4,
                           "dense_units": 160, "dropout": 0.5}},
+    "whisper": {"features": "waveform", "input": "waveform", "channels": None,
+                "frozen_backbone": True,
+                "defaults": {"weights": None, "preset": WHISPER_PRESET, "epochs": 10,
+                             "batch_size": 16, "learning_rate": LEARNING_RATE,
+                             "lr_schedule": "constant", "weight_decay": 0.0,
+                             "dense_units": DENSE_UNITS, "dropout": DROPOUT}},
 }
 MODEL = "efficientnetb0"  # the design card
 LR_SCHEDULES = ("constant", "cosine")
@@ -94,23 +117,43 @@ def load_tensorflow():
 
 
 class WeightsUnavailable(RuntimeError):
-    """The requested backbone weights cannot be loaded."""
+    """The requested backbone weights (or the library that loads them) cannot be loaded."""
+
+
+def check_family_data(family, features, data_dir="the data"):
+    """Refuse arrays of the wrong kind for ``family`` (mel arrays for a waveform model, or the
+    reverse), naming the preprocess.py command that makes the right ones.
+
+    Raises
+    ------
+    features.FeatureMismatch
+    """
+    want, have = FAMILIES[family]["features"], feature_kind(features)
+    if want != have:
+        raise FeatureMismatch(f"--model {family} reads {want} arrays but {data_dir} holds "
+                              f"{have} arrays; preprocess the audio for it with: "
+                              f"{KIND_HINT[want]}")
 
 
 def input_shape(features, family=MODEL):
     """The model input shape for arrays of ``features["shape"]``: (n_mels, n_frames, channels),
-    3 channels for EfficientNetB0, 1 for the from-scratch families."""
-    return (*features["shape"], FAMILIES[family]["channels"])
+    3 channels for EfficientNetB0, 1 for LCNN; (clip_samples,) for Whisper's waveforms."""
+    channels = FAMILIES[family]["channels"]
+    return (*features["shape"], channels) if channels else tuple(features["shape"])
+
+
+TRANSFORMS = {"rgb255": ([0, 255], "x * 255, repeated to 3 channels"),
+              "mel": ([0, 1], "x, one channel"),
+              "waveform": ([-1, 1], "int16 samples / 32768")}
 
 
 def input_spec(family, features):
     """How a model of ``family`` takes the arrays: ``kind`` (`data_loader.to_model_input`),
     shape and value range; recorded in config.json and inside every saved model."""
     kind = FAMILIES[family]["input"]
-    return {"kind": kind, "shape": list(input_shape(features, family)),
-            "range": [0, 255] if kind == "rgb255" else [0, 1],
-            "transform": f"data_loader.to_model_input(x, {kind!r})"
-            + (": x * 255, repeated to 3 channels" if kind == "rgb255" else ": x, one channel")}
+    value_range, what = TRANSFORMS[kind]
+    return {"kind": kind, "shape": list(input_shape(features, family)), "range": value_range,
+            "transform": f"data_loader.to_model_input(x, {kind!r}): {what}"}
 
 
 def make_backbone(weights=WEIGHTS, input_shape=(128, 128, CHANNELS)):
@@ -162,8 +205,8 @@ _CUSTOM = {}
 
 def custom_layers():
     """The project's Keras layers, defined and registered with Keras on first use (so that
-    importing this module does not import Keras): ``InferenceMode`` and ``MaxFeatureMap``. Call
-    it before loading a saved model."""
+    importing this module does not import Keras): ``InferenceMode``, ``MaxFeatureMap`` and
+    ``WhisperLogMel``. Call it before loading a saved model."""
     if _CUSTOM:
         return _CUSTOM
     _, keras = load_tensorflow()
@@ -197,8 +240,61 @@ def custom_layers():
         def compute_output_shape(self, input_shape):
             return (*input_shape[:-1], input_shape[-1] // 2)
 
-    _CUSTOM.update(InferenceMode=InferenceMode, MaxFeatureMap=MaxFeatureMap)
+    WhisperLogMel = _whisper_log_mel_layer(keras)
+
+    _CUSTOM.update(InferenceMode=InferenceMode, MaxFeatureMap=MaxFeatureMap,
+                   WhisperLogMel=WhisperLogMel)
     return _CUSTOM
+
+
+def _whisper_log_mel_layer(keras):
+    """Define and register the ``WhisperLogMel`` layer (see `custom_layers`)."""
+
+    @keras.saving.register_keras_serializable(package="deepfake_detector")
+    class WhisperLogMel(keras.layers.Layer):
+        """Whisper's log-mel front end as a layer, so that the model reads waveforms and its
+        saved file holds everything (the mel filters are a non-trainable weight).
+
+        The computation of KerasHub's ``WhisperAudioConverter`` (itself that of OpenAI's
+        ``whisper.audio.log_mel_spectrogram``) on the given samples, without padding them to
+        30 s: reflect-padded STFT (Hann window of ``num_fft_bins``, hop ``stride``), the last
+        frame dropped, power, mel filters, log10 floored at 1e-10, then floored at 8 below the
+        maximum of each example, and ``(x + 4) / 4``.
+
+        (batch, samples) -> (batch, samples // stride, num_mels)
+        """
+
+        def __init__(self, num_mels=WHISPER_MELS, num_fft_bins=400, stride=160, **kwargs):
+            super().__init__(**kwargs)
+            self.num_mels, self.num_fft_bins, self.stride = num_mels, num_fft_bins, stride
+
+        def build(self, input_shape):
+            self.mel_filters = self.add_weight(
+                shape=(self.num_fft_bins // 2 + 1, self.num_mels), initializer="zeros",
+                trainable=False, name="mel_filters")
+
+        def call(self, audio):
+            tf, _ = load_tensorflow()
+
+            half = self.num_fft_bins // 2
+            audio = tf.pad(audio, [[0, 0], [half, half]], mode="REFLECT")
+            stft = tf.signal.stft(audio, self.num_fft_bins, self.stride, self.num_fft_bins,
+                                  window_fn=tf.signal.hann_window)
+            power = tf.square(tf.abs(stft[:, :-1, :]))
+            mel = tf.maximum(tf.matmul(power, tf.cast(self.mel_filters, power.dtype)), 1e-10)
+            log = tf.math.log(mel) / tf.math.log(tf.constant(10.0, mel.dtype))
+            log = tf.maximum(log, tf.reduce_max(log, axis=[1, 2], keepdims=True) - 8.0)
+            return (log + 4.0) / 4.0
+
+        def compute_output_shape(self, input_shape):
+            frames = None if input_shape[1] is None else input_shape[1] // self.stride
+            return (input_shape[0], frames, self.num_mels)
+
+        def get_config(self):
+            return {**super().get_config(), "num_mels": self.num_mels,
+                    "num_fft_bins": self.num_fft_bins, "stride": self.stride}
+
+    return WhisperLogMel
 
 
 def inference_mode_layer():
@@ -331,18 +427,170 @@ def build_lcnn(input_shape=(128, 128, 1), dense_units=160, dropout=0.5):
     return keras.Model(inputs, outputs, name="lcnn_deepfake_detector")
 
 
+# ----------------------------------------------------------------------------- Whisper
+
+
+def load_keras_hub():
+    """Import KerasHub (after TensorFlow, quietly): the optional dependency of ``--model
+    whisper``.
+
+    Raises
+    ------
+    WeightsUnavailable
+        KerasHub is not installed; the message says how to install it.
+    """
+    load_tensorflow()
+    try:
+        import keras_hub
+    except ImportError as e:
+        raise WeightsUnavailable(f"--model whisper needs KerasHub, which the core install "
+                                 f"leaves out ({e}); install it with: pip install -r "
+                                 "requirements-whisper.txt") from None
+    return keras_hub
+
+
+def _preset_source(preset):
+    """``(source for from_preset, is_local)``: a folder for paths, else the hub name."""
+    text = str(preset)
+    path = Path(text).expanduser()
+    looks_like_path = path.exists() or "/" in text or "\\" in text or text.startswith(".")
+    if not looks_like_path:
+        return text, False
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise WeightsUnavailable(f"Whisper preset folder {text} not found or incomplete (it "
+                                 "needs config.json and model.weights.h5, as written by "
+                                 "keras_hub's save_to_preset)")
+    return str(path), True
+
+
+def whisper_encoder(preset=WHISPER_PRESET):
+    """The encoder of a KerasHub Whisper preset, and its audio front end.
+
+    Parameters
+    ----------
+    preset : str
+        A KerasHub preset name (e.g. ``"whisper_tiny_multi"``, ``"whisper_tiny_en"``;
+        downloaded on first use and cached), the path of a local preset folder, or
+        ``"random:tiny"`` / ``"random:mini"``: an untrained encoder with whisper_tiny's
+        architecture or a minimal one, for tests and timing (`WHISPER_RANDOM`).
+
+    Returns
+    -------
+    encoder : keras.Model
+        Log-mel frames (batch, frames, num_mels) -> (batch, ceil(frames / 2), hidden_dim). It
+        takes any number of frames up to 3000 (30 s): the positional embeddings of the first
+        positions are used, so a 4 s window costs 4 s of computation, not 30.
+    front : dict
+        ``num_mels``, ``num_fft_bins``, ``stride``, ``sampling_rate`` and ``mel_filters``
+        (np.ndarray, shape (num_fft_bins // 2 + 1, num_mels)) of the preset's audio converter.
+
+    Raises
+    ------
+    WeightsUnavailable
+        KerasHub missing, a preset that cannot be downloaded (offline) or a folder that is
+        not a preset; the message names the fixes.
+    ValueError
+        An unknown ``random:`` size, or a preset for another sample rate.
+    """
+    keras_hub = load_keras_hub()
+    _, keras = load_tensorflow()
+
+    text = str(preset)
+    if text.startswith("random:"):
+        size = text.split(":", 1)[1]
+        if size not in WHISPER_RANDOM:
+            raise ValueError(f"--preset {text}: expected "
+                             f"{' or '.join('random:' + k for k in WHISPER_RANDOM)}")
+        # the decoder is discarded below: a small vocabulary keeps it small while it exists
+        backbone = keras_hub.models.WhisperBackbone(
+            vocabulary_size=8, num_mels=WHISPER_MELS, max_decoder_sequence_length=8,
+            **WHISPER_RANDOM[size])
+        converter = keras_hub.layers.WhisperAudioConverter(num_mels=WHISPER_MELS)
+    else:
+        source, local = _preset_source(text)
+        try:
+            backbone = keras_hub.models.WhisperBackbone.from_preset(source)
+        except Exception as e:  # noqa: BLE001 - network and hub errors: many types
+            first = str(e).splitlines()[0] if str(e) else "no detail"
+            if local:
+                raise WeightsUnavailable(f"cannot load the Whisper preset folder {source}: "
+                                         f"{type(e).__name__}: {first}") from None
+            raise WeightsUnavailable(
+                f"could not load the Whisper preset {source!r} from the hub "
+                f"({type(e).__name__}: {first}).\nFixes: (1) on a machine with a network, "
+                "save the preset to a folder: python -c \"import keras_hub as h; "
+                f"p = '{source}'; h.models.WhisperBackbone.from_preset(p).save_to_preset(p); "
+                "h.layers.WhisperAudioConverter.from_preset(p).save_to_preset(p)\", copy the "
+                f"folder here and pass --preset /path/to/{source}; or (2) train a detector that "
+                "needs no download: --model lcnn (scripts/train_offline.py).") from None
+        try:
+            converter = keras_hub.layers.WhisperAudioConverter.from_preset(source)
+        except Exception:  # noqa: BLE001 - a folder saved without its converter: defaults
+            converter = keras_hub.layers.WhisperAudioConverter(num_mels=backbone.num_mels)
+    if converter.sampling_rate != SAMPLE_RATE:
+        raise ValueError(f"Whisper preset {text} expects {converter.sampling_rate} Hz audio; "
+                         f"the project's arrays are {SAMPLE_RATE} Hz")
+    encoder = keras.Model(backbone.input["encoder_features"],
+                          backbone.output["encoder_sequence_output"], name="whisper_encoder")
+    front = {"num_mels": int(converter.num_mels), "num_fft_bins": int(converter.num_fft_bins),
+             "stride": int(converter.stride), "sampling_rate": int(converter.sampling_rate),
+             "mel_filters": np.asarray(converter.mel_filters, np.float32)}
+    return encoder, front
+
+
+def build_whisper(preset=WHISPER_PRESET, input_shape=(CLIP_SAMPLES,), dense_units=DENSE_UNITS,
+                  dropout=DROPOUT):
+    """The Whisper family, uncompiled: waveform -> ``log_mel`` (`WhisperLogMel`, the preset's
+    own front end) -> ``backbone`` (the frozen encoder, in inference mode) -> ``avg_pool``
+    (mean over time) -> Dense(``dense_units``, relu) -> Dropout -> Dense(1, sigmoid) =
+    P(spoof), the design card's head.
+
+    Parameters
+    ----------
+    preset : str
+        See `whisper_encoder`.
+    input_shape : tuple
+        (clip_samples,): the waveform window, floats in [-1, 1)
+        (`data_loader.to_model_input` ``"waveform"``).
+
+    Returns
+    -------
+    model : keras.Model
+        Input (batch, 64524) -> (batch, 1). For whisper_tiny: 403 log-mel frames, 202 encoder
+        positions of 384 features, pooled to 384.
+    """
+    _, keras = load_tensorflow()
+    from keras import layers
+
+    encoder, front = whisper_encoder(preset)
+    encoder.trainable = False
+    custom = custom_layers()
+    inputs = keras.Input(shape=input_shape, name="waveform")
+    log_mel = custom["WhisperLogMel"](front["num_mels"], front["num_fft_bins"], front["stride"],
+                                      name="log_mel")
+    x = log_mel(inputs)
+    log_mel.set_weights([front["mel_filters"]])
+    x = custom["InferenceMode"](encoder, name="backbone")(x)
+    x = layers.GlobalAveragePooling1D(name="avg_pool")(x)
+    x = layers.Dense(dense_units, activation="relu", name="dense")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="p_spoof")(x)
+    return keras.Model(inputs, outputs, name="whisper_deepfake_detector")
+
+
 def build(family, features, weights=None, dense_units=None, dropout=None, learning_rate=None,
-          weight_decay=0.0, decay_steps=None):
+          weight_decay=0.0, decay_steps=None, preset=None):
     """A compiled model of ``family`` for arrays of ``features`` (None = the family's default).
 
     Raises
     ------
     ValueError
-        An unknown family, or weights given to a family that trains from random
-        initialization.
+        An unknown family, arrays of the wrong kind (`check_family_data`), weights given to a
+        family other than efficientnetb0, or a preset to a family other than whisper.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown model {family!r}; expected one of {', '.join(FAMILIES)}")
+    check_family_data(family, features)
     d = FAMILIES[family]["defaults"]
     pick = lambda v, k: d[k] if v is None else v  # noqa: E731
     shape = input_shape(features, family)
@@ -351,9 +599,16 @@ def build(family, features, weights=None, dense_units=None, dropout=None, learni
                            pick(dropout, "dropout"), pick(learning_rate, "learning_rate"),
                            weight_decay, decay_steps)
     if weights is not None and str(weights).lower() != "none":
-        raise ValueError(f"--model {family} trains from random initialization; --weights "
-                         f"applies to efficientnetb0 (got {weights!r})")
-    model = build_lcnn(shape, pick(dense_units, "dense_units"), pick(dropout, "dropout"))
+        raise ValueError(f"--weights applies to efficientnetb0, not to --model {family} (got "
+                         f"{weights!r})" + ("; choose the encoder with --preset"
+                                            if family == "whisper" else ""))
+    if family == "whisper":
+        model = build_whisper(pick(preset, "preset"), shape, pick(dense_units, "dense_units"),
+                              pick(dropout, "dropout"))
+    else:
+        if preset is not None:
+            raise ValueError(f"--preset applies to --model whisper, not to {family}")
+        model = build_lcnn(shape, pick(dense_units, "dense_units"), pick(dropout, "dropout"))
     return compile_model(model, pick(learning_rate, "learning_rate"), 1, weight_decay,
                          decay_steps)
 
@@ -369,34 +624,41 @@ def param_counts(model):
 
 
 def backbone_of(model):
-    """The EfficientNetB0 inside a model built by `build_model`."""
+    """The frozen backbone inside a model of `build_model` (EfficientNetB0) or `build_whisper`
+    (the Whisper encoder)."""
     return model.get_layer("backbone").layer
 
 
+WHISPER_BLOCK = "transformer_encoder_layer_"  # KerasHub's names of Whisper's encoder layers
+
+
 def backbone_blocks(backbone):
-    """Names of EfficientNetB0's MBConv blocks, input to output: ``block1a`` ... ``block7a``
-    (16 in B0). Layer names start with their block's name."""
+    """The backbone's blocks, input to output: EfficientNetB0's MBConv blocks ``block1a`` ...
+    ``block7a`` (16 in B0; layer names start with their block's name), or the Whisper
+    encoder's transformer layers ``transformer_encoder_layer_0`` ... (4 in tiny)."""
     names = []
     for layer in backbone.layers:
-        prefix = layer.name.split("_")[0]
-        if prefix.startswith("block") and prefix not in names:
+        prefix = layer.name if layer.name.startswith(WHISPER_BLOCK) else layer.name.split("_")[0]
+        if prefix.startswith(("block", WHISPER_BLOCK)) and prefix not in names:
             names.append(prefix)
     return names
 
 
 def unfreeze_top_blocks(model, n_blocks):
-    """Make the last ``n_blocks`` MBConv blocks of the backbone, and its final 1x1 convolution
-    (``top_conv``), trainable; everything else stays frozen, and every BatchNormalization layer
-    stays frozen (trainable=False, which in Keras also means inference mode; the backbone
-    wrapper runs in inference mode anyway). The standard second phase of transfer learning
-    (keras-io "Image classification via fine-tuning with EfficientNet").
+    """Make the last ``n_blocks`` blocks of the backbone trainable, and what follows them (the
+    final 1x1 convolution ``top_conv`` of EfficientNetB0, the final layer norm of Whisper's
+    encoder); everything else stays frozen, and every BatchNormalization layer stays frozen
+    (trainable=False, which in Keras also means inference mode; the backbone wrapper runs in
+    inference mode anyway). The standard second phase of transfer learning (keras-io "Image
+    classification via fine-tuning with EfficientNet").
 
     Parameters
     ----------
     model : keras.Model
-        From `build_model`.
+        From `build_model` or `build_whisper`.
     n_blocks : int
-        1 to 16.
+        1 to 16 for EfficientNetB0 (MBConv blocks), 1 to the number of transformer layers for
+        Whisper (4 in tiny).
 
     Returns
     -------
@@ -407,19 +669,23 @@ def unfreeze_top_blocks(model, n_blocks):
 
     backbone = backbone_of(model)
     blocks = backbone_blocks(backbone)
+    whisper = blocks[0].startswith(WHISPER_BLOCK)
+    what = "Whisper encoder's transformer layers" if whisper else "EfficientNetB0's MBConv blocks"
     if not 1 <= n_blocks <= len(blocks):
-        raise ValueError(f"--fine-tune-blocks must be between 1 and {len(blocks)} "
-                         f"(EfficientNetB0's MBConv blocks), got {n_blocks}")
-    chosen = set(blocks[-n_blocks:]) | {"top"}
+        raise ValueError(f"--fine-tune-blocks must be between 1 and {len(blocks)} (the "
+                         f"{what}), got {n_blocks}")
+    chosen = set(blocks[-n_blocks:]) | ({"encoder_layer_norm"} if whisper else {"top"})
     backbone.trainable = True  # sets every layer; then choose
     for layer in backbone.layers:
-        layer.trainable = (layer.name.split("_")[0] in chosen
+        name = layer.name if whisper else layer.name.split("_")[0]
+        layer.trainable = (name in chosen
                            and not isinstance(layer, keras.layers.BatchNormalization))
     return blocks[-n_blocks:]
 
 
 def feature_extractor(model):
-    """The frozen part of ``model``: image (batch, 128, 128, 3) -> pooled features (batch, 1280)."""
+    """The frozen part of ``model``: its input -> pooled features, (batch, 1280) for
+    EfficientNetB0, (batch, hidden_dim) for Whisper (384 in tiny)."""
     _, keras = load_tensorflow()
 
     return keras.Model(model.input, model.get_layer("avg_pool").output, name="extractor")
@@ -433,7 +699,8 @@ def head_model(model, learning_rate=LEARNING_RATE, steps_per_execution=32, weigh
     Returns
     -------
     head : keras.Model
-        Input (batch, 1280) -> output (batch, 1) = P(spoof).
+        Input (batch, features) -> output (batch, 1) = P(spoof); 1280 features for
+        EfficientNetB0.
     """
     _, keras = load_tensorflow()
 
@@ -447,11 +714,12 @@ def head_model(model, learning_rate=LEARNING_RATE, steps_per_execution=32, weigh
 
 
 def backbone_key(model):
-    """A fingerprint of the frozen backbone's weights (cache key): same key, same features."""
+    """A fingerprint of every weight before the pooled features (cache key): the backbone's,
+    and for Whisper the mel filters of its front end. Same key, same features."""
     import hashlib
 
     h = hashlib.sha1()
-    for w in backbone_of(model).weights:
+    for w in feature_extractor(model).weights:
         h.update(np.ascontiguousarray(w.numpy()).tobytes())
     return h.hexdigest()[:16]
 
@@ -522,9 +790,19 @@ def read_model_meta(path):
         return json.loads(z.read(META_NAME))
 
 
-def load_model(path):
-    """Load a .keras model written by this project, in Keras safe mode (no arbitrary code)."""
+def load_model(path, meta=None):
+    """Load a .keras model written by this project, in Keras safe mode (no arbitrary code).
+
+    Parameters
+    ----------
+    meta : dict, optional
+        Its `read_model_meta` (read when not given): a Whisper model needs KerasHub's layers
+        registered first (`load_keras_hub`, which raises `WeightsUnavailable` without it).
+    """
     _, keras = load_tensorflow()
 
+    meta = read_model_meta(path) if meta is None else meta
+    if (meta or {}).get("model") == "whisper":
+        load_keras_hub()
     custom_layers()
     return keras.models.load_model(path, safe_mode=True, compile=False)

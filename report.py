@@ -16,7 +16,7 @@ import metrics as M
 import protocols
 import runs
 from atomic import write_csv_atomic, write_json_atomic, write_text_atomic
-from features import check_features
+from features import array_spec, check_features
 from model import PREDICT_BATCH_SIZE, logit_parts, logits_from_hidden, predict_logits
 from plots import save_plots
 
@@ -48,11 +48,15 @@ def scores_from_model(run_dir, data=None, which="best", batch_size=PREDICT_BATCH
     else:
         df, folders = data_loader.load_manifest(data), [str(Path(data))]
     features = data_loader.load_features_json(folders[0])
-    data_loader.check_arrays(df, features["shape"])
+    data_loader.check_arrays(df, *array_spec(features))
+    saved = runs.peek_meta(run_dir, which)
+    if saved:  # before the model loads (a Whisper model takes seconds)
+        check_features(saved["features"], features, runs.model_file(run_dir, which), folders[0])
     model, meta, model_path = runs.load_run(run_dir, which)
     check_features(meta["features"], features, model_path, folders[0])
-    ds = data_loader.make_dataset(df, batch_size, shape=meta["features"]["shape"],
-                                  with_labels=False, kind=runs.input_kind(meta))
+    shape, dtype = array_spec(meta["features"])
+    ds = data_loader.make_dataset(df, batch_size, shape=shape, with_labels=False,
+                                  kind=runs.input_kind(meta), dtype=dtype)
     table = runs.score_table(df, predict_logits(model, ds, progress,
                                                 -(-len(df) // batch_size)))
     source = {"mode": "model", "run": str(run_dir), "model": model_path.name,

@@ -21,7 +21,7 @@ import pandas as pd
 
 import data_loader
 from metrics import THRESHOLD, sigmoid
-from model import META_NAME, load_model, load_tensorflow, read_model_meta
+from model import META_NAME, WeightsUnavailable, load_model, load_tensorflow, read_model_meta
 
 # -----------------------------------------------------------------------------
 RUNS_DIR = "runs"
@@ -54,6 +54,32 @@ def read_config(run_dir):
     return json.loads((Path(run_dir) / "config.json").read_text())
 
 
+def model_file(run_dir, which="best"):
+    """The model file of a run (`load_run`): ``best.keras``, or ``model.keras`` for "final" and
+    when no checkpoint exists.
+
+    Raises
+    ------
+    FileNotFoundError
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / MODEL_FILES[which]
+    if which == "best" and not path.exists():
+        path = run_dir / MODEL_FILES["final"]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: has {run_dir} finished training?")
+    return path
+
+
+def peek_meta(run_dir, which="best"):
+    """The metadata of a run's model without loading the model (None when unreadable: then
+    `load_run` says why)."""
+    try:
+        return read_model_meta(model_file(run_dir, which))
+    except Exception:  # noqa: BLE001 - zipfile and JSON raise many types
+        return None
+
+
 def load_run(run_dir, which="best"):
     """Load a run's model and its metadata.
 
@@ -72,20 +98,17 @@ def load_run(run_dir, which="best"):
         Feature parameters, label convention and input transform saved with the model.
     path : Path
     """
-    run_dir = Path(run_dir)
-    path = run_dir / MODEL_FILES[which]
-    if which == "best" and not path.exists():
-        path = run_dir / MODEL_FILES["final"]
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: has {run_dir} finished training?")
+    path = model_file(run_dir, which)
     try:
         meta = read_model_meta(path)
         if meta is None:
             raise ModelFileError(f"{path} carries no feature parameters ({META_NAME}); it was "
                                  "not saved by train.py")
-        return load_model(path), meta, path
+        return load_model(path, meta), meta, path
     except ModelFileError:
         raise
+    except WeightsUnavailable as e:  # a Whisper model without KerasHub installed
+        raise ModelFileError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001 - zipfile, h5py, JSON and Keras raise many types
         raise ModelFileError(f"{path} is not a readable model file ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else 'no detail'}); train "
@@ -234,7 +257,7 @@ def heldout_manifest(run_dir):
 
 def input_kind(meta):
     """How the model of ``meta`` (`load_run`) takes the arrays: ``rgb255`` (EfficientNetB0, and
-    models saved before there were other families) or ``mel``."""
+    models saved before there were other families), ``mel`` or ``waveform``."""
     return meta.get("input", {}).get("kind", "rgb255")
 
 

@@ -125,11 +125,12 @@ def spectrogram_png(mel):
     return buf.getvalue()
 
 
-def add_spectrogram(result, mels):
+def add_spectrogram(result, mels, detector):
     """Add the PNG (base64) of the window the model found most spoof-like, and its span."""
     top = max((j for j, m in enumerate(mels) if m is not None),
               key=lambda j: result["windows"][j]["p_spoof"])
-    result["spectrogram_png"] = base64.b64encode(spectrogram_png(mels[top])).decode()
+    picture = detector.spectrogram(mels[top])
+    result["spectrogram_png"] = base64.b64encode(spectrogram_png(picture)).decode()
     w = result["windows"][top]
     result["spectrogram_window"] = [w["start_s"], w["end_s"]]
 
@@ -206,7 +207,7 @@ def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_M
                 slots.release()
         result["file"] = file.filename or "upload"
         if spectrogram:
-            add_spectrogram(result, mels)
+            add_spectrogram(result, mels, detector)
         return {"model": detector.identity(), "results": [result]}
 
     return app

@@ -46,6 +46,7 @@ import pandas as pd
 
 import config as C
 import data_loader
+import features as F
 import model as M
 import report
 import runs
@@ -94,8 +95,9 @@ def prepare_data(cfg, split_seed):
     if len(counts) < 2:
         raise ValueError(f"the training data hold only {counts.index[0]} utterances "
                          f"({counts.iloc[0]}); a detector needs bonafide and spoof")
+    M.check_family_data(cfg.model, features, data_loader.as_folders(cfg.data)[0])
     for df in (train_df, val_df):
-        data_loader.check_arrays(df, features["shape"])
+        data_loader.check_arrays(df, *F.array_spec(features))
     weights = data_loader.class_weights(train_df["target"], cfg.class_weight_spec())
     return Prepared(train_df, val_df, features, weights)
 
@@ -109,11 +111,13 @@ def spectrogram_datasets(cfg, data):
     """Training (shuffled, balanced and augmented as configured) and validation datasets of
     mel arrays, in the input form of the model family."""
     kind = M.FAMILIES[cfg.model]["input"]
+    shape, dtype = F.array_spec(data.features)
     tr = data_loader.make_dataset(data.train_df, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                  shape=data.features["shape"], balanced=cfg.balanced_batches,
-                                  augment=cfg.augmentation(), params=data.features, kind=kind)
-    return tr, data_loader.make_dataset(data.val_df, cfg.batch_size,
-                                        shape=data.features["shape"], kind=kind)
+                                  shape=shape, balanced=cfg.balanced_batches,
+                                  augment=cfg.augmentation(), params=data.features, kind=kind,
+                                  dtype=dtype)
+    return tr, data_loader.make_dataset(data.val_df, cfg.batch_size, shape=shape, kind=kind,
+                                        dtype=dtype)
 
 
 def training_inputs(cfg, model, data, dist, verbose):
@@ -140,13 +144,15 @@ def training_inputs(cfg, model, data, dist, verbose):
 
 def part_features(cfg, model, df, features, verbose, replicas):
     """The cached backbone features (`feature_cache.cached_features`, one cache per folder) of
-    the utterances of ``df``, in ``df``'s order: shape (len(df), 1280)."""
+    the utterances of ``df``, in ``df``'s order: shape (len(df), features), 1280 for
+    EfficientNetB0."""
     out = None
     for folder in df["source"].unique():
         cache_dir = cfg.cache_dir and Path(cfg.cache_dir) / Path(folder).name
         rows, array = cached_features(model, folder, data_loader.load_manifest(folder),
                                       features, cache_dir, progress=verbose > 0,
-                                      distributed=replicas > 1)
+                                      distributed=replicas > 1,
+                                      kind=M.FAMILIES[cfg.model]["input"])
         mask = (df["source"] == folder).to_numpy()
         if out is None:
             out = np.empty((len(df), array.shape[1]), np.float32)
@@ -313,11 +319,11 @@ def train(data, run_dir, config=None, *, verbose=None, callbacks=(), argv=None,
     with dist.scope():
         model = M.build(cfg.model, prepared.features, cfg.weights, cfg.dense_units, cfg.dropout,
                         cfg.learning_rate, cfg.weight_decay,
-                        decay_steps(cfg, len(prepared.train_df)))
+                        decay_steps(cfg, len(prepared.train_df)), cfg.preset)
     inputs = training_inputs(cfg, model, prepared, dist, verbose)
     run_cfg = run_config(cfg, prepared, model, inputs, replicas, split_seed, argv)
     meta = {**{k: run_cfg[k] for k in ("features", "labels", "input")}, "model": cfg.model,
-            "run": run_dir.name}
+            "run": run_dir.name, **({"preset": cfg.preset} if cfg.preset else {})}
     split = pd.concat([prepared.train_df.assign(part="train"),
                        prepared.val_df.assign(part="val")])
     runs.start_run(run_dir, finished or cfg.overwrite, split, run_cfg)

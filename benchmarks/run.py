@@ -10,12 +10,18 @@ median 3 s like ASVspoof 2019 LA, 1-10 s, 16 kHz FLAC) and measures, with the ma
   feature cache,
 - evaluation files/s: batched streaming prediction vs ``model.predict`` once per file,
 - peak RSS (main process, and the whole process tree) of preprocessing and evaluation at two
-  corpus sizes.
+  corpus sizes,
+- LCNN training throughput, vocoding with one and all workers, the API under concurrent
+  uploads,
+- the Whisper tiny encoder's feature extraction (``--model whisper``; needs
+  requirements-whisper.txt): utterances/s and peak RSS on the ~4 s window, against the same
+  window zero-padded to Whisper's 30 s input.
 
 Example::
 
-    python benchmarks/run.py                      # 2,000 and 10,000 files (about 15 minutes)
+    python benchmarks/run.py                      # 2,000 and 10,000 files (about 40 minutes)
     python benchmarks/run.py --files 500 2000 --train-files 500
+    python benchmarks/run.py --only whisper       # one group of measurements
 
 Timings on shared machines are noisy: compare the ratios printed in one run.
 """
@@ -41,6 +47,7 @@ from cli import HelpFormatter  # noqa: E402
 SR = 16000
 MEDIAN_SECONDS = 3.0
 CORES = os.cpu_count()
+GROUPS = ["preprocessing", "training", "families", "serving", "whisper"]
 
 
 def make_corpus(root, n, seed=0):
@@ -149,6 +156,11 @@ def build_parser():
                     help="corpus files whose bonafide half is vocoded (7 vocoders each)")
     ap.add_argument("--clients", type=int, default=32,
                     help="concurrent uploads in the API measurement")
+    ap.add_argument("--whisper-files", type=int, default=256,
+                    help="windows through the Whisper encoder (a quarter of them padded to 30 s)")
+    ap.add_argument("--only", help="comma-separated groups to measure: " + ", ".join(GROUPS)
+                    + " (default: all; training needs preprocessing's corpus, serving the "
+                      "training run)")
     ap.add_argument("--workdir", help="scratch folder (default: a temporary one, removed)")
     ap.add_argument("--json", default="benchmarks/results.json", help="write results here")
     return ap
@@ -157,14 +169,16 @@ def build_parser():
 class Bench:
     """The corpus of one benchmark run, its protocol subsets, and the stages measured on them."""
 
-    def __init__(self, work, small, large, train_files):
+    def __init__(self, work, small, large, train_files, corpus=True):
         self.work, self.small, self.large, self.cores = work, small, large, os.cpu_count()
+        self.stages = []
+        if not corpus:  # the Whisper group alone generates its own inputs
+            return
         print(f"generating {large} utterances in {work} ...", flush=True)
         self.protocol, self.audio = make_corpus(work / "corpus", large)
         self.lines = self.protocol.read_text().splitlines()
         self.proto_small = self.subset("protocol_small.txt", self.lines[:small])
         self.proto_train = self.subset("protocol_train.txt", self.lines[:train_files])
-        self.stages = []
 
     def subset(self, name, lines):
         path = self.work / name
@@ -253,8 +267,33 @@ def measure_serving(b, clients):
             for k in ("locked", "unlocked")}
 
 
+def measure_whisper(b, n):
+    """The Whisper tiny encoder (random weights, same cost) on the ~4 s window with the
+    feature cache's batch of 32 and with 8, and zero-padded to Whisper's 30 s input (batch 8:
+    its attention over 1,500 positions needs ~12x the memory per example)."""
+    import features
+
+    r = {}
+    for key, samples, count, batch in (("w4_32", features.CLIP_SAMPLES, n, 32),
+                                       ("w4_8", features.CLIP_SAMPLES, n, 8),
+                                       ("w30_8", 30 * SR, max(8, n // 4), 8)):
+        r[key] = b.stage("whisper_features", {"samples": samples, "n": count,
+                                              "batch_size": batch},
+                         f"Whisper tiny encoder features, {samples / SR:.2f} s windows, "
+                         f"batch {batch}", files=count)
+    return r
+
+
 def summarize(r):
-    """The ratios the README quotes, from the stage results."""
+    """The ratios the README quotes, from the stage results (of the groups measured)."""
+    out = {}
+    for group, keys in SUMMARY_NEEDS.items():
+        if all(k in r for k in keys):
+            out.update(SUMMARIES[group](r))
+    return out
+
+
+def _summary_core(r):
     fps = lambda s: s["files"] / s["work_seconds"]  # noqa: E731
     return {
         "floor_fps": fps(r["floor"]), "preprocess_1_fps": fps(r["p1"]),
@@ -272,13 +311,41 @@ def summarize(r):
         "rss_ratio_preprocess_main": r["pl"]["rss_main_mb"] / r["pn"]["rss_main_mb"],
         "rss_ratio_preprocess_tree": r["pl"]["rss_tree_mb"] / r["pn"]["rss_tree_mb"],
         "rss_ratio_evaluate": r["e_large"]["rss_main_mb"] / r["e_small"]["rss_main_mb"],
+    }
+
+
+def _summary_families(r):
+    fps = lambda s: s["files"] / s["work_seconds"]  # noqa: E731
+    return {
         "lcnn_train_utt_per_s": r["lcnn"]["utterances_per_s"],
         "lcnn_train_rss_mb": r["lcnn"]["rss_main_mb"],
         "vocode_fps_1": fps(r["vocode_1"]), "vocode_fps_all": fps(r[f"vocode_{CORES}"]),
-        "vocode_speedup_all_vs_1": fps(r[f"vocode_{CORES}"]) / fps(r["vocode_1"]),
-        **{f"api_{k}_{m}": r[f"serve_{k}"][m] for k in ("locked", "unlocked")
-           for m in ("requests_per_s", "p50_s", "p95_s")},
-    }
+        "vocode_speedup_all_vs_1": fps(r[f"vocode_{CORES}"]) / fps(r["vocode_1"])}
+
+
+def _summary_serving(r):
+    return {f"api_{k}_{m}": r[f"serve_{k}"][m] for k in ("locked", "unlocked")
+            for m in ("requests_per_s", "p50_s", "p95_s")}
+
+
+def _summary_whisper(r):
+    return {"whisper_4s_b32_utt_per_s": r["w4_32"]["utterances_per_s"],
+            "whisper_4s_b8_utt_per_s": r["w4_8"]["utterances_per_s"],
+            "whisper_30s_b8_utt_per_s": r["w30_8"]["utterances_per_s"],
+            "whisper_speedup_trimmed_vs_padded": r["w4_8"]["utterances_per_s"]
+            / r["w30_8"]["utterances_per_s"],
+            "whisper_4s_b32_rss_mb": r["w4_32"]["rss_main_mb"],
+            "whisper_4s_b8_rss_mb": r["w4_8"]["rss_main_mb"],
+            "whisper_30s_b8_rss_mb": r["w30_8"]["rss_main_mb"]}
+
+
+SUMMARIES = {"core": _summary_core, "families": _summary_families,
+             "serving": _summary_serving, "whisper": _summary_whisper}
+SUMMARY_NEEDS = {"core": ("floor", "p1", "pn", "pl", "pl1", "pair", "plain", "cache", "e_small",
+                          "e_large", "batched", "per_file"),
+                 "families": ("lcnn", "vocode_1", f"vocode_{CORES}"),
+                 "serving": ("serve_locked", "serve_unlocked"),
+                 "whisper": ("w4_32", "w4_8", "w30_8")}
 
 
 def print_results(results, cores, small, large):
@@ -295,6 +362,28 @@ def print_results(results, cores, small, large):
         secs = r.get("work_seconds", r["seconds"])
         print(f"| {r['stage']} | {n or '-'} | {secs:.1f} | {rate} | {r['rss_main_mb']:.0f} | "
               f"{r['rss_tree_mb']:.0f} |")
+    if "floor_fps" in s:
+        print_core(s, cores, small, large)
+    if "lcnn_train_utt_per_s" in s:
+        print(f"LCNN training: {s['lcnn_train_utt_per_s']:.0f} utterances/s (peak RSS "
+              f"{s['lcnn_train_rss_mb']:.0f} MB); vocoding: {s['vocode_fps_1']:.1f} files/s "
+              f"with one worker, {s['vocode_fps_all']:.1f} with {cores} = "
+              f"{s['vocode_speedup_all_vs_1']:.2f}x")
+    if "api_unlocked_requests_per_s" in s:
+        print(f"API: {s['api_unlocked_requests_per_s']:.1f} requests/s, p95 latency "
+              f"{s['api_unlocked_p95_s']:.1f} s with decoding outside the model lock; "
+              f"{s['api_locked_requests_per_s']:.1f} requests/s, p95 "
+              f"{s['api_locked_p95_s']:.1f} s with decoding inside it (before)")
+    if "whisper_4s_b32_utt_per_s" in s:
+        print(f"Whisper tiny encoder: {s['whisper_4s_b32_utt_per_s']:.1f} utterances/s on the "
+              f"4 s window (batch 32, peak RSS {s['whisper_4s_b32_rss_mb']:.0f} MB); at batch "
+              f"8 {s['whisper_4s_b8_utt_per_s']:.1f} vs {s['whisper_30s_b8_utt_per_s']:.1f} "
+              f"padded to 30 s = {s['whisper_speedup_trimmed_vs_padded']:.1f}x (peak RSS "
+              f"{s['whisper_4s_b8_rss_mb']:.0f} vs {s['whisper_30s_b8_rss_mb']:.0f} MB)")
+
+
+def print_core(s, cores, small, large):
+    """The preprocessing, training and prediction lines of `print_results`."""
     print(f"\npreprocessing: all {cores} workers {s['preprocess_speedup_all_vs_1_large']:.2f}x "
           f"one worker at {large} files ({s['preprocess_speedup_all_vs_1_small']:.2f}x at "
           f"{small}: worker start-up weighs more); one worker at "
@@ -307,13 +396,6 @@ def print_results(results, cores, small, large):
           f"{s['predict_per_file_fps']:.1f} files/s = {s['predict_speedup_batched']:.1f}x; "
           f"evaluate.py end to end at {large} files "
           f"{s['evaluate_speedup_vs_per_file']:.1f}x the per-file rate")
-    print(f"LCNN training: {s['lcnn_train_utt_per_s']:.0f} utterances/s (peak RSS "
-          f"{s['lcnn_train_rss_mb']:.0f} MB); vocoding: {s['vocode_fps_1']:.1f} files/s with one "
-          f"worker, {s['vocode_fps_all']:.1f} with {cores} = {s['vocode_speedup_all_vs_1']:.2f}x")
-    print(f"API: {s['api_unlocked_requests_per_s']:.1f} requests/s, p95 latency "
-          f"{s['api_unlocked_p95_s']:.1f} s with decoding outside the model lock; "
-          f"{s['api_locked_requests_per_s']:.1f} requests/s, p95 {s['api_locked_p95_s']:.1f} s "
-          "with decoding inside it (before)")
     print(f"peak RSS {large} vs {small} files: preprocess main "
           f"{s['rss_ratio_preprocess_main']:.2f}x (tree {s['rss_ratio_preprocess_tree']:.2f}x),"
           f" evaluate {s['rss_ratio_evaluate']:.2f}x")
@@ -326,12 +408,24 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine(), "command": " ".join(["python", "benchmarks/run.py"]
                                                          + (argv or sys.argv[1:]))}
+    groups = GROUPS if not args.only else [g.strip() for g in args.only.split(",")]
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown:
+        raise SystemExit(f"error: unknown --only group(s) {unknown}; choose from {GROUPS}")
     try:
-        b = Bench(work, small, large, args.train_files)
-        r = {**measure_preprocessing(b),
-             **measure_training_and_prediction(b, args.train_files, args.per_file),
-             **measure_new_families(b, args.train_files, args.vocode_files, args.lcnn_epochs),
-             **measure_serving(b, args.clients)}
+        b = Bench(work, small, large, args.train_files, corpus=bool(set(groups) - {"whisper"}))
+        r = {}
+        if "preprocessing" in groups:
+            r.update(measure_preprocessing(b))
+        if "training" in groups:
+            r.update(measure_training_and_prediction(b, args.train_files, args.per_file))
+        if "families" in groups:
+            r.update(measure_new_families(b, args.train_files, args.vocode_files,
+                                          args.lcnn_epochs))
+        if "serving" in groups:
+            r.update(measure_serving(b, args.clients))
+        if "whisper" in groups:
+            r.update(measure_whisper(b, args.whisper_files))
         results.update(stages=b.stages, summary=summarize(r))
         print_results(results, b.cores, small, large)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

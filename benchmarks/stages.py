@@ -189,8 +189,31 @@ def serve_load(run, decode_in_lock, clients=32, seconds=3.0):
                   "p95_s": float(np.percentile(latency, 95))}
 
 
+def whisper_features(samples, n, batch_size, preset="random:tiny"):
+    """The frozen part of ``--model whisper`` (log-mel layer, encoder, mean pooling), as the
+    feature cache runs it: ``n`` windows of ``samples`` samples in batches, after a warm-up
+    batch. An untrained encoder of the preset's architecture costs what the trained one
+    does."""
+    import keras
+
+    import model as M
+
+    keras.utils.set_random_seed(0)
+    extractor = M.feature_extractor(M.build_whisper(preset, (samples,)))
+    x = np.random.default_rng(0).standard_normal((batch_size, samples)).astype(np.float32)
+    extractor.predict_on_batch(x * 0.1)  # warm-up: graph tracing
+    batches = -(-n // batch_size)
+    t = time.perf_counter()
+    for _ in range(batches):
+        extractor.predict_on_batch(x * 0.1)
+    seconds = time.perf_counter() - t
+    return seconds, {"files": batches * batch_size,
+                     "utterances_per_s": batches * batch_size / seconds}
+
+
 STAGES = {f.__name__: f for f in (serve_load, floor, preprocess, independent, train, evaluate,
-                                  predict_batched, predict_per_file, train_lcnn, vocode)}
+                                  predict_batched, predict_per_file, train_lcnn, vocode,
+                                  whisper_features)}
 
 if __name__ == "__main__":
     name, kwargs = sys.argv[1], json.loads(sys.argv[2])

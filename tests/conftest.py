@@ -27,7 +27,7 @@ needs_full_protocols = pytest.mark.skipif(
 # fixtures that generate audio, train or serve: a test using any of them is marked slow, so
 # `pytest -m "not slow"` runs the quick checks in under a minute (README's command runs all)
 SLOW_FIXTURES = {"demo_corpus", "demo_features", "trained_run", "informative_weights", "server",
-                 "detector"}
+                 "detector", "demo_waveforms", "whisper_run"}
 
 
 def pytest_collection_modifyitems(items):
@@ -76,6 +76,34 @@ def demo_features(demo_corpus, tmp_path_factory):
                               progress=False)
         out[split] = root / split
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_waveforms(demo_corpus, tmp_path_factory):
+    """preprocess.py --features waveform output for the demo train and dev splits."""
+    import preprocess
+    import protocols
+
+    root = tmp_path_factory.mktemp("waveforms")
+    out = {}
+    for split in ("train", "dev"):
+        protocol, audio = protocols.resolve_2019_layout(demo_corpus, split)
+        preprocess.preprocess(protocol, audio, root / split, split=split, workers=1,
+                              progress=False, kind="waveform")
+        out[split] = root / split
+    return out
+
+
+@pytest.fixture(scope="session")
+def whisper_run(demo_waveforms, tmp_path_factory):
+    """A 2-epoch --model whisper run with the untrained mini encoder (random:mini)."""
+    pytest.importorskip("keras_hub", reason="--model whisper needs requirements-whisper.txt")
+    import train
+
+    run = tmp_path_factory.mktemp("runs") / "whisper"
+    train.main(["--data", str(demo_waveforms["train"]), "--run", str(run), "--model", "whisper",
+                "--preset", "random:mini", "--epochs", "2", "--batch-size", "8", "--quiet"])
+    return run
 
 
 @pytest.fixture(scope="session")
