@@ -62,36 +62,30 @@ def demo_corpus(tmp_path_factory):
     return out / "LA"
 
 
-@pytest.fixture(scope="session")
-def demo_features(demo_corpus, tmp_path_factory):
-    """preprocess.py output for the demo train and dev splits."""
+def preprocess_demo(demo_corpus, root, kind):
+    """preprocess.py output of ``kind`` for the demo train and dev splits under ``root``."""
     import preprocess
     import protocols
 
-    root = tmp_path_factory.mktemp("features")
     out = {}
     for split in ("train", "dev"):
         protocol, audio = protocols.resolve_2019_layout(demo_corpus, split)
         preprocess.preprocess(protocol, audio, root / split, split=split, workers=1,
-                              progress=False)
+                              progress=False, kind=kind)
         out[split] = root / split
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_features(demo_corpus, tmp_path_factory):
+    """preprocess.py output for the demo train and dev splits."""
+    return preprocess_demo(demo_corpus, tmp_path_factory.mktemp("features"), "mel")
 
 
 @pytest.fixture(scope="session")
 def demo_waveforms(demo_corpus, tmp_path_factory):
     """preprocess.py --features waveform output for the demo train and dev splits."""
-    import preprocess
-    import protocols
-
-    root = tmp_path_factory.mktemp("waveforms")
-    out = {}
-    for split in ("train", "dev"):
-        protocol, audio = protocols.resolve_2019_layout(demo_corpus, split)
-        preprocess.preprocess(protocol, audio, root / split, split=split, workers=1,
-                              progress=False, kind="waveform")
-        out[split] = root / split
-    return out
+    return preprocess_demo(demo_corpus, tmp_path_factory.mktemp("waveforms"), "waveform")
 
 
 @pytest.fixture(scope="session")
