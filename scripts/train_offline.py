@@ -9,7 +9,7 @@ command:
 2. scripts/make_vocoded_spoofs.py: every bonafide utterance vocoded into spoofs (WORLD,
    Griffin-Lim, MLSA) -> ``<work>/vocoded``, preprocessed into ``<work>/features/vocoded``,
 3. train.py with the recommended offline recipe (`config.OFFLINE_RECIPE`: the LCNN trained from
-   scratch on both folders, with augmentation; the threshold calibrated on the 80/20 held-out
+   scratch on both folders, with SpecAugment masks; the threshold calibrated on the 80/20 held-out
    part) -> ``RUN_DIR``.
 
 ``--work`` defaults to ``data/offline/<run folder name>``. Every step resumes: re-running the
