@@ -5,10 +5,9 @@
 #   RECIPE: lcnn (default): the LCNN family trained from scratch on the demo's train part (works
 #             offline, about a minute of training);
 #           offline: scripts/train_offline.py, the recommended detector for real speech without
-#             any download (LCNN plus vocoded copies of the bonafide utterances as extra spoofs).
-#             On this synthetic corpus it fails by design: the demo's "bonafide" speech is
-#             itself made by a source-filter synthesizer, so "vocoder traces = spoof" points the
-#             wrong way (README, "What the quickstart shows");
+#             any download (LCNN plus vocoded copies of the bonafide utterances as extra spoofs);
+#             its held-out EER pools those copies, some of which the synthetic demo cannot
+#             tell from its own "bonafide" speech (README, "What the quickstart shows");
 #           none: the design card with a randomly initialized backbone (stays near chance);
 #           imagenet: the design card with ImageNet weights (needs network once);
 #           or the path of a local efficientnetb0_notop.h5 for the design card.
