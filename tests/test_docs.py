@@ -2,6 +2,7 @@
 shown parses with that script's own parser (a renamed or removed flag fails here)."""
 
 import importlib
+import importlib.util
 import re
 import shlex
 from pathlib import Path
@@ -29,6 +30,17 @@ def commands(text):
             yield m.group(1), shlex.split(args.replace("[", " ").replace("]", " "))  # synopses
 
 
+def load_script(script):
+    """The module of a script path relative to the repository (benchmarks/run.py is not on
+    sys.path, and its name alone would be ambiguous)."""
+    if "/" not in script or script.startswith("scripts/"):
+        return importlib.import_module(Path(script).stem)
+    spec = importlib.util.spec_from_file_location(script.replace("/", "_")[:-3], REPO / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
 def test_relative_links_resolve(doc):
     for target in re.findall(r"\]\(([^)]+)\)", doc.read_text()):
@@ -39,8 +51,7 @@ def test_relative_links_resolve(doc):
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
 def test_commands_parse_with_the_scripts_own_parsers(doc):
     for script, args in commands(doc.read_text()):
-        module = importlib.import_module(Path(script).stem)
-        parser = module.build_parser()
+        parser = load_script(script).build_parser()
         if script == "scripts/compare_recipes.py":  # passes unknown flags on to train.py
             _, rest = parser.parse_known_args(args)
             importlib.import_module("train").build_parser().parse_args(
