@@ -61,7 +61,7 @@ def build_parser():
     """The command line of train_offline.py (other flags go to train.py)."""
     ap = argparse.ArgumentParser(
         description="Raw labelled audio -> the recommended offline detector (LCNN + vocoded "
-                    "spoofs + augmentation) in a run folder. Other flags go to train.py.",
+                    "spoofs + SpecAugment) in a run folder. Other flags go to train.py.",
         formatter_class=HelpFormatter)
     ap.add_argument("--protocol", help="protocol or file,label CSV of the training audio (any "
                                        "format preprocess.py reads)")
