@@ -137,6 +137,16 @@ KIND_HINT = {"mel": "python preprocess.py ... (mel arrays, the default)",
              "waveform": "python preprocess.py --features waveform ..."}
 
 
+def check_kind(want, params, reader, data_dir, whom="this model"):
+    """Raise `FeatureMismatch` when arrays of ``params`` are not of kind ``want`` (what
+    ``reader``, a model file or ``--model`` flag, reads), naming the preprocess.py command that
+    makes the right ones."""
+    have = feature_kind(params)
+    if want != have:
+        raise FeatureMismatch(f"{reader} reads {want} arrays but {data_dir} holds {have} "
+                              f"arrays; preprocess the audio for {whom} with: {KIND_HINT[want]}")
+
+
 def differing(a, b):
     """Sorted keys whose values differ between two parameter dicts (missing counts as None)."""
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
@@ -144,11 +154,7 @@ def differing(a, b):
 
 def check_features(model_features, data_features, model_path="model", data_dir="data"):
     """Raise `FeatureMismatch` naming every parameter in which data and model differ."""
-    mk, dk = feature_kind(model_features), feature_kind(data_features)
-    if mk != dk:
-        raise FeatureMismatch(f"{model_path} reads {mk} arrays but {data_dir} holds {dk} "
-                              f"arrays; preprocess the audio for this model with: "
-                              f"{KIND_HINT[mk]}")
+    check_kind(feature_kind(model_features), data_features, model_path, data_dir)
     diff = differing(model_features, data_features)
     if diff:
         detail = "; ".join(f"{k}: model {model_features.get(k)!r} vs data "

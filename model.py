@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from atomic import atomic_output
-from features import CLIP_SAMPLES, KIND_HINT, SAMPLE_RATE, FeatureMismatch, feature_kind
+from features import CLIP_SAMPLES, SAMPLE_RATE, check_kind
 
 # -----------------------------------------------------------------------------
 WEIGHTS = "imagenet"
@@ -128,11 +128,7 @@ def check_family_data(family, features, data_dir="the data"):
     ------
     features.FeatureMismatch
     """
-    want, have = FAMILIES[family]["features"], feature_kind(features)
-    if want != have:
-        raise FeatureMismatch(f"--model {family} reads {want} arrays but {data_dir} holds "
-                              f"{have} arrays; preprocess the audio for it with: "
-                              f"{KIND_HINT[want]}")
+    check_kind(FAMILIES[family]["features"], features, f"--model {family}", data_dir, "it")
 
 
 def input_shape(features, family=MODEL):
@@ -297,11 +293,6 @@ def _whisper_log_mel_layer(keras):
     return WhisperLogMel
 
 
-def inference_mode_layer():
-    """The `InferenceMode` wrapper class (see `custom_layers`)."""
-    return custom_layers()["InferenceMode"]
-
-
 def build_model(weights=WEIGHTS, input_shape=(128, 128, CHANNELS), dense_units=DENSE_UNITS,
                 dropout=DROPOUT, learning_rate=LEARNING_RATE, weight_decay=0.0,
                 decay_steps=None):
@@ -327,7 +318,7 @@ def build_model(weights=WEIGHTS, input_shape=(128, 128, CHANNELS), dense_units=D
     _, keras = load_tensorflow()
     from keras import layers
 
-    InferenceMode = inference_mode_layer()
+    InferenceMode = custom_layers()["InferenceMode"]
     backbone = make_backbone(weights, input_shape)
     backbone.trainable = False
     inputs = keras.Input(shape=input_shape, name="mel_image")
@@ -593,6 +584,8 @@ def build(family, features, weights=None, dense_units=None, dropout=None, learni
     check_family_data(family, features)
     d = FAMILIES[family]["defaults"]
     pick = lambda v, k: d[k] if v is None else v  # noqa: E731
+    if preset is not None and family != "whisper":
+        raise ValueError(f"--preset applies to --model whisper, not to {family}")
     shape = input_shape(features, family)
     if family == "efficientnetb0":
         return build_model(pick(weights, "weights"), shape, pick(dense_units, "dense_units"),
@@ -606,8 +599,6 @@ def build(family, features, weights=None, dense_units=None, dropout=None, learni
         model = build_whisper(pick(preset, "preset"), shape, pick(dense_units, "dense_units"),
                               pick(dropout, "dropout"))
     else:
-        if preset is not None:
-            raise ValueError(f"--preset applies to --model whisper, not to {family}")
         model = build_lcnn(shape, pick(dense_units, "dense_units"), pick(dropout, "dropout"))
     return compile_model(model, pick(learning_rate, "learning_rate"), 1, weight_decay,
                          decay_steps)

@@ -50,10 +50,9 @@ def scores_from_model(run_dir, data=None, which="best", batch_size=PREDICT_BATCH
     features = data_loader.load_features_json(folders[0])
     data_loader.check_arrays(df, *array_spec(features))
     saved = runs.peek_meta(run_dir, which)
-    if saved:  # before the model loads (a Whisper model takes seconds)
+    if saved:  # before the model loads (a Whisper model takes seconds); unreadable: load_run says
         check_features(saved["features"], features, runs.model_file(run_dir, which), folders[0])
     model, meta, model_path = runs.load_run(run_dir, which)
-    check_features(meta["features"], features, model_path, folders[0])
     shape, dtype = array_spec(meta["features"])
     ds = data_loader.make_dataset(df, batch_size, shape=shape, with_labels=False,
                                   kind=runs.input_kind(meta), dtype=dtype)
