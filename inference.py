@@ -251,8 +251,8 @@ def analyze(path, detector, hop_seconds=HOP_SECONDS, max_seconds=None):
     -------
     info, spans :
         As `open_windows`.
-    mels : list of np.ndarray (128, 128) or None
-        None for a silent window.
+    mels : list of np.ndarray or None
+        The windows' arrays, as `open_windows` gives them; None for a silent window.
 
     Raises
     ------
