@@ -29,11 +29,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import protocols
-import report
-from cli import HelpFormatter
-import runs
-from model import PREDICT_BATCH_SIZE
+from deepfake_detector import protocols
+from deepfake_detector import report
+from deepfake_detector.cli import HelpFormatter
+from deepfake_detector import runs
+from deepfake_detector.models import PREDICT_BATCH_SIZE
 
 
 def evaluate(run_dir=None, data=None, which="best", threshold=None,

@@ -26,10 +26,10 @@ import json
 import sys
 from pathlib import Path
 
-import inference
-import runs
-from cli import HelpFormatter
-from model import PREDICT_BATCH_SIZE
+from deepfake_detector import inference
+from deepfake_detector import runs
+from deepfake_detector.cli import HelpFormatter
+from deepfake_detector.models import PREDICT_BATCH_SIZE
 
 MAX_SECONDS = 3600.0  # longest recording scored (an hour)
 CSV_COLUMNS = ["file", "status", "error", "label", "p_spoof", "aggregate", "p_spoof_mean",

@@ -40,10 +40,10 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-import features as F
-from cli import HelpFormatter
-import protocols
-from atomic import exclusive, save_npy_atomic, write_text_atomic
+from deepfake_detector import features as F
+from deepfake_detector.cli import HelpFormatter
+from deepfake_detector import protocols
+from deepfake_detector.atomic import exclusive, save_npy_atomic, write_text_atomic
 
 # -----------------------------------------------------------------------------
 DEFAULT_DATASET_ROOT = "data/LA"

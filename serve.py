@@ -33,10 +33,10 @@ import threading
 import time
 from pathlib import Path
 
-import inference
-import runs
-from cli import HelpFormatter
-from features import AudioError
+from deepfake_detector import inference
+from deepfake_detector import runs
+from deepfake_detector.cli import HelpFormatter
+from deepfake_detector.features import AudioError
 
 # -----------------------------------------------------------------------------
 HOST = "127.0.0.1"

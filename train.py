@@ -44,17 +44,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import config as C
-import data_loader
-import features as F
-import model as M
-import report
-import runs
-from atomic import atomic_output, write_json_atomic, write_text_atomic
-from callbacks import (make_checkpoint_callback, make_history_callback,
+from deepfake_detector import config as C
+from deepfake_detector import datasets
+from deepfake_detector import features as F
+from deepfake_detector import models as M
+from deepfake_detector import report
+from deepfake_detector import runs
+from deepfake_detector.atomic import atomic_output, write_json_atomic, write_text_atomic
+from deepfake_detector.callbacks import (make_checkpoint_callback, make_history_callback,
                        make_validation_callback)
-from distribute import configure_cpu_devices, get_strategy, trim_to_replicas
-from feature_cache import cached_features, feature_dataset
+from deepfake_detector.distribute import configure_cpu_devices, get_strategy, trim_to_replicas
+from deepfake_detector.feature_cache import cached_features, feature_dataset
 
 DESCRIPTION = ("Train EfficientNetB0 (frozen) -> GAP -> Dense(128, relu) -> Dropout -> "
                "Dense(1, sigmoid) = P(spoof) on preprocessed mel arrays. Label 1 = spoof.")
@@ -89,16 +89,16 @@ class Inputs:
 
 def prepare_data(cfg, split_seed):
     """Load and split the data (nothing is written): `Prepared`."""
-    train_df, val_df, features = data_loader.load_splits(cfg.data, cfg.val_data,
+    train_df, val_df, features = datasets.load_splits(cfg.data, cfg.val_data,
                                                          cfg.val_fraction, split_seed)
     counts = train_df["label"].value_counts()
     if len(counts) < 2:
         raise ValueError(f"the training data hold only {counts.index[0]} utterances "
                          f"({counts.iloc[0]}); a detector needs bonafide and spoof")
-    M.check_family_data(cfg.model, features, data_loader.as_folders(cfg.data)[0])
+    M.check_family_data(cfg.model, features, datasets.as_folders(cfg.data)[0])
     for df in (train_df, val_df):
-        data_loader.check_arrays(df, *F.array_spec(features))
-    weights = data_loader.class_weights(train_df["target"], cfg.class_weight_spec())
+        datasets.check_arrays(df, *F.array_spec(features))
+    weights = datasets.class_weights(train_df["target"], cfg.class_weight_spec())
     return Prepared(train_df, val_df, features, weights)
 
 
@@ -112,11 +112,11 @@ def spectrogram_datasets(cfg, data):
     mel arrays, in the input form of the model family."""
     kind = M.FAMILIES[cfg.model]["input"]
     shape, dtype = F.array_spec(data.features)
-    tr = data_loader.make_dataset(data.train_df, cfg.batch_size, shuffle=True, seed=cfg.seed,
+    tr = datasets.make_dataset(data.train_df, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                   shape=shape, balanced=cfg.balanced_batches,
                                   augment=cfg.augmentation(), params=data.features, kind=kind,
                                   dtype=dtype)
-    return tr, data_loader.make_dataset(data.val_df, cfg.batch_size, shape=shape, kind=kind,
+    return tr, datasets.make_dataset(data.val_df, cfg.batch_size, shape=shape, kind=kind,
                                         dtype=dtype)
 
 
@@ -149,7 +149,7 @@ def part_features(cfg, model, df, features, verbose, replicas):
     out = None
     for folder in df["source"].unique():
         cache_dir = cfg.cache_dir and Path(cfg.cache_dir) / Path(folder).name
-        rows, array = cached_features(model, folder, data_loader.load_manifest(folder),
+        rows, array = cached_features(model, folder, datasets.load_manifest(folder),
                                       features, cache_dir, progress=verbose > 0,
                                       distributed=replicas > 1,
                                       kind=M.FAMILIES[cfg.model]["input"])

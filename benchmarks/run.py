@@ -42,7 +42,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from cli import HelpFormatter  # noqa: E402
+from deepfake_detector.cli import HelpFormatter  # noqa: E402
 
 SR = 16000
 MEDIAN_SECONDS = 3.0
@@ -271,7 +271,7 @@ def measure_whisper(b, n):
     """The Whisper tiny encoder (random weights, same cost) on the ~4 s window with the
     feature cache's batch of 32 and with 8, and zero-padded to Whisper's 30 s input (batch 8:
     its attention over 1,500 positions needs ~12x the memory per example)."""
-    import features
+    from deepfake_detector import features
 
     r = {}
     for key, samples, count, batch in (("w4_32", features.CLIP_SAMPLES, n, 32),

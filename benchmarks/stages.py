@@ -25,7 +25,7 @@ def floor(protocol, audio):
     implementation can skip."""
     from threadpoolctl import threadpool_limits
 
-    import features
+    from deepfake_detector import features
 
     ids = [line.split()[1] for line in open(protocol)]
     t = time.perf_counter()
@@ -76,13 +76,13 @@ def evaluate(run, data, out):
 
 def predict_batched(run, data):
     """Prediction alone, batched and streamed as evaluate.py runs it, after a warm-up."""
-    import data_loader
-    import model
-    import runs
+    from deepfake_detector import datasets
+    from deepfake_detector import models as model
+    from deepfake_detector import runs
 
     m, _, _ = runs.load_run(run)
-    df = data_loader.load_manifest(data)
-    ds = data_loader.make_dataset(df, model.PREDICT_BATCH_SIZE, with_labels=False)
+    df = datasets.load_manifest(data)
+    ds = datasets.make_dataset(df, model.PREDICT_BATCH_SIZE, with_labels=False)
     hidden, kernel, bias = model.logit_parts(m)  # what model.predict_logits runs
     hidden.predict(ds.take(1), verbose=0)  # warm-up (graph tracing), not timed, as per file
     t = time.perf_counter()
@@ -92,16 +92,16 @@ def predict_batched(run, data):
 
 def predict_per_file(run, data, n):
     """One ``model.predict`` call per file (the original project's loop), after a warm-up."""
-    import data_loader
-    import runs
+    from deepfake_detector import datasets
+    from deepfake_detector import runs
 
     m, _, _ = runs.load_run(run)
-    df = data_loader.load_manifest(data).iloc[:n]
-    x = data_loader.to_model_input(np.load(df["path"].iloc[0]))[None]
+    df = datasets.load_manifest(data).iloc[:n]
+    x = datasets.to_model_input(np.load(df["path"].iloc[0]))[None]
     m.predict(x, verbose=0)  # warm-up, not timed
     t = time.perf_counter()
     for p in df["path"]:
-        m.predict(data_loader.to_model_input(np.load(p))[None], verbose=0)
+        m.predict(datasets.to_model_input(np.load(p))[None], verbose=0)
     return time.perf_counter() - t
 
 
@@ -196,7 +196,7 @@ def whisper_features(samples, n, batch_size, preset="random:tiny"):
     does."""
     import keras
 
-    import model as M
+    from deepfake_detector import models as M
 
     keras.utils.set_random_seed(0)
     extractor = M.feature_extractor(M.build_whisper(preset, (samples,)))

@@ -37,14 +37,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import data_loader  # noqa: E402
-from cli import HelpFormatter  # noqa: E402
-import features  # noqa: E402
-import metrics  # noqa: E402
-import protocols  # noqa: E402
-import report  # noqa: E402
-import runs  # noqa: E402
-from atomic import atomic_output, write_json_atomic  # noqa: E402
+from deepfake_detector import datasets  # noqa: E402
+from deepfake_detector.cli import HelpFormatter  # noqa: E402
+from deepfake_detector import features  # noqa: E402
+from deepfake_detector import metrics  # noqa: E402
+from deepfake_detector import protocols  # noqa: E402
+from deepfake_detector import report  # noqa: E402
+from deepfake_detector import runs  # noqa: E402
+from deepfake_detector.atomic import atomic_output, write_json_atomic  # noqa: E402
 
 # -----------------------------------------------------------------------------
 SR = 16000
@@ -159,8 +159,8 @@ def load(path):
     return gmms, meta
 
 
-def train(data, out, val_data=None, val_fraction=data_loader.VAL_FRACTION,
-          seed=data_loader.SEED, gmm_seed=None, components="auto", calibrate="eer",
+def train(data, out, val_data=None, val_fraction=datasets.VAL_FRACTION,
+          seed=datasets.SEED, gmm_seed=None, components="auto", calibrate="eer",
           progress=True):
     """Fit the baseline on the training part, calibrate on the validation part, save
     ``<out>/gmm.npz`` and ``<out>/threshold.json``.
@@ -168,7 +168,7 @@ def train(data, out, val_data=None, val_fraction=data_loader.VAL_FRACTION,
     Parameters
     ----------
     data, val_data : str or list of str
-        Preprocessed folder(s) (`data_loader.load_splits`).
+        Preprocessed folder(s) (`datasets.load_splits`).
     seed : int
         Seed of the 80/20 split; ``gmm_seed`` (default ``seed``) that of the GMMs' EM.
 
@@ -178,13 +178,13 @@ def train(data, out, val_data=None, val_fraction=data_loader.VAL_FRACTION,
     """
     out = Path(out)
     gmm_seed = seed if gmm_seed is None else gmm_seed
-    train_df, val_df, feats = data_loader.load_splits(data, val_data, val_fraction, seed)
+    train_df, val_df, feats = datasets.load_splits(data, val_data, val_fraction, seed)
     gmms = fit_gmms(utterance_features(train_df, progress), train_df["target"], components,
                     gmm_seed)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"model": "lfcc_gmm", "features": feats, "components": {
         k: int(g.n_components) for k, g in gmms.items()}, "seed": gmm_seed, "split_seed": seed,
-        "data": data_loader.as_folders(data)}
+        "data": datasets.as_folders(data)}
     save(gmms, out / "gmm.npz", meta)
     s = score(gmms, utterance_features(val_df, progress))
     y = val_df["target"].to_numpy()
@@ -212,8 +212,8 @@ def scores(model_dir, data, cache=None, progress=False):
         As `report.scores_from_model` returns them.
     """
     gmms, meta = load(Path(model_dir) / "gmm.npz")
-    df = data_loader.load_manifest(data)
-    features.check_features(meta["features"], data_loader.load_features_json(data),
+    df = datasets.load_manifest(data)
+    features.check_features(meta["features"], datasets.load_features_json(data),
                             Path(model_dir) / "gmm.npz", data)
     cache = {} if cache is None else cache
     key = str(Path(data).resolve())
@@ -250,7 +250,7 @@ def build_parser():
     ap.add_argument("--model", help="score: the model folder written by train")
     ap.add_argument("--components", default="auto",
                     help="GMM components per class: a number (official: 512) or 'auto'")
-    ap.add_argument("--seed", type=int, default=data_loader.SEED,
+    ap.add_argument("--seed", type=int, default=datasets.SEED,
                     help="seed of the split and of the GMMs' initialization")
     ap.add_argument("--asv-scores", help="score: ASV score file, for the min t-DCF")
     return ap

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cli import HelpFormatter  # noqa: E402
+from deepfake_detector.cli import HelpFormatter  # noqa: E402
 
 SR = 16000
 N_FFT = 1024

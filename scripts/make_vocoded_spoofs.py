@@ -44,10 +44,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import features  # noqa: E402
-from cli import HelpFormatter  # noqa: E402
-import protocols  # noqa: E402
-from atomic import atomic_output, write_text_atomic  # noqa: E402
+from deepfake_detector import features  # noqa: E402
+from deepfake_detector.cli import HelpFormatter  # noqa: E402
+from deepfake_detector import protocols  # noqa: E402
+from deepfake_detector.atomic import atomic_output, write_text_atomic  # noqa: E402
 
 # -----------------------------------------------------------------------------
 SR = features.SAMPLE_RATE  # vocoding and output rate

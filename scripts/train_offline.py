@@ -28,11 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import config as C  # noqa: E402
-from cli import HelpFormatter  # noqa: E402
+from deepfake_detector import config as C  # noqa: E402
+from deepfake_detector.cli import HelpFormatter  # noqa: E402
 import make_vocoded_spoofs  # noqa: E402
 import preprocess  # noqa: E402
-import protocols  # noqa: E402
+from deepfake_detector import protocols  # noqa: E402
 import train  # noqa: E402
 
 

@@ -65,7 +65,7 @@ def demo_corpus(tmp_path_factory):
 def preprocess_demo(demo_corpus, root, kind):
     """preprocess.py output of ``kind`` for the demo train and dev splits under ``root``."""
     import preprocess
-    import protocols
+    from deepfake_detector import protocols
 
     out = {}
     for split in ("train", "dev"):

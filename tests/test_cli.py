@@ -47,7 +47,7 @@ def test_every_training_option_is_a_flag():
     """The parser is derived from TrainConfig: one flag per field, nothing else."""
     import dataclasses
 
-    import config
+    from deepfake_detector import config
 
     dests = {a.dest for a in documented_actions(train.build_parser())}
     assert dests == {f.name for f in dataclasses.fields(config.TrainConfig)}
@@ -84,7 +84,7 @@ def test_loading_tensorflow_prints_nothing_on_a_cpu():
 
     from conftest import REPO
 
-    code = ("import model, sys; tf, keras = model.load_tensorflow(); tf.constant(1) + 1; "
+    code = ("from deepfake_detector import models as model; import sys; tf, keras = model.load_tensorflow(); tf.constant(1) + 1; "
             "print('a real warning', file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=120)

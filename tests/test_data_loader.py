@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 import data_loader
-import features
+from deepfake_detector import augment
+from deepfake_detector import features
 
 
 def fake_folder(tmp_path, n_bona, n_spoof, name="d", params=None):
@@ -192,27 +193,27 @@ def test_balanced_dataset_pairs_each_array_with_its_label(tmp_path):
 
 
 def test_augmentation_settings_are_checked():
-    assert data_loader.augmentation() is None  # all off by default
-    aug = data_loader.augmentation(freq_mask=8, noise_snr_db="10,30", lowpass_hz="3000,7000")
+    assert augment.augmentation() is None  # all off by default
+    aug = augment.augmentation(freq_mask=8, noise_snr_db="10,30", lowpass_hz="3000,7000")
     assert aug["noise_snr_db"] == [10.0, 30.0] and aug["lowpass_hz"] == [3000.0, 7000.0]
-    assert data_loader.needs_audio(aug) and not data_loader.needs_audio(
-        data_loader.augmentation(freq_mask=8))
+    assert augment.needs_audio(aug) and not augment.needs_audio(
+        augment.augmentation(freq_mask=8))
     with pytest.raises(ValueError, match="low-pass cutoff '3000,9000'"):
-        data_loader.augmentation(lowpass_hz="3000,9000")
+        augment.augmentation(lowpass_hz="3000,9000")
     with pytest.raises(ValueError, match="noise SNR '30,10'"):
-        data_loader.augmentation(noise_snr_db="30,10")
+        augment.augmentation(noise_snr_db="30,10")
     with pytest.raises(ValueError, match="expected two numbers"):
-        data_loader.augmentation(noise_snr_db="loud")
+        augment.augmentation(noise_snr_db="loud")
 
 
 def test_spec_augment_masks_with_the_mean_and_never_writes_the_input():
     rng = np.random.default_rng(0)
     x = rng.random((128, 128), dtype=np.float32)
     keep = x.copy()
-    aug = data_loader.augmentation(freq_mask=20, time_mask=10, masks=2)
+    aug = augment.augmentation(freq_mask=20, time_mask=10, masks=2)
     widths = set()
     for seed in range(30):
-        y = data_loader.augment_example(x, "", np.random.default_rng(seed), aug, None)
+        y = augment.augment_example(x, "", np.random.default_rng(seed), aug, None)
         np.testing.assert_array_equal(x, keep)
         rows = np.flatnonzero((y == np.float32(x.mean())).all(axis=1))
         cols = np.flatnonzero((y == np.float32(x.mean())).all(axis=0))
@@ -223,8 +224,8 @@ def test_spec_augment_masks_with_the_mean_and_never_writes_the_input():
         np.testing.assert_array_equal(y[outside], x[outside])  # only masked cells change
         widths.add(len(rows))
     assert len(widths) > 3  # random widths
-    y1 = data_loader.augment_example(x, "", np.random.default_rng(5), aug, None)
-    y2 = data_loader.augment_example(x, "", np.random.default_rng(5), aug, None)
+    y1 = augment.augment_example(x, "", np.random.default_rng(5), aug, None)
+    y2 = augment.augment_example(x, "", np.random.default_rng(5), aug, None)
     np.testing.assert_array_equal(y1, y2)
 
 
@@ -236,8 +237,8 @@ def test_waveform_augmentation_crop_noise_and_lowpass(tmp_path):
     y = np.r_[tone(4.2, freq=200), tone(4.2, freq=600, seed=1)]  # 8.4 s, two halves
     wav = write_wav(tmp_path / "long.wav", y)
     start = features.compute_features(features.load_audio(wav), params)
-    crop = data_loader.augmentation(random_crop=True)
-    crops = [data_loader.augment_example(None, str(wav), np.random.default_rng(s), crop, params)
+    crop = augment.augmentation(random_crop=True)
+    crops = [augment.augment_example(None, str(wav), np.random.default_rng(s), crop, params)
              for s in range(4)]
     assert all(c.shape == (128, 128) for c in crops)
     assert any(not np.allclose(c, start) for c in crops)  # another window than the start
@@ -246,8 +247,8 @@ def test_waveform_augmentation_crop_noise_and_lowpass(tmp_path):
     np.testing.assert_allclose(crops[0], features.compute_features(
         features.load_audio(wav)[s0:s0 + n], params), atol=1e-6)
 
-    low = data_loader.augmentation(lowpass_hz="2000,2000", p=1.0)
-    lp = data_loader.augment_example(None, str(wav), np.random.default_rng(0), low, params)
+    low = augment.augmentation(lowpass_hz="2000,2000", p=1.0)
+    lp = augment.augment_example(None, str(wav), np.random.default_rng(0), low, params)
     import librosa
 
     mel_hz = librosa.mel_frequencies(params["n_mels"] + 2, fmin=params["fmin"],
@@ -255,13 +256,13 @@ def test_waveform_augmentation_crop_noise_and_lowpass(tmp_path):
     high = mel_hz > 4000
     assert lp[high].mean() < start[high].mean() - 0.1  # energy above the cutoff is removed
 
-    noisy = data_loader.augmentation(noise_snr_db="0,0", p=1.0)
-    nz = data_loader.augment_example(None, str(wav), np.random.default_rng(0), noisy, params)
+    noisy = augment.augmentation(noise_snr_db="0,0", p=1.0)
+    nz = augment.augment_example(None, str(wav), np.random.default_rng(0), noisy, params)
     assert nz[high].mean() > start[high].mean() + 0.1  # white noise fills the quiet bands
 
 
 def test_waveform_augmentation_needs_the_audio_column(tmp_path):
     df = data_loader.load_manifest(fake_folder(tmp_path, 2, 2))
     with pytest.raises(ValueError, match="no 'audio' column"):
-        data_loader.make_dataset(df, 2, augment=data_loader.augmentation(random_crop=True),
+        data_loader.make_dataset(df, 2, augment=augment.augmentation(random_crop=True),
                                  params=features.feature_params())

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 
 import evaluate
-import metrics
-import plots
+from deepfake_detector import metrics
+from deepfake_detector import plots
 import preprocess
-import protocols
-import report
-import runs
+from deepfake_detector import protocols
+from deepfake_detector import report
+from deepfake_detector import runs
 import train
 from conftest import MINI_LA, needs_mini
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-import features
+from deepfake_detector import features
 from conftest import tone, write_wav
 
 def test_feature_params_give_exactly_128_frames():

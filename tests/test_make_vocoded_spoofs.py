@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import features
+from deepfake_detector import features
 import make_vocoded_spoofs as V
 import preprocess
-import protocols
+from deepfake_detector import protocols
 from conftest import write_wav
 
 

@@ -1,9 +1,10 @@
-"""model.py: the design-card architecture, frozen backbone, weights, fine-tuning, feature cache."""
+"""models/ (efficientnet.py, common.py): the design-card architecture, frozen backbone, weights, fine-tuning, feature cache."""
 
 import numpy as np
 import pytest
 
-import model as model_mod
+from deepfake_detector import models as model_mod
+from deepfake_detector.models import efficientnet
 
 # EfficientNetB0 without top: 4,049,571 weights (all frozen, incl. BatchNorm statistics);
 # head: Dense(1280 -> 128) + Dense(128 -> 1).
@@ -13,7 +14,7 @@ HEAD_PARAMS = 1280 * 128 + 128 + 128 * 1 + 1
 
 @pytest.fixture(scope="module")
 def model():
-    return model_mod.build_model(weights="none")
+    return efficientnet.build_model(weights="none")
 
 
 def test_design_card_layers(model):
@@ -84,7 +85,7 @@ def test_imagenet_download_failure_names_the_fixes(monkeypatch):
 
     monkeypatch.setattr(keras.applications, "EfficientNetB0", offline)
     with pytest.raises(model_mod.WeightsUnavailable) as e:
-        model_mod.make_backbone("imagenet")
+        efficientnet.make_backbone("imagenet")
     msg = str(e.value)
     assert "--weights none" in msg and "--weights /path/to/efficientnetb0_notop.h5" in msg
     assert "name resolution" in msg
@@ -98,17 +99,17 @@ def test_local_weights_file(tmp_path):
                                             input_shape=(128, 128, 3))
     path = tmp_path / "b0_notop.weights.h5"
     src.save_weights(path)
-    loaded = model_mod.make_backbone(str(path))
+    loaded = efficientnet.make_backbone(str(path))
     for a, b in zip(src.weights, loaded.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     with pytest.raises(model_mod.WeightsUnavailable, match="nope.h5 not found"):
-        model_mod.make_backbone(str(tmp_path / "nope.h5"))
+        efficientnet.make_backbone(str(tmp_path / "nope.h5"))
 
 
 def test_head_on_cached_features_predicts_like_the_full_model(informative_weights, demo_features):
     import data_loader
 
-    model = model_mod.build_model(informative_weights)
+    model = efficientnet.build_model(informative_weights)
     df = data_loader.load_manifest(demo_features["dev"])
     x = np.concatenate([b.numpy() for b in data_loader.make_dataset(df, 5, with_labels=False)])
     features = model_mod.feature_extractor(model).predict(x, batch_size=7, verbose=0)
@@ -121,8 +122,8 @@ def test_head_on_cached_features_predicts_like_the_full_model(informative_weight
 def test_fine_tuning_unfreezes_exactly_n_blocks_and_no_batchnorm():
     import keras
 
-    model = model_mod.build_model(weights="none")
-    blocks = model_mod.backbone_blocks(model_mod.backbone_of(model))
+    model = efficientnet.build_model(weights="none")
+    blocks = model_mod.backbone_blocks(model_mod.backbone_of(model), efficientnet.block_of)
     assert len(blocks) == 16 and blocks[0] == "block1a" and blocks[-3:] == ["block6c", "block6d",
                                                                             "block7a"]
     assert model_mod.unfreeze_top_blocks(model, 3) == ["block6c", "block6d", "block7a"]
@@ -148,8 +149,8 @@ def test_fine_tuning_unfreezes_exactly_n_blocks_and_no_batchnorm():
 def test_logits_match_the_sigmoid_output(trained_run, demo_features):
     import data_loader
 
-    import runs
-    from metrics import sigmoid
+    from deepfake_detector import runs
+    from deepfake_detector.metrics import sigmoid
 
     m, meta, _ = runs.load_run(trained_run)
     df = data_loader.load_manifest(demo_features["dev"])
@@ -164,7 +165,7 @@ def test_logits_match_the_sigmoid_output(trained_run, demo_features):
 
 
 def test_lcnn_layers_and_parameter_count():
-    import features
+    from deepfake_detector import features
 
     m = model_mod.build("lcnn", features.feature_params())
     assert m.input_shape == (None, 128, 128, 1) and m.output_shape == (None, 1)
@@ -194,7 +195,7 @@ def separable_toy(n=32, seed=0):
                                     if d["features"] == "mel"])  # whisper: test_whisper.py
 def test_every_mel_family_learns_a_separable_toy_set(family, informative_weights):
     import data_loader
-    import features
+    from deepfake_detector import features
     import keras
 
     keras.utils.set_random_seed(0)
@@ -204,3 +205,34 @@ def test_every_mel_family_learns_a_separable_toy_set(family, informative_weights
     inputs = data_loader.to_model_input(x, model_mod.FAMILIES[family]["input"])
     h = m.fit(inputs, y, batch_size=8, epochs=6, verbose=0).history["loss"]
     assert h[-1] < 0.7 * h[0], h  # the loss falls
+
+
+@pytest.mark.parametrize("family", ["lcnn", "efficientnetb0"])
+def test_a_model_saved_before_the_package_move_loads_and_scores_the_same(tmp_path, family):
+    """Until the library moved into deepfake_detector/, .keras files recorded the custom layers'
+    module as ``model`` (the old model.py); they are found by their registered names
+    (``deepfake_detector>MaxFeatureMap``, ``deepfake_detector>InferenceMode``), not modules."""
+    import json
+    import zipfile
+
+    features = {"shape": [128, 128], "kind": "mel"}
+    m = model_mod.build(family, features, weights="none" if family == "efficientnetb0" else None)
+    new, old = tmp_path / "new.keras", tmp_path / "old.keras"
+    model_mod.save_model_atomic(m, new, {"model": family})
+    with zipfile.ZipFile(new) as src, zipfile.ZipFile(old, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                text = data.decode()
+                moved = text.count('"module": "deepfake_detector.models.')
+                assert moved >= 1  # the custom layer(s) recorded under the package
+                data = text.replace('"module": "deepfake_detector.models.common"',
+                                    '"module": "model"').replace(
+                    '"module": "deepfake_detector.models.lcnn"', '"module": "model"').encode()
+                assert '"module": "model"' in data.decode()
+            dst.writestr(item, data)
+    loaded = model_mod.load_model(old)
+    x = np.random.default_rng(0).uniform(0, 255 if family == "efficientnetb0" else 1,
+                                         (3, *model_mod.input_shape(features, family)))
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), m.predict(x, verbose=0))
+    assert json.loads(zipfile.ZipFile(old).read("deepfake_meta.json")) == {"model": family}

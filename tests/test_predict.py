@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import inference
+from deepfake_detector import inference
 import predict
 from conftest import MINI_LA, SHARED, needs_mini, tone, write_wav
 

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import atomic
-import features
+from deepfake_detector import atomic
+from deepfake_detector import features
 import preprocess
-import protocols
+from deepfake_detector import protocols
 from conftest import MINI_LA, SHARED, needs_mini, tone, write_wav
 from test_protocols import LINES_2019, write
 

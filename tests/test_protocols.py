@@ -2,7 +2,7 @@
 
 import pytest
 
-import protocols
+from deepfake_detector import protocols
 from conftest import FULL_PROTOCOLS, needs_full_protocols
 
 # Real lines of the official ASVspoof 2019 LA protocols (train, dev, eval).

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import inference
+from deepfake_detector import inference
 from conftest import MINI_LA, REPO, SHARED, needs_mini, tone, write_wav
 
 httpx = pytest.importorskip("httpx")

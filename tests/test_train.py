@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import model
+from deepfake_detector import augment
+
+from deepfake_detector import models as model
 import train
 from test_model import BACKBONE_PARAMS, HEAD_PARAMS
 
@@ -209,11 +211,11 @@ def test_augmentation_never_touches_validation_or_evaluation(demo_features, tmp_
                                                              monkeypatch):
     import data_loader
     import evaluate
-    import inference
-    import runs
+    from deepfake_detector import inference
+    from deepfake_detector import runs
 
     seen = []
-    real = data_loader.augment_example
+    real = augment.augment_example
 
     def spy(x, audio, rng, aug, params):
         seen.append(audio)
@@ -318,8 +320,8 @@ def test_every_family_round_trips_through_save_load_evaluate_predict(family, req
 
     import data_loader
     import evaluate
-    import features
-    import inference
+    from deepfake_detector import features
+    from deepfake_detector import inference
 
     options = dict(model=family, epochs=1, batch_size=8, verbose=0)
     if family == "whisper":
@@ -365,7 +367,7 @@ def test_several_training_folders(demo_features, tmp_path):
 
 def test_several_folders_must_share_feature_parameters(demo_features, demo_corpus, tmp_path):
     import preprocess
-    import protocols
+    from deepfake_detector import protocols
 
     protocol, audio = protocols.resolve_2019_layout(demo_corpus, "dev")
     preprocess.preprocess(protocol, audio, tmp_path / "resized", fit="resize", workers=1,
@@ -384,7 +386,7 @@ def test_feature_cache_follows_the_arrays(informative_weights, demo_corpus, tmp_
     """Arrays computed again (here with other parameters, on the same folder) are never served
     from the old cache: its key covers features.json and every array's size and time."""
     import preprocess
-    import protocols
+    from deepfake_detector import protocols
 
     protocol, audio = protocols.resolve_2019_layout(demo_corpus, "train")
     data = tmp_path / "feat"

@@ -1,4 +1,4 @@
-"""--model whisper: the frozen Whisper encoder family (model.py) on waveform arrays.
+"""--model whisper: the frozen Whisper encoder family (models/whisper.py) on waveform arrays.
 
 KerasHub is an optional dependency (requirements-whisper.txt, installed by CI): without it these
 tests skip, saying so. No test downloads anything: the encoders are untrained (``random:mini``,
@@ -10,9 +10,10 @@ import json
 import numpy as np
 import pytest
 
-import config
-import features
-import model
+from deepfake_detector import config
+from deepfake_detector import features
+from deepfake_detector import models as model
+from deepfake_detector.models import whisper
 
 keras_hub = pytest.importorskip("keras_hub", reason="--model whisper needs "
                                                     "requirements-whisper.txt")
@@ -76,8 +77,8 @@ def test_layers_frozen_encoder_and_head(mini):
 
 
 def test_random_tiny_is_whisper_tiny_s_encoder():
-    enc, front = model.whisper_encoder("random:tiny")
-    blocks = model.backbone_blocks(enc)
+    enc, front = whisper.whisper_encoder("random:tiny")
+    blocks = model.backbone_blocks(enc, whisper.block_of)
     assert blocks == [f"transformer_encoder_layer_{i}" for i in range(4)]
     assert enc.get_layer("encoder_position_embedding").weights[0].shape == (1500, 384)
     assert front["num_mels"] == 80 and front["mel_filters"].shape == (201, 80)
@@ -87,7 +88,7 @@ def test_random_tiny_is_whisper_tiny_s_encoder():
 
 def test_unknown_random_size_is_refused():
     with pytest.raises(ValueError, match="random:tiny or random:mini"):
-        model.whisper_encoder("random:huge")
+        whisper.whisper_encoder("random:huge")
 
 
 def test_learns_a_separable_toy_set():
@@ -126,7 +127,7 @@ def test_offline_hub_preset_names_both_fixes(monkeypatch):
 
     monkeypatch.setattr(keras_hub.models.WhisperBackbone, "from_preset", offline)
     with pytest.raises(model.WeightsUnavailable) as e:
-        model.whisper_encoder("whisper_tiny_multi")
+        whisper.whisper_encoder("whisper_tiny_multi")
     msg = str(e.value)
     assert "could not load the Whisper preset 'whisper_tiny_multi'" in msg
     assert "ConnectionError" in msg
@@ -169,11 +170,11 @@ def test_local_preset_folder(tmp_path):
     keras.utils.set_random_seed(5)
     backbone = keras_hub.models.WhisperBackbone(vocabulary_size=8, num_mels=80,
                                                 max_decoder_sequence_length=8,
-                                                **model.WHISPER_RANDOM["mini"])
+                                                **whisper.WHISPER_RANDOM["mini"])
     folder = tmp_path / "whisper_mini"
     backbone.save_to_preset(str(folder))
     keras_hub.layers.WhisperAudioConverter(num_mels=80).save_to_preset(str(folder))
-    enc, front = model.whisper_encoder(str(folder))
+    enc, front = whisper.whisper_encoder(str(folder))
     want = backbone.get_layer("transformer_encoder_layer_1").get_weights()
     got = enc.get_layer("transformer_encoder_layer_1").get_weights()
     assert len(got) == len(want) == 15
@@ -184,17 +185,17 @@ def test_local_preset_folder(tmp_path):
 
 def test_a_folder_that_is_not_a_preset_is_named(tmp_path):
     with pytest.raises(model.WeightsUnavailable, match="not found or incomplete"):
-        model.whisper_encoder(str(tmp_path / "nowhere"))
+        whisper.whisper_encoder(str(tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(model.WeightsUnavailable, match=r"empty not found or incomplete \(it "
                                                        "needs config.json"):
-        model.whisper_encoder(str(tmp_path / "empty"))
+        whisper.whisper_encoder(str(tmp_path / "empty"))
 
 
 def test_without_keras_hub_the_message_says_what_to_install(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "keras_hub", None)
     with pytest.raises(model.WeightsUnavailable, match="pip install -r requirements-whisper.txt"):
-        model.load_keras_hub()
+        whisper.load_keras_hub()
 
 
 def test_options_that_do_not_apply_are_refused():
@@ -247,7 +248,7 @@ def train_run(run_dir, **options):
 
 
 def test_run_records_the_preset_and_serves_its_own_spectrogram(whisper_run, demo_corpus):
-    import inference
+    from deepfake_detector import inference
 
     meta = model.read_model_meta(whisper_run / "best.keras")
     assert meta["model"] == "whisper" and meta["preset"] == "random:mini"

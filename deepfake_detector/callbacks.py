@@ -4,9 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from atomic import atomic_output
-from metrics import compute_eer
-from model import load_tensorflow, save_model_atomic
+from .atomic import atomic_output
+from .metrics import compute_eer
+from .models import load_tensorflow, save_model_atomic
 
 
 def make_checkpoint_callback(path, meta, model, monitor="val_loss", mode="min", best=None,
@@ -106,7 +106,7 @@ def make_history_callback(path):
     _, keras = load_tensorflow()
     import pandas as pd
 
-    from atomic import write_csv_atomic
+    from .atomic import write_csv_atomic
 
     path = Path(path)
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-import data_loader
-import runs
-from features import AudioError, compute_features, load_audio
-from model import PREDICT_BATCH_SIZE, logit_parts, logits_from_hidden
+from . import datasets
+from . import runs
+from .features import AudioError, compute_features, load_audio
+from .models import PREDICT_BATCH_SIZE, logit_parts, logits_from_hidden
 
 # -----------------------------------------------------------------------------
 HOP_SECONDS = 2.0  # window hop for long recordings (the window is the training window, ~4 s)
@@ -63,7 +63,7 @@ class Detector:
     def logits(self, mels):
         """Log-odds of spoof for a batch of windows' arrays (`features.compute_features`: mel
         arrays (n, 128, 128), or int16 waveforms (n, 64524)) -> (n,)."""
-        x = data_loader.to_model_input(np.asarray(mels), runs.input_kind(self.meta))
+        x = datasets.to_model_input(np.asarray(mels), runs.input_kind(self.meta))
         return logits_from_hidden(self._hidden.predict_on_batch(x), self._kernel, self._bias)
 
     def spectrogram(self, window):
@@ -72,7 +72,7 @@ class Detector:
         computes, shape (num_mels, frames)."""
         if runs.input_kind(self.meta) != "waveform":
             return window
-        x = data_loader.to_model_input(np.asarray(window)[None], "waveform")
+        x = datasets.to_model_input(np.asarray(window)[None], "waveform")
         return np.asarray(self.model.get_layer("log_mel")(x))[0].T
 
     def identity(self):

@@ -15,11 +15,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import PurePath
 
-import cli
-import data_loader
-import metrics
-import model as M
-from distribute import STRATEGIES
+from . import augment, cli, datasets, metrics
+from . import models as M
+from .distribute import STRATEGIES
 
 # The recommended recipe without network (scripts/train_offline.py, docs/recipes.md): the LCNN
 # trained from scratch, on the training data plus vocoded spoofs, with SpecAugment masks (best of
@@ -77,7 +75,7 @@ class TrainConfig:
     val_data: list = option(None, "validate on this preprocessed folder (e.g. the official dev "
                                   "partition) instead of an 80/20 split of --data; repeatable",
                             action="append")
-    val_fraction: float = option(data_loader.VAL_FRACTION, "share of --data held out for "
+    val_fraction: float = option(datasets.VAL_FRACTION, "share of --data held out for "
                                  "validation (stratified), without --val-data")
     run: str = option(None, "run folder to write (default: runs/<date-time>); an unfinished "
                             "run there is resumed")
@@ -109,7 +107,7 @@ class TrainConfig:
         "dense_units"), type=int)
     dropout: float = option(None, "dropout rate before the dense layers" + family_default(
         "dropout"), type=float)
-    seed: int = option(data_loader.SEED, "seed for the split, shuffling and initialization "
+    seed: int = option(datasets.SEED, "seed for the split, shuffling and initialization "
                                          "(repeatable runs)")
     seeds: str = option(None, "train the same recipe once per seed (e.g. 1,2,3) into "
                               "<run>/seed<N>/ and report mean and spread of EER and F1 (the "
@@ -159,7 +157,7 @@ class TrainConfig:
                                   "10,40", group=AUGMENT, metavar="LOW,HIGH")
     lowpass: str = option(None, "codec-like low-pass with a cutoff drawn from LOW..HIGH Hz, "
                                 "e.g. 3400,7000", group=AUGMENT, metavar="LOW,HIGH")
-    augment_p: float = option(data_loader.AUGMENT_OFF["p"], "probability that each waveform "
+    augment_p: float = option(augment.AUGMENT_OFF["p"], "probability that each waveform "
                               "perturbation (gain, noise, low-pass) is applied to an example",
                               group=AUGMENT)
 
@@ -177,17 +175,17 @@ class TrainConfig:
     quiet: bool = option(False, "no per-epoch progress output")
 
     def augmentation(self):
-        """The checked augmentation settings (`data_loader.augmentation`), None when off."""
-        return data_loader.augmentation(
+        """The checked augmentation settings (`augment.augmentation`), None when off."""
+        return augment.augmentation(
             self.freq_mask, self.time_mask, self.masks, self.random_crop, self.gain_db,
             self.noise_snr, self.lowpass, self.augment_p)
 
     def class_weight_spec(self):
         """``"none"``, ``"balanced"`` or ``(w_bona, w_spoof)``
-        (`data_loader.parse_class_weight`)."""
+        (`datasets.parse_class_weight`)."""
         if isinstance(self.class_weight, (tuple, list)):
             return tuple(self.class_weight)
-        return data_loader.parse_class_weight(self.class_weight)
+        return datasets.parse_class_weight(self.class_weight)
 
 
 def check(cfg):
@@ -236,8 +234,8 @@ def resolve(cfg):
     (`M.FAMILIES`), the default data folder; one folder given as a string becomes a list."""
     fill = {k: v for k, v in M.FAMILIES[cfg.model]["defaults"].items()
             if getattr(cfg, k) is None}
-    fill["data"] = data_loader.as_folders(cfg.data) or ["data/features/train"]
-    fill["val_data"] = data_loader.as_folders(cfg.val_data)
+    fill["data"] = datasets.as_folders(cfg.data) or ["data/features/train"]
+    fill["val_data"] = datasets.as_folders(cfg.val_data)
     return dataclasses.replace(cfg, **fill)
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import protocols
-from atomic import atomic_output
-from metrics import det_curve
-from runs import format_threshold
+from . import protocols
+from .atomic import atomic_output
+from .metrics import det_curve
+from .runs import format_threshold
 
 # -----------------------------------------------------------------------------
 PLOTS = ("roc.png", "det.png", "score_hist.png", "confusion.png", "training_curves.png")

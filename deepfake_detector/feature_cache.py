@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import data_loader
-from atomic import atomic_output, exclusive, write_text_atomic
-from features import array_spec
-from model import PREDICT_BATCH_SIZE, backbone_key, feature_extractor, load_tensorflow
+from . import datasets
+from .atomic import atomic_output, exclusive, write_text_atomic
+from .features import array_spec
+from .models import PREDICT_BATCH_SIZE, backbone_key, feature_extractor, load_tensorflow
 
 
 def cached_features(model, data_dir, manifest, features, cache_dir=None,
@@ -39,7 +39,7 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None,
         From `model.build_model` or `model.build_whisper`.
     data_dir : str or Path
     manifest : pandas.DataFrame
-        `data_loader.load_manifest` of ``data_dir``.
+        `datasets.load_manifest` of ``data_dir``.
     features : dict
         Feature parameters of ``data_dir``.
     cache_dir : str or Path, optional
@@ -47,7 +47,7 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None,
     distributed : bool
         ``model`` was built under a multi-replica ``tf.distribute`` strategy.
     kind : {"rgb255", "waveform"}
-        How the model takes the arrays (`data_loader.to_model_input`).
+        How the model takes the arrays (`datasets.to_model_input`).
 
     Returns
     -------
@@ -72,7 +72,7 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None,
                 local.set_weights(extractor.get_weights())
                 extractor = local
             shape, dtype = array_spec(features)
-            ds = data_loader.make_dataset(manifest, batch_size, shape=shape, with_labels=False,
+            ds = datasets.make_dataset(manifest, batch_size, shape=shape, with_labels=False,
                                           kind=kind, dtype=dtype)
             with atomic_output(path, suffix=".npy") as tmp:
                 _write_features(extractor, ds, tmp, len(ids), batch_size,
@@ -110,15 +110,15 @@ def _write_features(extractor, ds, path, n, batch_size, desc, progress):
     del out
 
 
-def feature_dataset(array, rows, targets, batch_size, shuffle=False, seed=data_loader.SEED,
+def feature_dataset(array, rows, targets, batch_size, shuffle=False, seed=datasets.SEED,
                     balanced=False):
-    """tf.data over cached features, in exactly the order `data_loader.make_dataset` reads the
-    same utterances with the same seed (same batches, same order; `data_loader.train_indices`).
+    """tf.data over cached features, in exactly the order `datasets.make_dataset` reads the
+    same utterances with the same seed (same batches, same order; `datasets.train_indices`).
     """
     tf, _ = load_tensorflow()
 
     x = tf.constant(np.asarray(array[np.asarray(rows)], dtype=np.float32))
     y = tf.constant(np.asarray(targets, dtype=np.float32))
-    index = data_loader.train_indices(np.asarray(targets), batch_size, shuffle, seed, balanced)
+    index = datasets.train_indices(np.asarray(targets), batch_size, shuffle, seed, balanced)
     ds = index.map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

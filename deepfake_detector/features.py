@@ -2,7 +2,7 @@
 
 Every array this project trains on, evaluates or predicts from is made by `compute_features` with
 the parameters of `feature_params`. Those parameters are written to ``features.json`` beside the
-arrays (preprocess.py) and into every saved model (model.py), and `check_features` refuses data
+arrays (preprocess.py) and into every saved model (models/common.py), and `check_features` refuses data
 computed differently, so training, evaluation and prediction cannot drift apart.
 
 Two kinds of arrays (``--features`` of preprocess.py):

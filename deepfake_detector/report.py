@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import data_loader
-import metrics as M
-import protocols
-import runs
-from atomic import write_csv_atomic, write_json_atomic, write_text_atomic
-from features import array_spec, check_features
-from model import PREDICT_BATCH_SIZE, logit_parts, logits_from_hidden, predict_logits
-from plots import save_plots
+from . import datasets
+from . import metrics as M
+from . import protocols
+from . import runs
+from .atomic import write_csv_atomic, write_json_atomic, write_text_atomic
+from .features import array_spec, check_features
+from .models import PREDICT_BATCH_SIZE, logit_parts, logits_from_hidden, predict_logits
+from .plots import save_plots
 
 # -----------------------------------------------------------------------------
 OUTPUT_FILES = ("metrics.json", "scores.txt", "scores_2019.txt", "predictions.csv",
@@ -46,15 +46,15 @@ def scores_from_model(run_dir, data=None, which="best", batch_size=PREDICT_BATCH
     if data is None:
         df, folders = runs.heldout_manifest(run_dir)
     else:
-        df, folders = data_loader.load_manifest(data), [str(Path(data))]
-    features = data_loader.load_features_json(folders[0])
-    data_loader.check_arrays(df, *array_spec(features))
+        df, folders = datasets.load_manifest(data), [str(Path(data))]
+    features = datasets.load_features_json(folders[0])
+    datasets.check_arrays(df, *array_spec(features))
     saved = runs.peek_meta(run_dir, which)
     if saved:  # before the model loads (a Whisper model takes seconds); unreadable: load_run says
         check_features(saved["features"], features, runs.model_file(run_dir, which), folders[0])
     model, meta, model_path = runs.load_run(run_dir, which)
     shape, dtype = array_spec(meta["features"])
-    ds = data_loader.make_dataset(df, batch_size, shape=shape, with_labels=False,
+    ds = datasets.make_dataset(df, batch_size, shape=shape, with_labels=False,
                                   kind=runs.input_kind(meta), dtype=dtype)
     table = runs.score_table(df, predict_logits(model, ds, progress,
                                                 -(-len(df) // batch_size)))

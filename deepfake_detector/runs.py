@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import data_loader
-from metrics import THRESHOLD, sigmoid
-from model import META_NAME, WeightsUnavailable, load_model, load_tensorflow, read_model_meta
+from . import datasets
+from .metrics import THRESHOLD, sigmoid
+from .models import META_NAME, WeightsUnavailable, load_model, load_tensorflow, read_model_meta
 
 # -----------------------------------------------------------------------------
 RUNS_DIR = "runs"
@@ -132,7 +132,7 @@ def start_run(run_dir, replace, split, run_cfg):
     """
     import shutil
 
-    from atomic import remove_orphans, write_csv_atomic, write_json_atomic
+    from .atomic import remove_orphans, write_csv_atomic, write_json_atomic
 
     run_dir = Path(run_dir)
     if replace and run_dir.exists():
@@ -246,12 +246,12 @@ def heldout_manifest(run_dir):
     run_dir = Path(run_dir)
     args = read_config(run_dir)["args"]
     if args["val_data"]:
-        folders = data_loader.as_folders(args["val_data"])
-        return data_loader.load_sources(folders)[0], folders
-    folders = data_loader.as_folders(args["data"])
+        folders = datasets.as_folders(args["val_data"])
+        return datasets.load_sources(folders)[0], folders
+    folders = datasets.as_folders(args["data"])
     split = pd.read_csv(run_dir / "split.csv", dtype={"utt_id": str}, keep_default_na=False)
     val_ids = set(split.loc[split["part"] == "val", "utt_id"])
-    df, _ = data_loader.load_sources(folders)
+    df, _ = datasets.load_sources(folders)
     return df[df["utt_id"].isin(val_ids)].reset_index(drop=True), folders
 
 
