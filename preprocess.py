@@ -164,7 +164,7 @@ def write_tables(out_dir, df, missing, failed, split):
 
 def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, fit="window",
                overwrite=False, strict=False, limit=None, progress=True,
-               max_seconds=MAX_SECONDS, kind="mel"):
+               max_seconds=MAX_SECONDS, kind="mel", clip_samples=None):
     """Compute features for every utterance of a protocol; resumable.
 
     Parameters
@@ -185,8 +185,8 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
         Only the first ``limit`` protocol entries (for quick trials); at least 1.
     max_seconds : float
         Longer recordings are an error of their file, found before decoding.
-    kind : {"mel", "waveform"}
-        What the arrays hold (`features.feature_params`).
+    kind, clip_samples : str, int, optional
+        What the arrays hold, and the waveform window's length (`features.feature_params`).
 
     Returns
     -------
@@ -200,7 +200,7 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
         parameters; missing audio with ``strict``.
     """
     out_dir = Path(out_dir)
-    params = F.feature_params(fit, kind)
+    params = F.feature_params(fit, kind, clip_samples)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     df = protocols.parse_protocol(protocol, fmt)
@@ -289,6 +289,10 @@ def build_parser():
                     help="'mel': 128x128 log-mel arrays (efficientnetb0, lcnn); 'waveform': "
                          "the same window as int16 samples, shape (64524,) (train.py --model "
                          "whisper, which computes its own front end)")
+    ap.add_argument("--clip-samples", type=int,
+                    help="waveform window length in samples (with --features waveform; "
+                         "default 64524): 64600 for train.py --model aasist, the official "
+                         "AASIST input")
     ap.add_argument("--overwrite", action="store_true", help="recompute existing arrays")
     ap.add_argument("--strict", action="store_true",
                     help="stop if any listed audio file is missing (default: skip and list them)")
@@ -323,7 +327,7 @@ def main(argv=None):
         summary = preprocess(protocol, audio_dir, out, fmt=args.format, split=split,
                              workers=args.workers, fit=args.fit, overwrite=args.overwrite,
                              strict=args.strict, limit=args.limit, max_seconds=args.max_seconds,
-                             kind=args.features)
+                             kind=args.features, clip_samples=args.clip_samples)
     except (protocols.ProtocolError, F.FeatureMismatch, FileNotFoundError, FileExistsError,
             ValueError) as e:
         raise SystemExit(f"error: {e}") from None

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deepfake_detector import checkpoints
 from deepfake_detector import config as C
 from deepfake_detector import datasets
 from deepfake_detector import features as F
@@ -52,14 +53,12 @@ from deepfake_detector import report
 from deepfake_detector import runs
 from deepfake_detector.atomic import atomic_output, write_json_atomic, write_text_atomic
 from deepfake_detector.callbacks import (make_checkpoint_callback, make_history_callback,
-                       make_validation_callback)
+                                         make_validation_callback)
 from deepfake_detector.distribute import configure_cpu_devices, get_strategy, trim_to_replicas
 from deepfake_detector.feature_cache import cached_features, feature_dataset
 
 DESCRIPTION = ("Train EfficientNetB0 (frozen) -> GAP -> Dense(128, relu) -> Dropout -> "
                "Dense(1, sigmoid) = P(spoof) on preprocessed mel arrays. Label 1 = spoof.")
-LABELS = {"target": "1 = spoof, 0 = bonafide", "output": "P(spoof)",
-          "score": "log-odds of bonafide (higher = more bonafide, ASVspoof convention)"}
 
 
 @dataclass
@@ -181,7 +180,7 @@ def run_config(cfg, data, model, inputs, replicas, split_seed, argv):
         "class_weights": {"bonafide": w[0], "spoof": w[1]} if w else None,
         "command": " ".join(argv) if argv is not None else None,
         "features": data.features,
-        "labels": LABELS,
+        "labels": runs.LABELS,
         "input": M.input_spec(cfg.model, data.features),
         "counts": {part: d["label"].value_counts().to_dict()
                    for part, d in (("train", data.train_df), ("val", data.val_df))},
@@ -320,8 +319,10 @@ def train(data, run_dir, config=None, *, verbose=None, callbacks=(), argv=None,
         model = M.build(cfg.model, prepared.features, cfg.weights, cfg.dense_units, cfg.dropout,
                         cfg.learning_rate, cfg.weight_decay,
                         decay_steps(cfg, len(prepared.train_df)), cfg.preset)
+        init = checkpoints.init_weights(model, cfg.init, cfg.preset) if cfg.init else None
     inputs = training_inputs(cfg, model, prepared, dist, verbose)
-    run_cfg = run_config(cfg, prepared, model, inputs, replicas, split_seed, argv)
+    run_cfg = {**run_config(cfg, prepared, model, inputs, replicas, split_seed, argv),
+               **({"weights": init} if init else {})}
     meta = {**{k: run_cfg[k] for k in ("features", "labels", "input")}, "model": cfg.model,
             "run": run_dir.name, **({"preset": cfg.preset} if cfg.preset else {})}
     split = pd.concat([prepared.train_df.assign(part="train"),
@@ -397,7 +398,8 @@ def main(argv=None):
             train_seeds(cfg, run_dir, command)
             return run_dir
         run_dir, history = train(cfg.data, run_dir, cfg, argv=command)
-    except (M.WeightsUnavailable, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (M.WeightsUnavailable, checkpoints.CheckpointUnavailable, FileNotFoundError,
+            FileExistsError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     print("\n" + report_run(run_dir, history))
     print(f"next: python evaluate.py --run {run_dir}")

@@ -82,9 +82,12 @@ class TrainConfig:
     overwrite: bool = option(False, "replace a finished run in --run")
     model: str = option(M.MODEL, "model family: 'efficientnetb0' (the design card: frozen "
                                      "ImageNet backbone), 'lcnn' (light CNN trained from "
-                                     "scratch; works offline) or 'whisper' (frozen Whisper "
+                                     "scratch; works offline), 'whisper' (frozen Whisper "
                                      "encoder on waveform arrays, preprocess.py --features "
-                                     "waveform; needs requirements-whisper.txt)",
+                                     "waveform; needs requirements-whisper.txt) or 'aasist' "
+                                     "(AASIST on 64600-sample waveform arrays, preprocess.py "
+                                     "--features waveform --clip-samples 64600; --init starts "
+                                     "it from the official weights)",
                         choices=tuple(M.FAMILIES))
     weights: str = option(None, "EfficientNetB0 weights: 'imagenet' (downloaded by Keras), "
                                 "'none' (random init), or the path of a local no-top weights "
@@ -92,8 +95,13 @@ class TrainConfig:
     preset: str = option(None, "Whisper encoder of --model whisper: a KerasHub preset name "
                                "(downloaded on first use, e.g. whisper_tiny_en), the path of a "
                                "local preset folder, or random:tiny / random:mini (untrained, "
-                               "for tests and timing)" + family_default("preset"),
+                               "for tests and timing); configuration of --model aasist: AASIST "
+                               "or AASIST-L" + family_default("preset"),
                          metavar="NAME|PATH")
+    init: str = option(None, "start --model aasist from these weights instead of random ones: "
+                             "a run folder (e.g. made by scripts/import_aasist.py), an official "
+                             "checkpoint (.pth) or its name AASIST, AASIST-L or "
+                             "AASIST-ASVspoof5", metavar="RUN|CHECKPOINT")
     epochs: int = option(None, "training epochs" + family_default("epochs"), type=int)
     batch_size: int = option(None, "batch size" + family_default("batch_size"), type=int)
     learning_rate: float = option(None, "(initial) learning rate" + family_default(
@@ -210,8 +218,10 @@ def check(cfg):
     if cfg.fine_tune_blocks and cfg.model not in frozen:
         raise ValueError(f"--fine-tune-blocks applies to {' and '.join(frozen)}; --model "
                          f"{cfg.model} trains every layer from the start")
-    if cfg.preset is not None and cfg.model != "whisper":
+    if cfg.preset is not None and cfg.model not in M.FAMILY_OPTIONS["preset"][1]:
         raise ValueError(f"--preset applies to --model whisper, not to {cfg.model}")
+    if cfg.init is not None and cfg.model != "aasist":
+        raise ValueError(f"--init applies to --model aasist, not to {cfg.model}")
     if cfg.model == "whisper" and str(cfg.weights).lower() not in ("none",):
         raise ValueError("--weights applies to efficientnetb0; choose the Whisper encoder "
                          "with --preset")

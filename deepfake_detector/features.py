@@ -39,6 +39,7 @@ KINDS = ("mel", "waveform")  # what an array holds (preprocess.py --features)
 INT16_SCALE = 32768.0  # waveform arrays: int16 sample = round(float sample * INT16_SCALE)
 MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates (Hz) a recording can have
 MAX_CHANNELS = 64
+MAX_CLIP_SAMPLES = 30 * SAMPLE_RATE  # longest waveform window (Whisper's 30 s context)
 # -----------------------------------------------------------------------------
 
 
@@ -62,7 +63,7 @@ class FeatureMismatch(ValueError):
     """Data preprocessed with other feature parameters than a model or another folder."""
 
 
-def feature_params(fit="window", kind="mel"):
+def feature_params(fit="window", kind="mel", clip_samples=None):
     """The feature parameters as a JSON-serializable dict.
 
     Parameters
@@ -75,6 +76,9 @@ def feature_params(fit="window", kind="mel"):
         What the arrays hold (module docstring). Mel parameters carry no ``kind`` key (they
         predate the waveform kind, and saved folders and models stay comparable); waveform
         parameters say ``"kind": "waveform"``.
+    clip_samples : int, optional
+        Length of the waveform window (waveform arrays only): `CLIP_SAMPLES` (64,524, the
+        mel window's span) by default; AASIST's official input is 64,600.
 
     Returns
     -------
@@ -85,15 +89,20 @@ def feature_params(fit="window", kind="mel"):
         raise ValueError(f"fit must be 'window' or 'resize', got {fit!r}")
     if kind not in KINDS:
         raise ValueError(f"features must be one of {', '.join(KINDS)}, got {kind!r}")
+    if clip_samples is not None and (kind != "waveform" or not 1 <= int(clip_samples)
+                                     <= MAX_CLIP_SAMPLES):
+        raise ValueError(f"--clip-samples applies to waveform arrays, from 1 to "
+                         f"{MAX_CLIP_SAMPLES} samples (got {clip_samples} for {kind} arrays)")
     if kind == "waveform":
+        n = CLIP_SAMPLES if clip_samples is None else int(clip_samples)
         if fit != "window":
             raise ValueError("waveform arrays hold a fixed window: --fit resize applies to mel "
                              "arrays only")
         return {"feature_version": FEATURE_VERSION, "kind": "waveform",
                 "sample_rate": SAMPLE_RATE, "channels": "mono (mean of channels)",
-                "fit": "window", "clip_samples": CLIP_SAMPLES, "pad": "repeat", "crop": "start",
+                "fit": "window", "clip_samples": n, "pad": "repeat", "crop": "start",
                 "normalization": f"none: int16 = round(sample * {INT16_SCALE:g}), clipped",
-                "silence_peak": SILENCE_PEAK, "shape": [CLIP_SAMPLES], "dtype": "int16"}
+                "silence_peak": SILENCE_PEAK, "shape": [n], "dtype": "int16"}
     return {
         "feature_version": FEATURE_VERSION,
         "sample_rate": SAMPLE_RATE,
@@ -137,14 +146,26 @@ KIND_HINT = {"mel": "python preprocess.py ... (mel arrays, the default)",
              "waveform": "python preprocess.py --features waveform ..."}
 
 
-def check_kind(want, params, reader, data_dir, whom="this model"):
+def waveform_hint(clip_samples):
+    """The preprocess.py command that makes waveform arrays of ``clip_samples``."""
+    extra = "" if clip_samples == CLIP_SAMPLES else f" --clip-samples {clip_samples}"
+    return f"python preprocess.py --features waveform{extra} ..."
+
+
+def check_kind(want, params, reader, data_dir, whom="this model", clip_samples=None):
     """Raise `FeatureMismatch` when arrays of ``params`` are not of kind ``want`` (what
-    ``reader``, a model file or ``--model`` flag, reads), naming the preprocess.py command that
-    makes the right ones."""
+    ``reader``, a model file or ``--model`` flag, reads), or, given ``clip_samples``, waveform
+    windows of another length; the message names the preprocess.py command that makes the
+    right ones."""
     have = feature_kind(params)
+    hint = waveform_hint(clip_samples) if clip_samples else KIND_HINT[want]
     if want != have:
         raise FeatureMismatch(f"{reader} reads {want} arrays but {data_dir} holds {have} "
-                              f"arrays; preprocess the audio for {whom} with: {KIND_HINT[want]}")
+                              f"arrays; preprocess the audio for {whom} with: {hint}")
+    if clip_samples and params.get("clip_samples") != clip_samples:
+        raise FeatureMismatch(f"{reader} reads waveform windows of {clip_samples} samples but "
+                              f"{data_dir} holds windows of {params.get('clip_samples')}; "
+                              f"preprocess the audio for {whom} with: {hint}")
 
 
 def differing(a, b):

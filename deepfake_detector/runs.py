@@ -26,6 +26,9 @@ from .models import META_NAME, WeightsUnavailable, load_model, load_tensorflow, 
 # -----------------------------------------------------------------------------
 RUNS_DIR = "runs"
 MODEL_FILES = {"best": "best.keras", "final": "model.keras"}
+# the label convention, written into every run's config.json and model
+LABELS = {"target": "1 = spoof, 0 = bonafide", "output": "P(spoof)",
+          "score": "log-odds of bonafide (higher = more bonafide, ASVspoof convention)"}
 # -----------------------------------------------------------------------------
 
 

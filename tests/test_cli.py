@@ -8,6 +8,7 @@ import pytest
 import compare_recipes
 import data_loader
 import evaluate
+import import_aasist
 import lfcc_gmm
 import make_demo_corpus
 import make_vocoded_spoofs
@@ -18,7 +19,7 @@ import train
 import train_offline
 
 SCRIPTS = [preprocess, data_loader, train, compare_recipes, evaluate, make_demo_corpus, predict,
-           serve, make_vocoded_spoofs, lfcc_gmm, train_offline]
+           serve, make_vocoded_spoofs, lfcc_gmm, train_offline, import_aasist]
 
 
 def documented_actions(parser):

@@ -5,6 +5,8 @@
 - ``lcnn`` (`lcnn`): a light CNN with Max-Feature-Map activations trained from scratch on the
   same arrays; works offline.
 - ``whisper`` (`whisper`): a frozen Whisper encoder on the waveform window, the design-card head.
+- ``aasist`` (`aasist`): AASIST (ICASSP 2022) on the raw 64,600-sample waveform, trained end to
+  end or started from the official checkpoints (scripts/import_aasist.py).
 
 Each family module holds its architecture, its custom layers, its defaults (``SPEC``) and a
 ``build(input_shape, dense_units, dropout, **options)`` returning an uncompiled model that ends
@@ -15,7 +17,7 @@ is in `common`. Adding a family = one module here + one line in `MODULES`.
 """
 
 from ..features import check_kind
-from . import efficientnet, lcnn, whisper
+from . import aasist, efficientnet, lcnn, whisper
 from .common import (KERAS_PACKAGE, LEARNING_RATE, LR_SCHEDULES, META_NAME,  # noqa: F401
                      PREDICT_BATCH_SIZE, WeightsUnavailable, backbone_blocks, backbone_key,
                      backbone_of, compile_model, feature_extractor, head_model,
@@ -24,15 +26,17 @@ from .common import (KERAS_PACKAGE, LEARNING_RATE, LR_SCHEDULES, META_NAME,  # n
                      unfreeze_blocks)
 
 # -----------------------------------------------------------------------------
-MODULES = {"efficientnetb0": efficientnet, "lcnn": lcnn, "whisper": whisper}
+MODULES = {"efficientnetb0": efficientnet, "lcnn": lcnn, "whisper": whisper, "aasist": aasist}
 # Each family: the arrays it reads (features.KINDS), how it takes them
 # (datasets.to_model_input), whether its backbone is frozen (so train.py may cache its features
 # and fine-tune it), and its training defaults (None = does not apply), chosen by measurement
 # (docs/recipes.md)
 FAMILIES = {name: module.SPEC for name, module in MODULES.items()}
 MODEL = "efficientnetb0"  # the design card
-# options that only some families take: the flag, and the families that take it
-FAMILY_OPTIONS = {"weights": ("--weights", "efficientnetb0"), "preset": ("--preset", "whisper")}
+# options that only some families take: the flag, and the families that take it (--preset: a
+# Whisper encoder, or the AASIST configuration)
+FAMILY_OPTIONS = {"weights": ("--weights", ("efficientnetb0",)),
+                  "preset": ("--preset", ("whisper", "aasist"))}
 TRANSFORMS = {"rgb255": ([0, 255], "x * 255, repeated to 3 channels"),
               "mel": ([0, 1], "x, one channel"),
               "waveform": ([-1, 1], "int16 samples / 32768")}
@@ -47,7 +51,9 @@ def check_family_data(family, features, data_dir="the data"):
     ------
     features.FeatureMismatch
     """
-    check_kind(FAMILIES[family]["features"], features, f"--model {family}", data_dir, "it")
+    spec = FAMILIES[family]
+    check_kind(spec["features"], features, f"--model {family}", data_dir, "it",
+               spec.get("clip_samples"))
 
 
 def input_shape(features, family=MODEL):
@@ -84,14 +90,15 @@ def build(family, features, weights=None, dense_units=None, dropout=None, learni
     given = {"preset": preset, "weights": weights}
     options = {}
     for key, value in given.items():
-        flag, owner = FAMILY_OPTIONS[key]
-        if owner == family:
+        flag, owners = FAMILY_OPTIONS[key]
+        if family in owners:
             options[key] = pick(value, key)
         elif value is not None and str(value).lower() != "none":
             hint = ("; choose the encoder with --preset" if family == "whisper" and key == "weights"
                     else "")
-            raise ValueError(f"{flag} applies to {'--model ' if key == 'preset' else ''}{owner}, "
-                             f"not to {'--model ' if key == 'weights' else ''}{family} (got "
+            raise ValueError(f"{flag} applies to {'--model ' if key == 'preset' else ''}"
+                             f"{' and '.join(owners)}, not to "
+                             f"{'--model ' if key == 'weights' else ''}{family} (got "
                              f"{value!r}){hint}")
     model = MODULES[family].build(input_shape(features, family), pick(dense_units, "dense_units"),
                                   pick(dropout, "dropout"), **options)
