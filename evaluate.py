@@ -33,11 +33,10 @@ from deepfake_detector import protocols
 from deepfake_detector import report
 from deepfake_detector.cli import HelpFormatter
 from deepfake_detector import runs
-from deepfake_detector.models import PREDICT_BATCH_SIZE
 
 
 def evaluate(run_dir=None, data=None, which="best", threshold=None,
-             batch_size=PREDICT_BATCH_SIZE, name=None, scores=None, protocol=None, fmt=None,
+             batch_size=None, name=None, scores=None, protocol=None, fmt=None,
              asv_scores=None, out=None, plots=True, scored=None, partial=False,
              progress=False):
     """Score (a run's model, or a score file) and write the full report.
@@ -53,7 +52,8 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None,
         P(spoof) operating point used for predictions.csv, per-attack detection and the
         confusion matrix; default the run's calibrated threshold (``threshold.json``), else
         0.5. Metrics at 0.5 and at the calibrated threshold are always reported.
-    batch_size : int
+    batch_size : int, optional
+        Prediction batch; default the model family's (`models.predict_batch_size`).
     name : str, optional
         Output subfolder under ``<run>/eval/``; default ``heldout`` or the data folder's name.
     scores, protocol, fmt : optional
@@ -177,8 +177,9 @@ def build_parser():
                          "and the confusion matrix (default: the run's calibrated threshold, "
                          "else 0.5); metrics at 0.5 and at the calibrated threshold are always "
                          "reported")
-    ap.add_argument("--batch-size", type=int, default=PREDICT_BATCH_SIZE,
-                    help="prediction batch size")
+    ap.add_argument("--batch-size", type=int,
+                    help="prediction batch size (default: the model family's: 32, 8 for "
+                         "aasist, whose activations take about 0.25 GB per utterance)")
     ap.add_argument("--name", help="output subfolder under <run>/eval/ (default: 'heldout' or the "
                                    "data folder's name)")
     ap.add_argument("--out", help="output folder (default: <run>/eval/<name>, or "

@@ -29,7 +29,6 @@ from pathlib import Path
 from deepfake_detector import inference
 from deepfake_detector import runs
 from deepfake_detector.cli import HelpFormatter
-from deepfake_detector.models import PREDICT_BATCH_SIZE
 
 MAX_SECONDS = 3600.0  # longest recording scored (an hour)
 CSV_COLUMNS = ["file", "status", "error", "label", "p_spoof", "aggregate", "p_spoof_mean",
@@ -70,8 +69,9 @@ def build_parser():
                     help="window aggregate that decides the file's label")
     ap.add_argument("--hop", type=float, default=inference.HOP_SECONDS,
                     help="seconds between window starts in long recordings")
-    ap.add_argument("--batch-size", type=int, default=PREDICT_BATCH_SIZE,
-                    help="windows per model call (across files)")
+    ap.add_argument("--batch-size", type=int,
+                    help="windows per model call, across files (default: the model family's: "
+                         "32, 8 for aasist)")
     ap.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
                     help="longest recording scored; longer files get an error line (checked "
                          "from the header before decoding)")

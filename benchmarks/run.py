@@ -15,13 +15,17 @@ median 3 s like ASVspoof 2019 LA, 1-10 s, 16 kHz FLAC) and measures, with the ma
   uploads,
 - the Whisper tiny encoder's feature extraction (``--model whisper``; needs
   requirements-whisper.txt): utterances/s and peak RSS on the ~4 s window, against the same
-  window zero-padded to Whisper's 30 s input.
+  window zero-padded to Whisper's 30 s input,
+- AASIST (``--model aasist``): scoring utterances/s at batch 1, 8 and 32 with the time per
+  part (front end, encoder, graph), fine-tuning utterances/s (AASIST and AASIST-L), and the
+  official PyTorch model on the same windows when torch and its reference code are present.
 
 Example::
 
     python benchmarks/run.py                      # 2,000 and 10,000 files (about 40 minutes)
     python benchmarks/run.py --files 500 2000 --train-files 500
     python benchmarks/run.py --only whisper       # one group of measurements
+    python benchmarks/run.py --only aasist
 
 Timings on shared machines are noisy: compare the ratios printed in one run.
 """
@@ -47,7 +51,10 @@ from deepfake_detector.cli import HelpFormatter  # noqa: E402
 SR = 16000
 MEDIAN_SECONDS = 3.0
 CORES = os.cpu_count()
-GROUPS = ["preprocessing", "training", "families", "serving", "whisper"]
+GROUPS = ["preprocessing", "training", "families", "serving", "whisper", "aasist"]
+OWN_INPUTS = {"whisper", "aasist"}  # groups that generate their own inputs (no corpus)
+AASIST_REFERENCE = (Path(os.environ.get("DEEPFAKE_SHARED_DATA", REPO.parent / "shared" / "data"))
+                    .parent / "models" / "aasist" / "reference" / "AASIST.py")
 
 
 def make_corpus(root, n, seed=0):
@@ -158,6 +165,8 @@ def build_parser():
                     help="concurrent uploads in the API measurement")
     ap.add_argument("--whisper-files", type=int, default=256,
                     help="windows through the Whisper encoder (a quarter of them padded to 30 s)")
+    ap.add_argument("--aasist-files", type=int, default=64,
+                    help="windows scored (and trained on) in the AASIST measurements")
     ap.add_argument("--only", help="comma-separated groups to measure: " + ", ".join(GROUPS)
                     + " (default: all; training needs preprocessing's corpus, serving the "
                       "training run)")
@@ -172,7 +181,7 @@ class Bench:
     def __init__(self, work, small, large, train_files, corpus=True):
         self.work, self.small, self.large, self.cores = work, small, large, os.cpu_count()
         self.stages = []
-        if not corpus:  # the Whisper group alone generates its own inputs
+        if not corpus:  # the Whisper and AASIST groups generate their own inputs
             return
         print(f"generating {large} utterances in {work} ...", flush=True)
         self.protocol, self.audio = make_corpus(work / "corpus", large)
@@ -284,6 +293,32 @@ def measure_whisper(b, n):
     return r
 
 
+def measure_aasist(b, n):
+    """AASIST scoring at batch 1, 8 and 32, fine-tuning at batch 8 (AASIST, AASIST-L), and the
+    official PyTorch code on the same windows (skipped without torch or its reference file)."""
+    r = {f"aa_b{k}": b.stage("aasist_infer", {"config": "AASIST", "n": n if k > 1 else n // 4,
+                                              "batch_size": k},
+                             f"AASIST scoring, batch {k}", files=n if k > 1 else n // 4)
+         for k in (1, 8, 32)}
+    for config in ("AASIST", "AASIST-L"):
+        r[f"aa_train_{config}"] = b.stage("aasist_train", {"config": config, "n": n // 2,
+                                                          "batch_size": 8},
+                                          f"{config} fine-tuning steps, batch 8", files=n // 2)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("  (official PyTorch AASIST skipped: pip install torch to compare)")
+        return r
+    if AASIST_REFERENCE.is_file():
+        for k in (1, 8):
+            r[f"aa_torch_b{k}"] = b.stage("aasist_torch", {"reference": str(AASIST_REFERENCE),
+                                                           "n": n // 4 if k == 1 else n,
+                                                           "batch_size": k},
+                                          f"official PyTorch AASIST scoring, batch {k}",
+                                          files=n // 4 if k == 1 else n)
+    return r
+
+
 def summarize(r):
     """The ratios the README quotes, from the stage results (of the groups measured)."""
     out = {}
@@ -339,13 +374,24 @@ def _summary_whisper(r):
             "whisper_30s_b8_rss_mb": r["w30_8"]["rss_main_mb"]}
 
 
+def _summary_aasist(r):
+    out = {f"aasist_b{k}_utt_per_s": r[f"aa_b{k}"]["utterances_per_s"] for k in (1, 8, 32)}
+    out.update({f"aasist_b8_{p}_ms": r["aa_b8"][f"{p}_ms"] for p in ("front", "encoder", "graph")})
+    out.update({f"aasist_train_{c}_utt_per_s": r[f"aa_train_{c}"]["utterances_per_s"]
+                for c in ("AASIST", "AASIST-L")})
+    out.update({f"torch_b{k}_utt_per_s": r[f"aa_torch_b{k}"]["utterances_per_s"]
+                for k in (1, 8) if f"aa_torch_b{k}" in r})
+    return out
+
+
 SUMMARIES = {"core": _summary_core, "families": _summary_families,
-             "serving": _summary_serving, "whisper": _summary_whisper}
+             "serving": _summary_serving, "whisper": _summary_whisper, "aasist": _summary_aasist}
 SUMMARY_NEEDS = {"core": ("floor", "p1", "pn", "pl", "pl1", "pair", "plain", "cache", "e_small",
                           "e_large", "batched", "per_file"),
                  "families": ("lcnn", "vocode_1", f"vocode_{CORES}"),
                  "serving": ("serve_locked", "serve_unlocked"),
-                 "whisper": ("w4_32", "w4_8", "w30_8")}
+                 "whisper": ("w4_32", "w4_8", "w30_8"),
+                 "aasist": ("aa_b1", "aa_b8", "aa_b32", "aa_train_AASIST", "aa_train_AASIST-L")}
 
 
 def print_results(results, cores, small, large):
@@ -380,6 +426,15 @@ def print_results(results, cores, small, large):
               f"8 {s['whisper_4s_b8_utt_per_s']:.1f} vs {s['whisper_30s_b8_utt_per_s']:.1f} "
               f"padded to 30 s = {s['whisper_speedup_trimmed_vs_padded']:.1f}x (peak RSS "
               f"{s['whisper_4s_b8_rss_mb']:.0f} vs {s['whisper_30s_b8_rss_mb']:.0f} MB)")
+    if "aasist_b1_utt_per_s" in s:
+        torch = (f"; official PyTorch {s['torch_b1_utt_per_s']:.2f} (batch 1) and "
+                 f"{s['torch_b8_utt_per_s']:.2f} (batch 8)" if "torch_b8_utt_per_s" in s else "")
+        print(f"AASIST scoring: {s['aasist_b1_utt_per_s']:.2f} utterances/s at batch 1, "
+              f"{s['aasist_b8_utt_per_s']:.2f} at 8, {s['aasist_b32_utt_per_s']:.2f} at 32"
+              f"{torch}; per utterance at batch 8: front end {s['aasist_b8_front_ms']:.0f} ms, "
+              f"encoder {s['aasist_b8_encoder_ms']:.0f} ms, graph {s['aasist_b8_graph_ms']:.0f} "
+              f"ms; fine-tuning {s['aasist_train_AASIST_utt_per_s']:.2f} (AASIST) and "
+              f"{s['aasist_train_AASIST-L_utt_per_s']:.2f} (AASIST-L) utterances/s")
 
 
 def print_core(s, cores, small, large):
@@ -413,7 +468,7 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"error: unknown --only group(s) {unknown}; choose from {GROUPS}")
     try:
-        b = Bench(work, small, large, args.train_files, corpus=bool(set(groups) - {"whisper"}))
+        b = Bench(work, small, large, args.train_files, corpus=bool(set(groups) - OWN_INPUTS))
         r = {}
         if "preprocessing" in groups:
             r.update(measure_preprocessing(b))
@@ -426,6 +481,8 @@ def main(argv=None):
             r.update(measure_serving(b, args.clients))
         if "whisper" in groups:
             r.update(measure_whisper(b, args.whisper_files))
+        if "aasist" in groups:
+            r.update(measure_aasist(b, args.aasist_files))
         results.update(stages=b.stages, summary=summarize(r))
         print_results(results, b.cores, small, large)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -197,9 +197,10 @@ def whisper_features(samples, n, batch_size, preset="random:tiny"):
     import keras
 
     from deepfake_detector import models as M
+    from deepfake_detector.models import whisper
 
     keras.utils.set_random_seed(0)
-    extractor = M.feature_extractor(M.build_whisper(preset, (samples,)))
+    extractor = M.feature_extractor(whisper.build_whisper(preset, (samples,)))
     x = np.random.default_rng(0).standard_normal((batch_size, samples)).astype(np.float32)
     extractor.predict_on_batch(x * 0.1)  # warm-up: graph tracing
     batches = -(-n // batch_size)
@@ -211,9 +212,102 @@ def whisper_features(samples, n, batch_size, preset="random:tiny"):
                      "utterances_per_s": batches * batch_size / seconds}
 
 
+def _waves(n, seed=0):
+    """``n`` random 64,600-sample windows at a speech-like level."""
+    return (0.1 * np.random.default_rng(seed).standard_normal((n, 64_600))).astype(np.float32)
+
+
+def aasist_infer(config, n, batch_size):
+    """AASIST scoring (``--model aasist``, random weights: the same cost as trained ones): ``n``
+    windows in batches of ``batch_size`` after a warm-up batch, as evaluate.py and predict.py
+    run it (``predict_on_batch``); and, at that batch size, the milliseconds per utterance of
+    the front end (sinc filters, pooling, batch norm), the residual encoder (the sub-model up to
+    its output, less the front end) and the graph part with the output layer (fed the encoder's
+    output)."""
+    import keras
+
+    from deepfake_detector.models import aasist
+
+    keras.utils.set_random_seed(0)
+    model = aasist.build_aasist(config)
+    x = _waves(batch_size)
+    front = keras.Model(model.input, model.get_layer("first_selu").output)
+    encoder = keras.Model(model.input, model.get_layer("encoder5_pool").output)
+    e = keras.Input(encoder.output.shape[1:])
+    graph = keras.Model(e, model.get_layer("p_spoof")(model.get_layer("graph")(e)))
+    reps = max(1, 16 // batch_size)
+
+    def per_utterance(sub, inputs):
+        sub.predict_on_batch(inputs)  # warm-up: graph tracing
+        t = time.perf_counter()
+        for _ in range(reps):
+            sub.predict_on_batch(inputs)
+        return (time.perf_counter() - t) / (reps * batch_size) * 1e3
+
+    ms = {"front_ms": per_utterance(front, x)}
+    ms["encoder_ms"] = per_utterance(encoder, x) - ms["front_ms"]
+    ms["graph_ms"] = per_utterance(graph, encoder.predict_on_batch(x))
+    model.predict_on_batch(x)  # warm-up
+    batches = -(-n // batch_size)
+    t = time.perf_counter()
+    for _ in range(batches):
+        model.predict_on_batch(x)
+    seconds = time.perf_counter() - t
+    return seconds, {"files": batches * batch_size,
+                     "utterances_per_s": batches * batch_size / seconds, **ms}
+
+
+def aasist_train(config, n, batch_size):
+    """AASIST fine-tuning steps (every layer trains, as ``train.py --model aasist --init``):
+    ``n`` windows in batches, after a warm-up step."""
+    import keras
+
+    from deepfake_detector.models import aasist, common
+
+    keras.utils.set_random_seed(0)
+    model = common.compile_model(aasist.build_aasist(config), 1e-5)
+    x, y = _waves(batch_size), np.tile([0.0, 1.0], batch_size // 2 + 1)[:batch_size]
+    model.train_on_batch(x, y)
+    batches = -(-n // batch_size)
+    t = time.perf_counter()
+    for _ in range(batches):
+        model.train_on_batch(x, y)
+    seconds = time.perf_counter() - t
+    return seconds, {"files": batches * batch_size,
+                     "utterances_per_s": batches * batch_size / seconds}
+
+
+def aasist_torch(reference, n, batch_size, config="AASIST"):
+    """The official PyTorch AASIST (its own model code, ``reference/AASIST.py`` of the shared
+    checkpoints folder; needs ``pip install torch``) on the same windows, eval mode, no
+    gradient, all cores: the speed the port is compared with."""
+    import importlib.util
+
+    import torch
+
+    from deepfake_detector.models import aasist
+
+    spec = importlib.util.spec_from_file_location("official_aasist", reference)
+    official = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(official)
+    torch.manual_seed(0)
+    model = official.Model(aasist.CONFIGS[config]).eval()
+    x = torch.from_numpy(_waves(batch_size))
+    batches = -(-n // batch_size)
+    with torch.no_grad():
+        model(x)
+        t = time.perf_counter()
+        for _ in range(batches):
+            model(x)
+    seconds = time.perf_counter() - t
+    return seconds, {"files": batches * batch_size,
+                     "utterances_per_s": batches * batch_size / seconds,
+                     "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
 STAGES = {f.__name__: f for f in (serve_load, floor, preprocess, independent, train, evaluate,
                                   predict_batched, predict_per_file, train_lcnn, vocode,
-                                  whisper_features)}
+                                  whisper_features, aasist_infer, aasist_train, aasist_torch)}
 
 if __name__ == "__main__":
     name, kwargs = sys.argv[1], json.loads(sys.argv[2])

@@ -218,8 +218,10 @@ def check(cfg):
     if cfg.fine_tune_blocks and cfg.model not in frozen:
         raise ValueError(f"--fine-tune-blocks applies to {' and '.join(frozen)}; --model "
                          f"{cfg.model} trains every layer from the start")
-    if cfg.preset is not None and cfg.model not in M.FAMILY_OPTIONS["preset"][1]:
-        raise ValueError(f"--preset applies to --model whisper, not to {cfg.model}")
+    owners = M.FAMILY_OPTIONS["preset"][1]
+    if cfg.preset is not None and cfg.model not in owners:
+        raise ValueError(f"--preset applies to --model {' and '.join(owners)}, not to "
+                         f"{cfg.model}")
     if cfg.init is not None and cfg.model != "aasist":
         raise ValueError(f"--init applies to --model aasist, not to {cfg.model}")
     if cfg.model == "whisper" and str(cfg.weights).lower() not in ("none",):

@@ -18,7 +18,7 @@ import numpy as np
 from . import datasets
 from . import runs
 from .features import AudioError, compute_features, load_audio
-from .models import PREDICT_BATCH_SIZE, logit_parts, logits_from_hidden
+from .models import logit_parts, logits_from_hidden, predict_batch_size
 
 # -----------------------------------------------------------------------------
 HOP_SECONDS = 2.0  # window hop for long recordings (the window is the training window, ~4 s)
@@ -50,6 +50,7 @@ class Detector:
         self.model, self.meta, self.model_path = runs.load_run(self.run_dir, which)
         self.features = self.meta["features"]
         self._hidden, self._kernel, self._bias = logit_parts(self.model)
+        self.batch_size = predict_batch_size(self.meta)  # the family's prediction batch
         saved = runs.read_threshold(self.run_dir, which)
         self.threshold, kind = runs.decision_threshold(threshold, saved)
         self.threshold_source = (f"calibrated ({saved['method']}, threshold.json)"
@@ -189,7 +190,7 @@ def error_kind(exc):
     return "io" if isinstance(exc, OSError) else "invalid"
 
 
-def score_files(paths, detector, hop_seconds=HOP_SECONDS, batch_size=PREDICT_BATCH_SIZE,
+def score_files(paths, detector, hop_seconds=HOP_SECONDS, batch_size=None,
                 aggregate=AGGREGATE, max_seconds=None, progress=False):
     """Score files, batching windows across files. Yields one result per file, in order.
 
@@ -199,6 +200,7 @@ def score_files(paths, detector, hop_seconds=HOP_SECONDS, batch_size=PREDICT_BAT
     """
     from tqdm import tqdm
 
+    batch_size = batch_size or detector.batch_size
     paths = tqdm(paths, desc="scoring", unit="file", disable=not progress)
     batch, done = [], []  # batch: (slot, window index, mel); done: slots in input order
 
@@ -267,7 +269,7 @@ def analyze(path, detector, hop_seconds=HOP_SECONDS, max_seconds=None):
 
 
 def score_one(path, detector, hop_seconds=HOP_SECONDS, aggregate=AGGREGATE, max_seconds=None,
-              model_lock=None, timeout=None, batch_size=PREDICT_BATCH_SIZE):
+              model_lock=None, timeout=None, batch_size=None):
     """Score one file; decoding and features happen before ``model_lock`` is taken, only the
     model calls inside it.
 
@@ -290,6 +292,7 @@ def score_one(path, detector, hop_seconds=HOP_SECONDS, aggregate=AGGREGATE, max_
     features.AudioError, Busy
     """
     info, spans, mels = analyze(path, detector, hop_seconds, max_seconds)
+    batch_size = batch_size or detector.batch_size
     scored = [j for j, m in enumerate(mels) if m is not None]
     logits = np.full(len(spans), np.nan)
     if model_lock is not None and not model_lock.acquire(timeout=-1 if timeout is None

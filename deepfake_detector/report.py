@@ -17,7 +17,7 @@ from . import protocols
 from . import runs
 from .atomic import write_csv_atomic, write_json_atomic, write_text_atomic
 from .features import array_spec, check_features
-from .models import PREDICT_BATCH_SIZE, logit_parts, logits_from_hidden, predict_logits
+from .models import logit_parts, logits_from_hidden, predict_batch_size, predict_logits
 from .plots import save_plots
 
 # -----------------------------------------------------------------------------
@@ -31,8 +31,7 @@ CONVENTIONS = {
 # -----------------------------------------------------------------------------
 
 
-def scores_from_model(run_dir, data=None, which="best", batch_size=PREDICT_BATCH_SIZE,
-                      progress=False):
+def scores_from_model(run_dir, data=None, which="best", batch_size=None, progress=False):
     """Score a preprocessed folder (default: the run's held-out part) with a run's model. The
     data are checked (manifest, feature parameters, every array) before the model loads.
 
@@ -53,6 +52,7 @@ def scores_from_model(run_dir, data=None, which="best", batch_size=PREDICT_BATCH
     if saved:  # before the model loads (a Whisper model takes seconds); unreadable: load_run says
         check_features(saved["features"], features, runs.model_file(run_dir, which), folders[0])
     model, meta, model_path = runs.load_run(run_dir, which)
+    batch_size = batch_size or predict_batch_size(meta)
     shape, dtype = array_spec(meta["features"])
     ds = datasets.make_dataset(df, batch_size, shape=shape, with_labels=False,
                                   kind=runs.input_kind(meta), dtype=dtype)
@@ -320,7 +320,7 @@ def write_report(table, source, out_dir, name, threshold=None, asv=None, calibra
 # ----------------------------------------------------------------------------- calibration
 
 
-def calibrate_run(run_dir, method="eer", batch_size=PREDICT_BATCH_SIZE, val_features=None,
+def calibrate_run(run_dir, method="eer", batch_size=None, val_features=None,
                   val_targets=None):
     """Choose the decision threshold of each saved model of a run on its validation part and
     write ``threshold.json`` (read by evaluate.py and predict.py as their default).
@@ -370,7 +370,7 @@ def calibrate_run(run_dir, method="eer", batch_size=PREDICT_BATCH_SIZE, val_feat
 # ----------------------------------------------------------------------------- several runs
 
 
-def seed_summary(run_dirs, test_data=None, batch_size=PREDICT_BATCH_SIZE):
+def seed_summary(run_dirs, test_data=None, batch_size=None):
     """Mean and spread over runs that differ only in their seed.
 
     For each run: its validation EER, and F1 (positive class spoof) at 0.5 and at the

@@ -44,14 +44,18 @@ def import_run(source, run_dir, conf=None, calibrate_on=None, overwrite=False):
     run_dir = Path(run_dir)
     if (run_dir / "best.keras").exists() and not overwrite:
         raise FileExistsError(f"{run_dir} already holds a model; pass --overwrite")
-    if calibrate_on is not None:
+    if calibrate_on is not None:  # checked before anything is written
         from deepfake_detector import datasets
 
-        params = datasets.load_features_json(calibrate_on)
-        M.check_family_data("aasist", params, calibrate_on)
+        M.check_family_data("aasist", datasets.load_features_json(calibrate_on), calibrate_on)
+        labels = set(datasets.load_manifest(calibrate_on)["label"])
+        if len(labels) < 2:
+            raise ValueError(f"--calibrate-on {calibrate_on} holds only {labels or 'no'} "
+                             "utterances; a threshold needs both bonafide and spoof")
     model, config, info, _ = checkpoints.load_keras(source, conf)
     params = features.feature_params("window", "waveform", aasist.SAMPLES)
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "threshold.json").unlink(missing_ok=True)  # never a stale one beside new weights
     weights = {**info, "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     meta = {"features": params, "labels": runs.LABELS, "input": M.input_spec("aasist", params),
             "model": "aasist", "run": run_dir.name, "preset": config, "weights": weights}

@@ -199,7 +199,7 @@ def test_without_keras_hub_the_message_says_what_to_install(monkeypatch):
 
 
 def test_options_that_do_not_apply_are_refused():
-    with pytest.raises(ValueError, match="--preset applies to --model whisper, not to lcnn"):
+    with pytest.raises(ValueError, match="--preset applies to --model whisper and aasist, not to lcnn"):
         config.make_config(model="lcnn", preset="random:mini")
     with pytest.raises(ValueError, match="SpecAugment.*reads waveforms"):
         config.make_config(model="whisper", freq_mask=8)

@@ -106,6 +106,14 @@ def build(family, features, weights=None, dense_units=None, dropout=None, learni
                          decay_steps)
 
 
+def predict_batch_size(meta):
+    """The prediction batch for a saved model's family (``meta["model"]``): its SPEC's
+    ``predict_batch_size``, else `PREDICT_BATCH_SIZE` (the fastest on a 2-core CPU for the
+    spectrogram families)."""
+    return FAMILIES.get((meta or {}).get("model"), {}).get("predict_batch_size",
+                                                          PREDICT_BATCH_SIZE)
+
+
 def custom_layers():
     """Every Keras layer of the project, by class name (registered with Keras on first use):
     call before loading a saved model."""

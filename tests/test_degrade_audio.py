@@ -1,0 +1,58 @@
+"""scripts/degrade_audio.py: the channel-degraded copy (telephone band, noise, MP3) keeps the
+length and label of every utterance, removes what lies above 4 kHz, is the same on every run,
+and one unreadable file does not stop the others."""
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+import degrade_audio
+from conftest import tone, write_wav
+
+
+def band_energy(y, lo, hi, sr=16000):
+    spec = np.abs(np.fft.rfft(y)) ** 2
+    f = np.fft.rfftfreq(y.size, 1 / sr)
+    return spec[(f >= lo) & (f < hi)].sum() / spec.sum()
+
+
+def test_each_step_does_what_it_says():
+    y = (tone(2.0, freq=180) + 0.05 * np.random.default_rng(1).standard_normal(32000)).astype(
+        "float32")
+    assert band_energy(y, 4500, 8000) > 1e-3
+    tel = degrade_audio.degrade(y, ("telephone",))
+    assert tel.shape == y.shape and band_energy(tel, 4500, 8000) < 1e-5
+    noisy = degrade_audio.degrade(y, ("noise",), snr_db=10, rng=np.random.default_rng(0))
+    snr = 10 * np.log10(np.mean(y.astype(float) ** 2) / np.mean((noisy - y).astype(float) ** 2))
+    assert abs(snr - 10) < 0.5
+    mp3 = degrade_audio.degrade(y, ("mp3",))
+    assert mp3.shape == y.shape and band_energy(mp3, 4500, 8000) < 1e-5
+    assert np.corrcoef(mp3, y)[0, 1] > 0.5  # still the same signal
+    again = degrade_audio.degrade(y, ("noise",), snr_db=10, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(noisy, again)
+
+
+def test_corpus_copy_is_deterministic_and_survives_a_bad_file(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rows = []
+    for i, label in enumerate(["bonafide", "spoof", "bonafide"]):
+        write_wav(audio / f"u{i}.wav", tone(1.5, freq=150 + 40 * i, seed=i))
+        rows.append({"file": f"u{i}.wav", "label": label})
+    (audio / "bad.wav").write_bytes(b"not audio at all")
+    rows.append({"file": "bad.wav", "label": "spoof"})
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    a = degrade_audio.degrade_corpus(tmp_path / "labels.csv", audio, tmp_path / "a")
+    b = degrade_audio.degrade_corpus(tmp_path / "labels.csv", audio, tmp_path / "b")
+    assert (a["written"], a["failed"]) == (3, 1)
+    for i in range(3):
+        ya, sr = sf.read(tmp_path / "a" / "flac" / f"u{i}.flac")
+        yb, _ = sf.read(tmp_path / "b" / "flac" / f"u{i}.flac")
+        assert sr == 16000 and ya.size == 24000
+        np.testing.assert_array_equal(ya, yb)
+    kept = pd.read_csv(tmp_path / "a" / "labels.csv")
+    assert list(kept["file"]) == ["u0.flac", "u1.flac", "u2.flac"]
+    assert list(kept["label"]) == ["bonafide", "spoof", "bonafide"]
+    assert "bad" in (tmp_path / "a" / "errors.csv").read_text()
+    again = degrade_audio.degrade_corpus(tmp_path / "labels.csv", audio, tmp_path / "a")
+    assert (again["written"], again["kept"]) == (0, 3)
