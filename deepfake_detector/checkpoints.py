@@ -46,11 +46,15 @@ class ArchitectureMismatch(ValueError):
     """A checkpoint whose tensors do not fit the model (another architecture or config)."""
 
 
+def _same(w):
+    return w
+
+
 def _torch_targets(model):
     """Official state_dict name -> (Keras variable, transform of the official array)."""
     dense_t = lambda w: w.T  # noqa: E731 - Linear (out, in) -> Dense kernel (in, out)
     conv_t = lambda w: w.transpose(3, 2, 1, 0)  # noqa: E731 - (out, in, freq, time) -> (t, f, in, out)
-    same = lambda w: w  # noqa: E731
+    same = _same
     out = {}
 
     def bn(prefix, layer):
@@ -119,10 +123,12 @@ def load_state_dict(model, state, source="checkpoint"):
     for name, (var, transform) in targets.items():
         value = transform(np.asarray(state[name], np.float32))
         if tuple(value.shape) != tuple(var.shape):
+            # the transforms other than the identity reverse the axes (Linear, Conv2d kernels)
+            want = tuple(var.shape) if transform is _same else tuple(var.shape)[::-1]
             raise ArchitectureMismatch(
-                f"{source}: tensor {name} has shape {tuple(state[name].shape)}, the model "
-                f"expects {tuple(var.shape)} after conversion: another AASIST configuration "
-                "(pass its .conf with --conf)")
+                f"{source}: tensor {name} has shape {tuple(state[name].shape)}, this "
+                f"configuration needs {want}: another AASIST configuration (pass its .conf "
+                "with --conf, or --preset AASIST-L)")
         values.append((var, value))
     w, b = np.asarray(state["out_layer.weight"]), np.asarray(state["out_layer.bias"])
     head = model.get_layer("p_spoof")

@@ -174,8 +174,11 @@ def differing(a, b):
 
 
 def check_features(model_features, data_features, model_path="model", data_dir="data"):
-    """Raise `FeatureMismatch` naming every parameter in which data and model differ."""
-    check_kind(feature_kind(model_features), data_features, model_path, data_dir)
+    """Raise `FeatureMismatch` naming every parameter in which data and model differ (a waveform
+    window of another length names the preprocess.py command that makes the right one)."""
+    kind = feature_kind(model_features)
+    check_kind(kind, data_features, model_path, data_dir,
+               clip_samples=model_features.get("clip_samples") if kind == "waveform" else None)
     diff = differing(model_features, data_features)
     if diff:
         detail = "; ".join(f"{k}: model {model_features.get(k)!r} vs data "

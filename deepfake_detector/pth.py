@@ -126,6 +126,14 @@ def read_state_dict(path):
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
+        try:
+            with open(path, "rb") as f:
+                zip_start = f.read(4) == b"PK\x03\x04"
+        except OSError:
+            zip_start = False
+        if zip_start:
+            raise CheckpointError(f"{source}: truncated or damaged zip archive ({e}); "
+                                  "download the checkpoint again") from None
         raise CheckpointError(f"{source}: not a PyTorch zip checkpoint ({e}); legacy "
                               "(pre-1.6) .pth files are not supported") from None
     with archive:
