@@ -21,6 +21,7 @@ CACHE = Path("~/.cache/deepfake_detector/aasist").expanduser()
 LICENCE = ("MIT (Copyright (c) 2021-present NAVER Corp.); AASIST, Jung et al., ICASSP 2022; "
            "keep this attribution when redistributing the weights")
 _RAW = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
+MAX_DOWNLOAD = 64 << 20
 OFFICIAL = {
     "AASIST": {"repo": "clovaai/aasist", "commit": "a04c986",
                "path": "models/weights/AASIST.pth", "config": "AASIST",
@@ -53,7 +54,8 @@ def _same(w):
 def _torch_targets(model):
     """Official state_dict name -> (Keras variable, transform of the official array)."""
     dense_t = lambda w: w.T  # noqa: E731 - Linear (out, in) -> Dense kernel (in, out)
-    conv_t = lambda w: w.transpose(3, 2, 1, 0)  # noqa: E731 - (out, in, freq, time) -> (t, f, in, out)
+    # Conv2d (out, in, freq, time) -> Conv2D (time, freq, in, out)
+    conv_t = lambda w: w.transpose(3, 2, 1, 0)  # noqa: E731
     same = _same
     out = {}
 
@@ -171,7 +173,10 @@ def _download(name, info):
     tmp = dest.with_suffix(".part")
     try:
         with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-            f.write(r.read())
+            data = r.read(MAX_DOWNLOAD + 1)  # the checkpoints are 0.4-1.3 MB
+            if len(data) > MAX_DOWNLOAD:
+                raise OSError(f"more than {MAX_DOWNLOAD >> 20} MB: not the checkpoint")
+            f.write(data)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise CheckpointUnavailable(

@@ -11,8 +11,8 @@ Arrays are streamed from disk, so a corpus larger than memory works.
 
 For the training part only (never validation or evaluation) there are options a recipe may
 turn on: balanced batches (`balanced_indices`), loss weights per class (`class_weights`) and
-augmentation (`augment.augment_example`: SpecAugment masks on the mel array; random crop, gain, noise
-and low-pass on the waveform, read again from the source audio listed in the manifest).
+augmentation (`augment.augment_example`: SpecAugment masks on the mel array; random crop, gain,
+noise and low-pass on the waveform, read again from the source audio listed in the manifest).
 
 The command line over it is the top-level ``data_loader.py``.
 """

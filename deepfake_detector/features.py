@@ -2,8 +2,8 @@
 
 Every array this project trains on, evaluates or predicts from is made by `compute_features` with
 the parameters of `feature_params`. Those parameters are written to ``features.json`` beside the
-arrays (preprocess.py) and into every saved model (models/common.py), and `check_features` refuses data
-computed differently, so training, evaluation and prediction cannot drift apart.
+arrays (preprocess.py) and into every saved model (models/common.py), and `check_features`
+refuses data computed differently, so training, evaluation and prediction cannot drift apart.
 
 Two kinds of arrays (``--features`` of preprocess.py):
 
@@ -11,7 +11,8 @@ Two kinds of arrays (``--features`` of preprocess.py):
   A 4 s window at 16 kHz is framed so that it gives exactly ``N_FRAMES`` frames:
   ``clip_samples = n_fft + (n_frames - 1) * hop`` (no centre padding).
 - ``waveform``: the same ~4 s window of 16 kHz samples, as int16 (64,524,), for models that
-  compute their own front end (the Whisper encoder's log-mel is a layer of the model). int16 is
+  compute their own front end (the Whisper encoder's log-mel is a layer of the model), or a
+  window of another length (``--clip-samples``: 64,600 for AASIST, its official input). int16 is
   lossless for 16-bit sources at 16 kHz, such as ASVspoof's FLAC files, and half the size of
   float32; prediction quantizes the same way, so training and prediction see the same numbers.
 """

@@ -27,7 +27,7 @@ needs_full_protocols = pytest.mark.skipif(
 # fixtures that generate audio, train or serve: a test using any of them is marked slow, so
 # `pytest -m "not slow"` runs the quick checks in under a minute (README's command runs all)
 SLOW_FIXTURES = {"demo_corpus", "demo_features", "trained_run", "informative_weights", "server",
-                 "detector", "demo_waveforms", "whisper_run"}
+                 "detector", "demo_waveforms", "whisper_run", "demo_waveforms_aasist"}
 
 
 def pytest_collection_modifyitems(items):
@@ -62,8 +62,9 @@ def demo_corpus(tmp_path_factory):
     return out / "LA"
 
 
-def preprocess_demo(demo_corpus, root, kind):
-    """preprocess.py output of ``kind`` for the demo train and dev splits under ``root``."""
+def preprocess_demo(demo_corpus, root, kind, clip_samples=None):
+    """preprocess.py output of ``kind`` (and waveform window ``clip_samples``) for the demo train
+    and dev splits under ``root``."""
     import preprocess
     from deepfake_detector import protocols
 
@@ -71,7 +72,7 @@ def preprocess_demo(demo_corpus, root, kind):
     for split in ("train", "dev"):
         protocol, audio = protocols.resolve_2019_layout(demo_corpus, split)
         preprocess.preprocess(protocol, audio, root / split, split=split, workers=1,
-                              progress=False, kind=kind)
+                              progress=False, kind=kind, clip_samples=clip_samples)
         out[split] = root / split
     return out
 
@@ -86,6 +87,13 @@ def demo_features(demo_corpus, tmp_path_factory):
 def demo_waveforms(demo_corpus, tmp_path_factory):
     """preprocess.py --features waveform output for the demo train and dev splits."""
     return preprocess_demo(demo_corpus, tmp_path_factory.mktemp("waveforms"), "waveform")
+
+
+@pytest.fixture(scope="session")
+def demo_waveforms_aasist(demo_corpus, tmp_path_factory):
+    """preprocess.py --features waveform --clip-samples 64600 output (--model aasist)."""
+    return preprocess_demo(demo_corpus, tmp_path_factory.mktemp("waveforms64600"), "waveform",
+                           64_600)
 
 
 @pytest.fixture(scope="session")

@@ -211,7 +211,7 @@ def test_augmentation_never_touches_validation_or_evaluation(demo_features, tmp_
                                                              monkeypatch):
     import data_loader
     import evaluate
-    from deepfake_detector import inference
+    from deepfake_detector import datasets, inference
     from deepfake_detector import runs
 
     seen = []
@@ -221,7 +221,7 @@ def test_augmentation_never_touches_validation_or_evaluation(demo_features, tmp_
         seen.append(audio)
         return real(x, audio, rng, aug, params)
 
-    monkeypatch.setattr(data_loader, "augment_example", spy)
+    monkeypatch.setattr(datasets, "augment_example", spy)
     run, _ = train.train(demo_features["train"], tmp_path / "aug", weights="none", epochs=2,
                          batch_size=8, verbose=0, freq_mask=16, time_mask=16,
                          random_crop=True, noise_snr="10,40", lowpass="3400,7000")
@@ -237,7 +237,7 @@ def test_augmentation_never_touches_validation_or_evaluation(demo_features, tmp_
     def forbidden(*a, **k):
         raise AssertionError("augmentation called outside training")
 
-    monkeypatch.setattr(data_loader, "augment_example", forbidden)
+    monkeypatch.setattr(datasets, "augment_example", forbidden)
     m = evaluate.evaluate(run, demo_features["dev"], plots=False)
     best = model.load_model(run / "best.keras")
     df = data_loader.load_manifest(demo_features["dev"])
@@ -328,6 +328,9 @@ def test_every_family_round_trips_through_save_load_evaluate_predict(family, req
         pytest.importorskip("keras_hub", reason="--model whisper needs requirements-whisper.txt")
         data = request.getfixturevalue("demo_waveforms")
         options["preset"] = "random:mini"
+    elif family == "aasist":  # the light configuration from scratch, on 64,600-sample windows
+        data = request.getfixturevalue("demo_waveforms_aasist")
+        options["preset"] = "AASIST-L"
     else:  # EfficientNet: random weights scaled so that scores differ (conftest)
         data = request.getfixturevalue("demo_features")
         options["weights"] = (request.getfixturevalue("informative_weights")

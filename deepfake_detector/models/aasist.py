@@ -17,8 +17,8 @@ networks", ICASSP 2022. On the raw 16 kHz waveform (64,600 samples, about 4 s):
 The official model ends in two logits (spoof, bonafide). Here, like every family of the project,
 it ends in ``p_spoof`` = Dense(1, sigmoid) = P(spoof): the official softmax over the two logits
 gives exactly ``P(spoof) = sigmoid(logit_spoof - logit_bonafide)``, so importing a checkpoint
-(`deepfake_detector.checkpoints.load_state_dict`) sets ``p_spoof``'s kernel and bias to the differences of the two rows, and
-the project's score ``-logit = logit_bonafide - logit_spoof``.
+(`deepfake_detector.checkpoints.load_state_dict`) sets ``p_spoof``'s kernel and bias to the
+differences of the two rows, and the project's score ``-logit = logit_bonafide - logit_spoof``.
 
 Layout: tensors are channels-last and time-major, (batch, time, frequency, channels), so the
 4-D encoder runs on TensorFlow's oneDNN kernels without transposing the large early maps; the
@@ -32,7 +32,7 @@ import numpy as np
 from .common import KERAS_PACKAGE, load_tensorflow
 
 # -----------------------------------------------------------------------------
-SAMPLES = 64_600  # the official input: the first 64,600 samples (about 4 s), tiled when shorter
+SAMPLES = 64_600  # the official input: the first 64,600 samples (~4 s), tiled when shorter
 # the official model_config of each published checkpoint (clovaai/aasist config/*.conf)
 CONFIGS = {
     "AASIST": {"nb_samp": SAMPLES, "first_conv": 128,
@@ -427,8 +427,9 @@ def build_aasist(config="AASIST", input_shape=(SAMPLES,), dropout=DROPOUT):
     Returns
     -------
     model : keras.Model
-        Input (batch, 64600) -> (batch, 1) = P(spoof); 297,866 weights for AASIST, 85,306 for
-        AASIST-L (the published counts), plus the fixed sinc filters.
+        Input (batch, 64600) -> (batch, 1) = P(spoof); 297,193 trainable weights for AASIST,
+        84,873 for AASIST-L (the official counts, 297,866 and 85,306, also hold the unused
+        ``bn1`` layers and a second output row), plus the fixed sinc filters.
     """
     _, keras = load_tensorflow()
     from keras import layers

@@ -179,8 +179,9 @@ def unfreeze_blocks(backbone, n_blocks, block_of, is_top, what):
     """Make the last ``n_blocks`` blocks of ``backbone`` trainable (`backbone_blocks`), and the
     layers for which ``is_top(name)`` holds (what follows the blocks); everything else stays
     frozen, and every BatchNormalization layer stays frozen (trainable=False, which in Keras
-    also means inference mode; the backbone wrapper runs in inference mode anyway). The standard second phase of transfer learning (keras-io "Image
-    classification via fine-tuning with EfficientNet").
+    also means inference mode; the backbone wrapper runs in inference mode anyway). The
+    standard second phase of transfer learning (keras-io "Image classification via fine-tuning
+    with EfficientNet").
 
     Returns
     -------
