@@ -31,7 +31,7 @@ from pathlib import Path
 
 from deepfake_detector import protocols
 from deepfake_detector import report
-from deepfake_detector.cli import HelpFormatter
+from deepfake_detector.cli import HelpFormatter, number
 from deepfake_detector import runs
 
 
@@ -177,7 +177,7 @@ def build_parser():
                          "and the confusion matrix (default: the run's calibrated threshold, "
                          "else 0.5); metrics at 0.5 and at the calibrated threshold are always "
                          "reported")
-    ap.add_argument("--batch-size", type=int,
+    ap.add_argument("--batch-size", type=number(int, 1, 4096),
                     help="prediction batch size (default: the model family's: 32, 8 for "
                          "aasist, whose activations take about 0.25 GB per utterance)")
     ap.add_argument("--name", help="output subfolder under <run>/eval/ (default: 'heldout' or the "
@@ -208,6 +208,8 @@ def main(argv=None):
                            progress=True)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:  # --out is a file or under one, a full disk, no permission
+        raise SystemExit(f"error: cannot write the report: {e}") from None
     for w in metrics["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     print(format_report(metrics))

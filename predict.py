@@ -28,7 +28,7 @@ from pathlib import Path
 
 from deepfake_detector import inference
 from deepfake_detector import runs
-from deepfake_detector.cli import HelpFormatter
+from deepfake_detector.cli import HelpFormatter, number
 
 MAX_SECONDS = 3600.0  # longest recording scored (an hour)
 CSV_COLUMNS = ["file", "status", "error", "label", "p_spoof", "aggregate", "p_spoof_mean",
@@ -67,12 +67,12 @@ def build_parser():
     inference.add_model_args(ap)
     ap.add_argument("--aggregate", choices=("max", "mean"), default=inference.AGGREGATE,
                     help="window aggregate that decides the file's label")
-    ap.add_argument("--hop", type=float, default=inference.HOP_SECONDS,
+    ap.add_argument("--hop", type=number(float, 0.1, 3600), default=inference.HOP_SECONDS,
                     help="seconds between window starts in long recordings")
-    ap.add_argument("--batch-size", type=int,
+    ap.add_argument("--batch-size", type=number(int, 1, 4096),
                     help="windows per model call, across files (default: the model family's: "
                          "32, 8 for aasist)")
-    ap.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
+    ap.add_argument("--max-seconds", type=number(float, 0, 86400, above=True), default=MAX_SECONDS,
                     help="longest recording scored; longer files get an error line (checked "
                          "from the header before decoding)")
     out = ap.add_mutually_exclusive_group()
@@ -87,8 +87,6 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.threshold is not None and not 0 < args.threshold < 1:
         ap.error("--threshold must be in (0, 1)")
-    if args.hop <= 0 or args.max_seconds <= 0:
-        ap.error("--hop and --max-seconds must be positive")
     try:
         run = Path(args.run) if args.run else runs.find_latest_run()
         detector = inference.Detector(run, args.model, args.threshold)

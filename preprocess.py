@@ -37,6 +37,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -50,6 +51,10 @@ DEFAULT_DATASET_ROOT = "data/LA"
 DEFAULT_FEATURES_DIR = "data/features"
 MAX_SECONDS = 1800.0  # longest recording decoded (30 min), checked before decoding
 # -----------------------------------------------------------------------------
+
+class IncompleteOutput(OSError):
+    """Arrays that could not be written for a reason of the machine's (a full disk, I/O)."""
+
 
 _PARAMS = None  # (feature parameters, max seconds) of a pool worker, sent once by _init_worker
 
@@ -78,7 +83,8 @@ def process_file(task, params=None, max_seconds=MAX_SECONDS):
 
     Returns
     -------
-    (utt_id, status, reason) : status is ``"written"`` or ``"failed"``
+    (utt_id, status, reason) : status is ``"written"``, ``"failed"`` (the file's fault: bad
+        audio, too long, out of memory) or ``"io"`` (the machine's: a full disk, an I/O error)
     """
     utt_id, src, dst = task
     if params is None:
@@ -88,8 +94,10 @@ def process_file(task, params=None, max_seconds=MAX_SECONDS):
         # no fsync: an array cut short by a crash fails `features.array_ok` and is redone
         save_npy_atomic(dst, F.compute_features(y, params), fsync=False)
         return utt_id, "written", ""
-    except (F.AudioError, OSError, ValueError, MemoryError) as e:
+    except (F.AudioError, ValueError, MemoryError) as e:
         return utt_id, "failed", str(e) or type(e).__name__
+    except OSError as e:
+        return utt_id, "io", str(e) or type(e).__name__
 
 
 # ----------------------------------------------------------------------------- the run
@@ -212,21 +220,30 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
     if strict and len(missing):
         raise FileNotFoundError(f"{len(missing)} audio files listed in {protocol} are missing, "
                                 f"e.g. {missing['src'].iloc[0]} (drop --strict to skip them)")
+    if len(df) and len(missing) == len(df):
+        raise FileNotFoundError(f"none of the {len(df)} audio files listed in {protocol} is "
+                                f"on disk (e.g. {missing['src'].iloc[0]}): check --audio-dir")
     with exclusive(out_dir, "preprocessed arrays"):  # one writer; orphans of killed runs go
         check_features_json(out_dir, params, overwrite)
         write_text_atomic(out_dir / "features.json", json.dumps(params, indent=2) + "\n")
         df = df[exists].copy()
         df["path"] = df["utt_id"] + ".npy"
         # an array cut short (a crash, a full disk) is not finished: it is computed again
-        done = df["path"].map(lambda p: F.array_ok(out_dir / p, *F.array_spec(params))) \
-            & (not overwrite)
+        done = np.array([not overwrite and F.array_ok(out_dir / p, *F.array_spec(params))
+                         for p in df["path"]], dtype=bool)
         todo = df[~done]
         tasks = [(u, s, str(out_dir / p)) for u, s, p in zip(todo["utt_id"], todo["src"],
                                                               todo["path"])]
         results = run_tasks(tasks, params, workers,
                             f"preprocess {split or Path(protocol).name}", progress, max_seconds)
-        failed = {u: reason for u, status, reason in results if status == "failed"}
+        failed = {u: reason for u, status, reason in results if status != "written"}
         manifest, err = write_tables(out_dir, df, missing, failed, split)
+    io = [(u, reason) for u, status, reason in results if status == "io"]
+    if io:  # the tables are written: nothing finished is lost, and a rerun resumes
+        raise IncompleteOutput(f"{len(io)} of {len(tasks)} arrays could not be written "
+                               f"({io[0][0]}: {io[0][1]}); {out_dir} is incomplete: free space "
+                               "or fix the folder, then run the same command again (finished "
+                               "arrays are kept)")
 
     def per_label(frame):
         return {lab: int((frame["label"] == lab).sum()) for lab in protocols.LABELS}
@@ -329,7 +346,7 @@ def main(argv=None):
                              strict=args.strict, limit=args.limit, max_seconds=args.max_seconds,
                              kind=args.features, clip_samples=args.clip_samples)
     except (protocols.ProtocolError, F.FeatureMismatch, FileNotFoundError, FileExistsError,
-            ValueError) as e:
+            ValueError, IncompleteOutput) as e:
         raise SystemExit(f"error: {e}") from None
     print_summary(summary)
     return summary

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from deepfake_detector import inference
 from deepfake_detector import runs
-from deepfake_detector.cli import HelpFormatter
+from deepfake_detector.cli import HelpFormatter, number
 from deepfake_detector.features import AudioError
 
 # -----------------------------------------------------------------------------
@@ -254,15 +254,18 @@ def build_parser():
     inference.add_model_args(ap)
     ap.add_argument("--host", default=HOST, help="address to bind (127.0.0.1 = this machine "
                                                  "only)")
-    ap.add_argument("--port", type=int, default=PORT, help="TCP port to listen on")
-    ap.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_MB,
+    ap.add_argument("--port", type=number(int, 1, 65535), default=PORT,
+                    help="TCP port to listen on")
+    ap.add_argument("--max-upload-mb", type=number(float, 0, 10240, above=True),
+                    default=MAX_UPLOAD_MB,
                     help="largest upload accepted (413 above, counted as it streams in)")
-    ap.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
+    ap.add_argument("--max-seconds", type=number(float, 0, 86400, above=True), default=MAX_SECONDS,
                     help="longest recording accepted, in seconds (413 above, read from the "
                          "header before decoding)")
-    ap.add_argument("--decoders", type=int, default=DECODERS,
+    ap.add_argument("--decoders", type=number(int, 1, 64), default=DECODERS,
                     help="uploads decoded at the same time (bounds memory and CPU)")
-    ap.add_argument("--wait-seconds", type=float, default=WAIT_SECONDS,
+    ap.add_argument("--wait-seconds", type=number(float, 0, 3600, above=True),
+                    default=WAIT_SECONDS,
                     help="longest a request waits for a decoding slot and the model (503 "
                          "after that)")
     return ap
@@ -271,8 +274,6 @@ def build_parser():
 def main(argv=None):
     ap = build_parser()
     args = ap.parse_args(argv)
-    if args.decoders < 1 or args.wait_seconds <= 0:
-        ap.error("--decoders must be at least 1 and --wait-seconds positive")
     import uvicorn
 
     try:

@@ -255,13 +255,17 @@ def finalize(cfg, run_dir, model, meta, data, inputs):
     M.save_model_atomic(model, run_dir / "model.keras", {**meta, "epoch": len(history)})
     for leftover in ("phase1.json", "phase1.weights.h5"):
         (run_dir / leftover).unlink(missing_ok=True)
+    note = "--calibrate none"
     if cfg.calibrate != "none":
         try:
             report.calibrate_run(run_dir, cfg.calibrate, val_features=inputs.val_features,
                                  val_targets=data.val_df["target"])
+            return history
         except ValueError as e:  # e.g. a validation part with one class: the run is still good
-            print(f"warning: no threshold calibrated ({e}); evaluate.py and predict.py will "
-                  "use 0.5", file=sys.stderr)
+            note = f"no threshold calibrated ({e})"
+            print(f"warning: {note}; evaluate.py and predict.py will use 0.5", file=sys.stderr)
+    # written last in every case: a run folder is finished when it holds threshold.json
+    write_json_atomic(run_dir / "threshold.json", {"best": None, "final": None, "note": note})
     return history
 
 
@@ -298,7 +302,7 @@ def train(data, run_dir, config=None, *, verbose=None, callbacks=(), argv=None,
     cfg = C.make_config(config, data=data, run=run_dir, **options)
     run_dir, verbose = Path(run_dir), (0 if cfg.quiet else 2) if verbose is None else verbose
     split_seed = cfg.seed if split_seed is None else split_seed
-    finished = (run_dir / "model.keras").exists()
+    finished = runs.is_finished(run_dir)
     if finished and not cfg.overwrite:
         raise FileExistsError(f"{run_dir} already holds a finished run; choose another --run "
                               "or pass --overwrite")
@@ -345,7 +349,7 @@ def train_seeds(cfg, run_dir, argv):
     run_list = []
     for seed in C.parse_seeds(cfg.seeds):
         run = run_dir / f"seed{seed}"
-        if (run / "model.keras").exists() and not cfg.overwrite:
+        if runs.is_finished(run) and not cfg.overwrite:
             print(f"{run}: finished earlier, kept", file=sys.stderr)
         else:  # the seed changes initialization and batch order; the split stays --seed's
             train(cfg.data, run, cfg, argv=argv, seed=seed, split_seed=cfg.seed)
@@ -401,6 +405,9 @@ def main(argv=None):
     except (M.WeightsUnavailable, checkpoints.CheckpointUnavailable, FileNotFoundError,
             FileExistsError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:  # a full disk, an unwritable --run: the run is unfinished, rerun resumes
+        raise SystemExit(f"error: cannot write the run {run_dir}: {e}; it is not finished "
+                         "(no threshold.json): fix that and run the same command again") from None
     print("\n" + report_run(run_dir, history))
     print(f"next: python evaluate.py --run {run_dir}")
     return run_dir

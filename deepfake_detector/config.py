@@ -12,6 +12,7 @@ offending flag.
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -199,6 +200,11 @@ class TrainConfig:
 def check(cfg):
     """Validate ``cfg``; return it with ``calibrate`` normalized. ValueError names the flag."""
     cfg = resolve(cfg)
+    for f in dataclasses.fields(cfg):  # nan and inf pass every comparison below
+        v = getattr(cfg, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            raise ValueError(f"{flag} must be a finite number, got {v}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError("--epochs and --batch-size must be positive")
     if cfg.early_stopping < 0 or cfg.fine_tune_blocks < 0:

@@ -40,6 +40,11 @@ KINDS = ("mel", "waveform")  # what an array holds (preprocess.py --features)
 INT16_SCALE = 32768.0  # waveform arrays: int16 sample = round(float sample * INT16_SCALE)
 MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates (Hz) a recording can have
 MAX_CHANNELS = 64
+LOUD_PEAK = 2.0  # float audio peaking above this (6 dB over full scale, beyond any resampling
+# overshoot) is scaled to peak 1 before features: scored, not turned into NaN or clipped noise
+UNKNOWN_FRAMES = 1 << 62  # a header frame count at or above this means "length unknown"
+READ_BLOCK = 1 << 16  # frames decoded per read
+UNKNOWN_BLOCK = 4096  # frames per read of a file of unknown length
 MAX_CLIP_SAMPLES = 30 * SAMPLE_RATE  # longest waveform window (Whisper's 30 s context)
 # -----------------------------------------------------------------------------
 
@@ -169,6 +174,69 @@ def check_kind(want, params, reader, data_dir, whom="this model", clip_samples=N
                               f"preprocess the audio for {whom} with: {hint}")
 
 
+# the ranges a parameter set may take (`check_params`): beyond them a model file or a folder
+# was not written by this project, and computing with them could take any memory or time
+PARAM_RANGES = {"sample_rate": (MIN_RATE, MAX_RATE), "n_fft": (16, 16384),
+                "win_length": (16, 16384), "hop_length": (1, 16384), "n_mels": (1, 512),
+                "n_frames": (1, 4096), "clip_samples": (1, MAX_CLIP_SAMPLES)}
+
+
+def _bad(name, value, why):
+    raise FeatureMismatch(f"feature parameter {name} = {str(value)[:40]!r}: {why}")
+
+
+def check_params(params):
+    """Refuse a feature parameter set (a ``features.json``, or the metadata inside a model
+    file) that this project could not have written: a missing or unknown kind, a missing key,
+    a value of the wrong type or out of `PARAM_RANGES` (``n_fft = 2**30`` would allocate
+    gigabytes; ``hop_length = 0`` never ends), a shape that does not follow from the others.
+
+    Raises
+    ------
+    FeatureMismatch
+        One line naming the parameter and what is wrong with it.
+    """
+    import math
+
+    if not isinstance(params, dict):
+        _bad("features", params, "not a parameter dict")
+    kind = params.get("kind", "mel")
+    if kind not in KINDS:
+        _bad("kind", kind, f"expected one of {', '.join(KINDS)}")
+    need = (["sample_rate", "clip_samples", "shape"] if kind == "waveform" else
+            ["sample_rate", "fit", "n_fft", "win_length", "hop_length", "n_mels", "n_frames",
+             "fmin", "fmax", "power", "top_db", "silence_peak", "shape", "center"])
+    for key in need:
+        if key not in params:
+            _bad(key, None, "missing")
+    for key, (lo, hi) in PARAM_RANGES.items():
+        v = params.get(key)
+        if v is None and (key == "clip_samples" and params.get("fit") == "resize"
+                          or key not in need):
+            continue
+        if type(v) is not int or not lo <= v <= hi:
+            _bad(key, v, f"expected a whole number from {lo} to {hi}")
+    if kind == "waveform":
+        if params["shape"] != [params["clip_samples"]]:
+            _bad("shape", params["shape"], "expected [clip_samples]")
+        return params
+    if params["fit"] not in FITS:
+        _bad("fit", params["fit"], f"expected one of {', '.join(FITS)}")
+    for key in ("fmin", "fmax", "power", "top_db", "silence_peak"):
+        v = params[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            _bad(key, v, "expected a finite number")
+    if not (0 <= params["fmin"] < params["fmax"] <= params["sample_rate"] / 2):
+        _bad("fmax", params["fmax"], "expected 0 <= fmin < fmax <= sample_rate / 2")
+    if params["top_db"] <= 0 or params["power"] <= 0 or params["silence_peak"] < 0:
+        _bad("top_db", params["top_db"], "top_db and power must be positive")
+    if params["win_length"] > params["n_fft"]:
+        _bad("win_length", params["win_length"], "longer than n_fft")
+    if params["shape"] != [params["n_mels"], params["n_frames"]]:
+        _bad("shape", params["shape"], "expected [n_mels, n_frames]")
+    return params
+
+
 def differing(a, b):
     """Sorted keys whose values differ between two parameter dicts (missing counts as None)."""
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
@@ -195,8 +263,11 @@ def check_features(model_features, data_features, model_path="model", data_dir="
 def _decode_budget(file_sr, channels, frames, max_seconds):
     """Refuse, before decoding, what a header says would cost too much: a duration over
     ``max_seconds`` (kind ``too_long``) or a sample rate or channel count no recording has
-    (``undecodable``), which would make resampling explode."""
-    if max_seconds is not None and frames > max_seconds * file_sr:
+    (``undecodable``), which would make resampling explode. A length the header does not know
+    (libsndfile's maximum count, e.g. a FLAC written to a pipe, whose STREAMINFO says 0
+    samples) is no reason to refuse: decoding stops at the budget anyway (`_read_mono`)."""
+    known = 0 <= frames < UNKNOWN_FRAMES
+    if max_seconds is not None and known and frames > max_seconds * file_sr:
         raise AudioError(f"too long: {frames / file_sr:.0f} s (at most {max_seconds:.0f} s)",
                          "too_long")
     if not MIN_RATE <= file_sr <= MAX_RATE:
@@ -207,25 +278,47 @@ def _decode_budget(file_sr, channels, frames, max_seconds):
 
 
 def _read_mono(f, max_frames):
-    """Read a `soundfile.SoundFile` block by block into one mono float32 buffer (channels
-    averaged block by block), reading at most ``max_frames + 1`` frames whatever the header
-    says: memory of the mono signal only, plus one block."""
-    n = f.frames if max_frames is None else min(f.frames, max_frames + 1)
-    if not 0 <= n <= 1 << 31:  # a length no header should claim: collect blocks instead
-        n = None
-    out, i = (np.empty(n, np.float32) if n is not None else []), 0
-    for b in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True, frames=n or -1):
-        mono = b[:, 0] if b.shape[1] == 1 else b.mean(axis=1)
-        if n is None:
-            out.append(mono.copy())
-            if max_frames is not None and sum(map(len, out)) > max_frames:
-                break
-        else:
-            out[i:i + len(mono)] = mono
-            i += len(mono)
-    if n is None:
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
-    return out[:i]
+    """Read a `soundfile.SoundFile` block by block into one mono float32 signal (channels
+    averaged block by block), at most ``max_frames + 1`` frames whatever the header says, and
+    only the frames the decoder returns: a file that ends before its header's length (a
+    truncated MP3) gives what it holds, never a repeated block (``SoundFile.blocks`` keeps
+    yielding its last buffer when a read comes back short)."""
+    limit = None if max_frames is None else max_frames + 1
+    out, total = [], 0
+    while limit is None or total < limit:
+        want = READ_BLOCK if limit is None else min(READ_BLOCK, limit - total)
+        b = f.read(want, dtype="float32", always_2d=True)
+        if len(b):
+            out.append(b[:, 0].copy() if b.shape[1] == 1 else b.mean(axis=1))
+            total += len(b)
+        if len(b) < want:  # the data ended
+            break
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def _read_unknown_length(path, max_frames):
+    """Decode a file whose header does not know its length (a FLAC written to a pipe), on which
+    libsndfile fails with "psf_fseek() failed" instead of returning a short read at the end:
+    blocks of `UNKNOWN_BLOCK` frames until that error, then the rest of the last block one
+    frame at a time from a fresh handle. The last frame may be lost; nothing is made up."""
+    import soundfile as sf
+
+    out, total = [], 0
+    for block in (UNKNOWN_BLOCK, 1):
+        with sf.SoundFile(str(path)) as f:
+            f.seek(total)
+            try:
+                while max_frames is None or total <= max_frames:
+                    b = f.read(block, dtype="float32", always_2d=True)
+                    if len(b):
+                        out.append(b[:, 0].copy() if b.shape[1] == 1 else b.mean(axis=1))
+                        total += len(b)
+                    if len(b) < block:
+                        return np.concatenate(out) if out else np.zeros(0, np.float32)
+            except sf.LibsndfileError:
+                continue
+        break
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 def load_audio(path, sr=SAMPLE_RATE, max_seconds=None):
@@ -264,9 +357,15 @@ def load_audio(path, sr=SAMPLE_RATE, max_seconds=None):
                if path.exists() else AudioError("no such file (or a broken link)", "missing"))
     try:
         with sf.SoundFile(str(path)) as f:
-            file_sr = f.samplerate
+            file_sr, unknown = f.samplerate, f.frames >= UNKNOWN_FRAMES
             _decode_budget(file_sr, f.channels, f.frames, max_seconds)
-            y = _read_mono(f, None if max_seconds is None else int(max_seconds * file_sr))
+            budget = None if max_seconds is None else int(max_seconds * file_sr)
+            try:
+                y = _read_mono(f, budget)
+            except sf.LibsndfileError:
+                if not unknown:
+                    raise
+                y = _read_unknown_length(path, budget)
     except sf.LibsndfileError as e:
         msg = str(e).replace(str(path), path.name)
         if path.suffix.lower() in (".flac", ".wav", ".ogg", ".mp3"):
@@ -363,6 +462,8 @@ def compute_features(y, params=None):
         db = 20 * np.log10(peak) if peak > 0 else -np.inf
         raise AudioError(f"silent: peak {db:.1f} dBFS is at or below "
                          f"{20 * np.log10(p['silence_peak']):.0f} dBFS", "silent")
+    if peak > LOUD_PEAK:  # float audio far beyond full scale: its power would overflow (a peak
+        y = y / peak  # of 1e20 squares to inf); mel features are relative to the maximum anyway
     if feature_kind(p) == "waveform":
         return waveform_window(y, p)
     if p["fit"] == "window":
@@ -382,6 +483,8 @@ def compute_features(y, params=None):
         mel = np.stack([np.interp(dst, src, row) for row in mel])
     db = librosa.power_to_db(mel, ref=np.max, top_db=p["top_db"])
     out = np.clip((db + p["top_db"]) / p["top_db"], 0.0, 1.0).astype(np.float32)
+    if not np.isfinite(out).all():  # never written, trained on or scored
+        raise AudioError("features are not finite (NaN or inf)", "nonfinite")
     expected = tuple(p["shape"])
     if out.shape != expected:  # a parameter set that does not give the promised shape
         raise ValueError(f"feature shape {out.shape} != {expected}; check the feature parameters")

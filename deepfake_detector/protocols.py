@@ -21,6 +21,7 @@ import pandas as pd
 # -----------------------------------------------------------------------------
 LABELS = ("bonafide", "spoof")  # target 0 = bonafide, 1 = spoof (model output = P(spoof))
 FORMATS = ("asvspoof2019", "asvspoof2021", "asvspoof5", "csv")
+MAX_ID_BYTES = 200  # longest utterance id (UTF-8 bytes): ids name files of at most 255 bytes
 _BONAFIDE_WORDS = {"bonafide", "bona-fide", "bona_fide", "bona fide", "genuine", "real"}
 _SPOOF_WORDS = {"spoof", "fake", "deepfake", "spoofed"}
 # (key column, attack column, speaker column, utterance column) for whitespace protocols
@@ -76,6 +77,11 @@ def check_utt_id(utt, where=""):
     if not utt or utt.startswith(".") or any(c in utt for c in "/\\\0"):
         raise ProtocolError(f"{where}utterance id {utt!r} cannot name a file: ids may not be "
                             "empty, start with '.', or hold '/', '\\' or NUL")
+    size = len(utt.encode("utf-8", "surrogateescape"))
+    if size > MAX_ID_BYTES:
+        raise ProtocolError(f"{where}utterance id {utt[:40]!r}... is {size} bytes long; ids may "
+                            f"have at most {MAX_ID_BYTES} (a file name holds 255, and the "
+                            "project adds suffixes such as '.npy' and temporary-file names)")
     return utt
 
 

@@ -42,12 +42,20 @@ def default_run_dir():
     return Path(RUNS_DIR) / time.strftime("%Y%m%d-%H%M%S")
 
 
+def is_finished(run_dir):
+    """Whether a run folder is complete: a model and its ``threshold.json``, which train.py
+    and scripts/import_aasist.py write last (a run stopped by a crash or a full disk before
+    that is not finished, whatever model files it holds)."""
+    run_dir = Path(run_dir)
+    return ((run_dir / "threshold.json").exists() and (run_dir / "config.json").exists()
+            and any((run_dir / name).exists() for name in MODEL_FILES.values()))
+
+
 def find_latest_run(runs_dir=RUNS_DIR):
-    """The most recently written run folder under ``runs_dir`` that holds a model."""
-    runs = [p.parent for p in Path(runs_dir).glob("*/config.json")
-            if (p.parent / "model.keras").exists() or (p.parent / "best.keras").exists()]
+    """The most recently written finished run folder under ``runs_dir`` (`is_finished`)."""
+    runs = [p.parent for p in Path(runs_dir).glob("*/config.json") if is_finished(p.parent)]
     if not runs:
-        raise FileNotFoundError(f"no trained run under {runs_dir}/; train one with train.py "
+        raise FileNotFoundError(f"no finished run under {runs_dir}/; train one with train.py "
                                 "or pass --run")
     return max(runs, key=lambda p: p.stat().st_mtime)
 
@@ -75,12 +83,48 @@ def model_file(run_dir, which="best"):
 
 
 def peek_meta(run_dir, which="best"):
-    """The metadata of a run's model without loading the model (None when unreadable: then
-    `load_run` says why)."""
+    """The metadata of a run's model without loading the model (None when unreadable or
+    invalid: then `load_run` says why)."""
     try:
-        return read_model_meta(model_file(run_dir, which))
+        path = model_file(run_dir, which)
+        return check_meta(read_model_meta(path), path)
     except Exception:  # noqa: BLE001 - zipfile and JSON raise many types
         return None
+
+
+def check_meta(meta, path):
+    """The metadata of a model file, checked before it is used: feature parameters this project
+    could write (`features.check_params`), an input kind that reads arrays of that kind, and
+    for a known family, the family's own input. A model file is input like any other.
+
+    Raises
+    ------
+    ModelFileError
+        One line naming the file and the problem.
+    """
+    from . import features
+    from .models import FAMILIES
+
+    if meta is None:
+        raise ModelFileError(f"{path} carries no feature parameters ({META_NAME}); it was "
+                             "not saved by this project")
+    try:
+        if not isinstance(meta, dict) or "features" not in meta:
+            raise features.FeatureMismatch("no 'features' entry")
+        features.check_params(meta["features"])
+        kind = input_kind(meta)
+        wave = features.feature_kind(meta["features"]) == "waveform"
+        if kind not in datasets.INPUTS or (kind == "waveform") != wave:
+            raise features.FeatureMismatch(f"input kind {str(kind)[:20]!r} cannot read "
+                                           f"{'waveform' if wave else 'mel'} arrays")
+        family = meta.get("model")
+        if family is not None and (family not in FAMILIES
+                                   or FAMILIES[family]["input"] != kind):
+            raise features.FeatureMismatch(f"model family {str(family)[:20]!r} does not take "
+                                           f"{kind} input")
+    except (features.FeatureMismatch, AttributeError, TypeError) as e:
+        raise ModelFileError(f"{path}: invalid metadata in {META_NAME}: {e}") from None
+    return meta
 
 
 def load_run(run_dir, which="best"):
@@ -103,10 +147,7 @@ def load_run(run_dir, which="best"):
     """
     path = model_file(run_dir, which)
     try:
-        meta = read_model_meta(path)
-        if meta is None:
-            raise ModelFileError(f"{path} carries no feature parameters ({META_NAME}); it was "
-                                 "not saved by train.py")
+        meta = check_meta(read_model_meta(path), path)
         return load_model(path, meta), meta, path
     except ModelFileError:
         raise
@@ -261,7 +302,8 @@ def heldout_manifest(run_dir):
 def input_kind(meta):
     """How the model of ``meta`` (`load_run`) takes the arrays: ``rgb255`` (EfficientNetB0, and
     models saved before there were other families), ``mel`` or ``waveform``."""
-    return meta.get("input", {}).get("kind", "rgb255")
+    spec = meta.get("input") or {}
+    return spec.get("kind", "rgb255") if isinstance(spec, dict) else None
 
 
 def score_table(df, logits):

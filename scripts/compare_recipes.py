@@ -39,7 +39,7 @@ from deepfake_detector.cli import HelpFormatter  # noqa: E402
 import evaluate  # noqa: E402
 import lfcc_gmm  # noqa: E402
 from deepfake_detector import models as model  # noqa: E402
-from deepfake_detector import report  # noqa: E402
+from deepfake_detector import report, runs  # noqa: E402
 import train  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -108,7 +108,7 @@ def train_run(recipe, cfg, split_seed, run, argv, verbose):
         if not (run / "gmm.npz").exists():
             lfcc_gmm.train(cfg.data, run, cfg.val_data, cfg.val_fraction, split_seed,
                            gmm_seed=cfg.seed, calibrate=cfg.calibrate, progress=verbose > 0)
-    elif not (run / "model.keras").exists():
+    elif not runs.is_finished(run):
         train.train(cfg.data, run, cfg, verbose=verbose, split_seed=split_seed, argv=argv)
 
 

@@ -211,14 +211,19 @@ def make_copy(task):
     """
     import soundfile as sf
 
+    from librosa.util.exceptions import ParameterError
+
     utt_id, src, attack, dst, seed = task
     try:
         y = features.load_audio(src, SR)
+        peak = float(np.max(np.abs(y)))
+        if peak > features.LOUD_PEAK:  # float audio far over full scale: scale it first, as
+            y = y / peak  # the features do, or the vocoders' spectra overflow to NaN
         out = vocode(y, attack, task_rng(seed, utt_id, attack))
         with atomic_output(dst, suffix=".flac") as tmp:
             sf.write(tmp, out, SR, subtype="PCM_16", format="FLAC")
         return utt_id, attack, "written", ""
-    except (features.AudioError, VocoderError, OSError, ValueError) as e:
+    except (features.AudioError, VocoderError, OSError, ValueError, ParameterError) as e:
         return utt_id, attack, "failed", str(e)
 
 

@@ -104,3 +104,39 @@ def test_evaluate_refuses_a_missing_folder_before_loading_anything():
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert time.monotonic() - start < 2 and proc.returncode == 2
     assert "--data /no/such/folder: no such preprocessed folder" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- hostile round 2
+
+@pytest.mark.parametrize("module, argv, flag", [
+    (predict, ["--hop", "inf", "x.wav"], "--hop"),
+    (predict, ["--hop", "1e-9", "x.wav"], "--hop"),
+    (predict, ["--max-seconds", "inf", "x.wav"], "--max-seconds"),
+    (predict, ["--max-seconds", "nan", "x.wav"], "--max-seconds"),
+    (predict, ["--batch-size", "0", "x.wav"], "--batch-size"),
+    (serve, ["--max-upload-mb", "inf"], "--max-upload-mb"),
+    (serve, ["--max-upload-mb", "-1"], "--max-upload-mb"),
+    (serve, ["--port", "99999"], "--port"),
+    (serve, ["--max-seconds", "nan"], "--max-seconds"),
+    (serve, ["--wait-seconds", "nan"], "--wait-seconds"),
+    (serve, ["--wait-seconds", "inf"], "--wait-seconds"),
+    (evaluate, ["--batch-size", "0"], "--batch-size"),
+    (evaluate, ["--batch-size", "-1"], "--batch-size"),
+    (evaluate, ["--batch-size", "1_000"], "--batch-size"),
+])
+def test_numeric_flags_are_checked_at_parse_time(module, argv, flag, capsys):
+    """Unchecked numbers used to give OverflowError tracebacks, a hang (a 1-sample hop), HTTP
+    500 on every upload, or no response at all."""
+    with pytest.raises(SystemExit) as e:
+        module.build_parser().parse_args(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag, value", [("--gain-db", "nan"), ("--lr", "inf"),
+                                         ("--weight-decay", "nan"), ("--dropout", "nan")])
+def test_train_refuses_non_finite_numbers_naming_the_flag(flag, value, tmp_path):
+    with pytest.raises(SystemExit, match=f"{flag} must be a finite number"):
+        train.main(["--data", str(tmp_path), "--run", str(tmp_path / "r"), "--model", "lcnn",
+                    flag, value])

@@ -123,13 +123,20 @@ def test_evaluate_refuses_data_with_other_features(trained_run, demo_corpus, tmp
 
 
 def test_latest_run(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no trained run"):
+    with pytest.raises(FileNotFoundError, match="no finished run"):
         runs.find_latest_run(tmp_path)
     for name in ("old", "new"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text("{}")
         (tmp_path / name / "model.keras").write_bytes(b"")
+        (tmp_path / name / "threshold.json").write_text("{}")
     assert runs.find_latest_run(tmp_path).name == "new"
+    # a newer run stopped before its threshold (a crash, a full disk) is not taken
+    (tmp_path / "stopped").mkdir()
+    (tmp_path / "stopped" / "config.json").write_text("{}")
+    (tmp_path / "stopped" / "best.keras").write_bytes(b"")
+    assert runs.find_latest_run(tmp_path).name == "new"
+    assert not runs.is_finished(tmp_path / "stopped")
 
 
 @needs_mini
@@ -232,3 +239,13 @@ def test_the_2019_score_file_of_a_run_gives_the_same_report(trained_run, demo_fe
                      .replace("XX", "spoof"))
     with pytest.raises(SystemExit, match="the key of .* says"):
         evaluate.main(["--scores", str(wrong), "--protocol", str(protocol), "--no-plots"])
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_an_unwritable_out_is_one_line_not_a_traceback(trained_run, tmp_path, where):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    out = blocker if where == "file" else blocker / "sub"
+    with pytest.raises(SystemExit, match=r"error: cannot write the report: .*blocker"):
+        evaluate.main(["--run", str(trained_run), "--out", str(out), "--no-plots"])
+    assert blocker.read_text() == "a file, not a folder"

@@ -139,3 +139,52 @@ def test_kind_mismatch_says_which_command_makes_the_right_arrays():
                              r"--features waveform"):
         features.check_features(features.feature_params(kind="waveform"),
                                 features.feature_params(), "best.keras", "data/x")
+
+
+# ----------------------------------------------------------------------------- hostile round 2
+
+def test_loud_float_audio_gives_finite_features_of_the_same_sound(tmp_path):
+    """A float WAV peaking at 1e20 used to overflow the power spectrum (all-NaN arrays)."""
+    import soundfile as sf
+
+    y = tone(2.0)
+    sf.write(str(tmp_path / "loud.wav"), y * 1e20, 16000, subtype="FLOAT")
+    loud = features.load_audio(tmp_path / "loud.wav")
+    mel = features.compute_features(loud)
+    assert np.isfinite(mel).all()
+    np.testing.assert_allclose(mel, features.compute_features(y), atol=1e-4)
+    wave = features.compute_features(loud, features.feature_params(kind="waveform"))
+    same = features.compute_features(y / np.abs(y).max(), features.feature_params(kind="waveform"))
+    assert np.abs(wave.astype(int) - same).max() <= 1  # float rounding of the scaling
+
+
+def test_a_truncated_mp3_gives_only_what_it_holds(tmp_path):
+    import soundfile as sf
+
+    y = tone(5.0)
+    sf.write(str(tmp_path / "full.mp3"), y, 16000, format="MP3", subtype="MPEG_LAYER_III")
+    data = (tmp_path / "full.mp3").read_bytes()
+    (tmp_path / "cut.mp3").write_bytes(data[:len(data) // 2])
+    with sf.SoundFile(str(tmp_path / "cut.mp3")) as f:
+        assert f.frames >= 5 * 16000  # the header still claims the whole length
+    cut = features.load_audio(tmp_path / "cut.mp3")
+    assert 1.5 * 16000 < cut.size < 3.5 * 16000  # about half, never the header's 5 s
+    full = features.load_audio(tmp_path / "full.mp3")
+    np.testing.assert_allclose(cut[:16000], full[:16000], atol=1e-4)
+
+
+def test_a_flac_of_unknown_length_is_decoded_within_the_budget(tmp_path):
+    """An encoder writing to a pipe leaves STREAMINFO's total samples at 0 ("unknown");
+    libsndfile then reports 2**63 - 1 frames, which was refused as 576460752303424 s long."""
+    path = write_wav(tmp_path / "u.flac", tone(3.0))
+    b = bytearray(path.read_bytes())
+    b[8 + 13] &= 0xF0
+    b[8 + 14:8 + 18] = b"\0\0\0\0"
+    path.write_bytes(bytes(b))
+    y = features.load_audio(path, max_seconds=10)
+    assert 3 * 16000 - 1 <= y.size <= 3 * 16000  # libsndfile may not return the last frame
+    np.testing.assert_allclose(y, features.load_audio(write_wav(tmp_path / "k.flac", tone(3.0)))
+                               [:y.size], atol=1e-6)
+    with pytest.raises(features.AudioError, match="too long") as e:
+        features.load_audio(path, max_seconds=1)
+    assert e.value.kind == "too_long"

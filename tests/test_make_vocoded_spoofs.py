@@ -9,7 +9,7 @@ from deepfake_detector import features
 import make_vocoded_spoofs as V
 import preprocess
 from deepfake_detector import protocols
-from conftest import write_wav
+from conftest import tone, write_wav
 
 
 def speechlike(seconds=1.2, seed=0):
@@ -92,3 +92,22 @@ def test_main_refuses_unknown_vocoders(capsys, tmp_path):
     with pytest.raises(SystemExit):
         V.main(["--folder", str(tmp_path), "--out", str(tmp_path / "o"), "--vocoders", "wavenet"])
     assert "unknown vocoder(s) ['wavenet']" in capsys.readouterr().err
+
+
+def test_loud_float_audio_is_vocoded_not_fatal(tmp_path):
+    """A float WAV peaking at 1e20 used to kill the run (librosa: audio buffer is not finite)."""
+    import soundfile as sf
+
+    src = tmp_path / "loud.wav"
+    sf.write(str(src), tone(1.5) * 1e20, 16000, subtype="FLOAT")
+    written = []
+    for attack in V.VOCODERS:
+        utt, _, status, reason = V.make_copy(
+            ("loud", str(src), attack, str(tmp_path / f"loud__{attack}.flac"), 0))
+        if status != "written":  # the level check may refuse a copy of a pure tone: a row
+            assert reason.startswith("vocoded copy fails the checks"), (attack, reason)
+            continue
+        written.append(attack)
+        y, sr = sf.read(str(tmp_path / f"loud__{attack}.flac"))
+        assert sr == 16000 and np.isfinite(y).all() and np.abs(y).max() > 0.01
+    assert {"world", "gl_mel32"} <= set(written)

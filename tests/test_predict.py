@@ -3,6 +3,8 @@ windows; batching."""
 
 import json
 import os
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 
 from deepfake_detector import inference
 import predict
-from conftest import MINI_LA, SHARED, needs_mini, tone, write_wav
+from conftest import MINI_LA, REPO, SHARED, needs_mini, tone, write_wav
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +212,45 @@ def test_unreadable_model_files_give_one_line_naming_the_file(trained_run, tmp_p
         assert proc.returncode != 0 and "Traceback" not in proc.stderr, (script, proc.stderr)
         error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert len(error) == 1 and f"{run / 'best.keras'} is not a readable model" in error[0]
+
+
+# ----------------------------------------------------------------------------- hostile round 2
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m["features"].update(n_fft=2**30), "n_fft = '1073741824'"),
+    (lambda m: m["features"].update(hop_length=0), "hop_length = '0'"),
+    (lambda m: m["features"].update(top_db=0), "top_db"),
+    (lambda m: m["features"].update(sample_rate="16000"), "sample_rate = '16000'"),
+    (lambda m: m.update(input={"kind": "telepathy"}), "input kind 'telepathy'"),
+    (lambda m: m.pop("features"), "no 'features' entry"),
+    (lambda m: m["features"].update(kind="waveform"), "clip_samples|shape"),
+    (lambda m: m.update(model="lcnn", input={"kind": "waveform"}), "cannot read mel"),
+])
+def test_model_metadata_is_checked_before_it_is_used(trained_run, tmp_path, change, message):
+    """A model file's embedded metadata used to be trusted: n_fft = 2**30 grew predict.py to
+    20.9 GB, hop_length 0 and the others were tracebacks."""
+    import json
+    import shutil
+    import zipfile
+
+    from deepfake_detector import models, runs
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    meta = models.read_model_meta(run / "best.keras")
+    change(meta)
+    src = run / "best.keras"
+    tmp = run / "edited.keras"
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(tmp, "w") as b:
+        for item in a.infolist():
+            data = a.read(item.filename)
+            b.writestr(item, json.dumps(meta) if item.filename == models.META_NAME else data)
+    tmp.replace(src)
+    with pytest.raises(runs.ModelFileError, match=message) as e:
+        runs.load_run(run)
+    assert "\n" not in str(e.value) and "best.keras" in str(e.value)
+    wav = write_wav(tmp_path / "a.wav", tone(2.0))
+    proc = subprocess.run([sys.executable, "predict.py", "--run", str(run), str(wav)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "invalid metadata" in proc.stderr

@@ -278,3 +278,77 @@ def test_resume_recomputes_cut_arrays_and_removes_orphans(messy_corpus, tmp_path
     assert (s["written"], s["kept"]) == (2, 2) and not orphan.exists()
     for u in ("U_0", "U_1"):
         assert np.load(out / f"{u}.npy").shape == (128, 128)
+
+
+# ----------------------------------------------------------------------------- hostile round 2
+
+def test_every_listed_file_missing_is_one_clear_error(tmp_path):
+    """A wrong --audio-dir used to crash with a pandas TypeError (StringArray & bool)."""
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "p.txt").write_text("SPK A1 - - bonafide\nSPK A2 - A01 spoof\n")
+    with pytest.raises(SystemExit, match=r"none of the 2 audio files .* check --audio-dir"):
+        preprocess.main(["--protocol", str(tmp_path / "p.txt"), "--audio-dir",
+                         str(tmp_path / "audio"), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("n_bytes", [201, 251, 300])
+def test_an_utterance_id_too_long_for_a_file_name_is_refused_with_its_line(tmp_path, n_bytes):
+    (tmp_path / "audio").mkdir()
+    write_wav(tmp_path / "audio" / "ok.flac", tone(1.0))
+    (tmp_path / "p.txt").write_text(f"SPK ok - - bonafide\nS {'x' * n_bytes} - A01 spoof\n")
+    with pytest.raises(SystemExit, match=rf"p.txt:2: utterance id .* is {n_bytes} bytes long"):
+        preprocess.main(["--protocol", str(tmp_path / "p.txt"), "--audio-dir",
+                         str(tmp_path / "audio"), "--out", str(tmp_path / "out")])
+
+
+def test_an_id_of_the_longest_allowed_length_is_written(tmp_path):
+    utt = "u" * protocols.MAX_ID_BYTES
+    (tmp_path / "audio").mkdir()
+    write_wav(tmp_path / "audio" / f"{utt}.flac", tone(1.0))
+    (tmp_path / "p.txt").write_text(f"SPK {utt} - - bonafide\n")
+    s = preprocess.preprocess(tmp_path / "p.txt", tmp_path / "audio", tmp_path / "out",
+                              workers=1, progress=False)
+    assert s["written"] == 1 and (tmp_path / "out" / f"{utt}.npy").is_file()
+
+
+def test_a_full_disk_fails_the_step_and_keeps_what_was_written(messy_corpus, tmp_path,
+                                                               monkeypatch):
+    """ENOSPC while writing arrays used to be recorded as per-file failures with exit 0."""
+    import errno
+
+    real = preprocess.save_npy_atomic
+    calls = []
+
+    def full_after_two(path, x, **kw):
+        calls.append(path)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, x, **kw)
+
+    monkeypatch.setattr(preprocess, "save_npy_atomic", full_after_two)
+    protocol, audio = messy_corpus
+    with pytest.raises(SystemExit, match=r"2 of 8 arrays could not be written .*No space left"
+                                         r".* is incomplete"):
+        preprocess.main(["--protocol", str(protocol), "--audio-dir", str(audio), "--out",
+                         str(tmp_path / "out"), "--workers", "1"])
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    assert len(manifest) == 2  # what was written is listed, the rest is not
+    monkeypatch.setattr(preprocess, "save_npy_atomic", real)
+    s = preprocess.preprocess(protocol, audio, tmp_path / "out", workers=1, progress=False)
+    assert (s["kept"], s["written"]) == (2, 2)  # the rerun finishes the job
+
+
+def test_loud_float_audio_is_written_finite(tmp_path):
+    import soundfile as sf
+
+    (tmp_path / "audio").mkdir()
+    sf.write(str(tmp_path / "audio" / "L.wav"),
+             np.random.default_rng(0).uniform(-1, 1, 32000).astype("f4") * 1e20, 16000,
+             subtype="FLOAT")
+    pd.DataFrame({"file": ["L.wav"], "label": ["spoof"]}).to_csv(tmp_path / "l.csv",
+                                                                 index=False)
+    s = preprocess.preprocess(tmp_path / "l.csv", tmp_path / "audio", tmp_path / "out",
+                              workers=1, progress=False)
+    assert s["written"] == 1
+    assert np.isfinite(np.load(tmp_path / "out" / "L.npy")).all()

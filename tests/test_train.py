@@ -456,3 +456,38 @@ def test_resuming_with_other_arguments_is_refused(demo_features, tmp_path):
     assert list(history["epoch"]) == [0, 1, 2] and not orphan.exists()
     _, history = train.train(run_dir=run, epochs=2, overwrite=True, **args)  # or start again
     assert list(history["epoch"]) == [0, 1]
+
+
+def test_a_full_disk_at_the_end_leaves_an_unfinished_run_and_a_clear_error(demo_features,
+                                                                          tmp_path, monkeypatch):
+    """ENOSPC while writing threshold.json used to be a traceback, and the run, holding
+    best.keras, was then taken as finished (predict.py silently used 0.5)."""
+    import errno
+
+    from deepfake_detector import report, runs
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report, "calibrate_run", full)
+    run = tmp_path / "runs" / "full"
+    with pytest.raises(SystemExit, match=r"cannot write the run .*No space left.*not finished"):
+        train.main(["--data", str(demo_features["train"]), "--run", str(run), "--model", "lcnn",
+                    "--epochs", "1", "--quiet"])
+    assert (run / "model.keras").exists() and not runs.is_finished(run)
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        runs.find_latest_run(tmp_path / "runs")
+    monkeypatch.undo()
+    train.main(["--data", str(demo_features["train"]), "--run", str(run), "--model", "lcnn",
+                "--epochs", "1", "--quiet"])  # the same command finishes it
+    assert runs.is_finished(run) and runs.find_latest_run(tmp_path / "runs") == run
+
+
+def test_calibrate_none_still_marks_the_run_finished(demo_features, tmp_path):
+    from deepfake_detector import runs
+
+    run, _ = train.train(demo_features["train"], tmp_path / "none", model="lcnn", epochs=1,
+                         verbose=0, calibrate="none")
+    saved = json.loads((run / "threshold.json").read_text())
+    assert saved["best"] is None and "none" in saved["note"] and runs.is_finished(run)
+    assert runs.read_threshold(run) is None  # so the decision threshold is the default 0.5
