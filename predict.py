@@ -43,7 +43,8 @@ def format_table(rows):
     lines = [f"{'file':40s} {'label':>9s} {'P(spoof)':>10s} {'margin':>10s} {'mean':>8s} "
              f"{'max':>8s} {'score':>8s} {'dur (s)':>8s} {'windows':>7s}"]
     for r in rows:
-        name = r["file"] if len(r["file"]) <= 40 else "..." + r["file"][-37:]
+        name = runs.display_name(r["file"])
+        name = name if len(name) <= 40 else "..." + name[-37:]
         if r["status"] != "ok":
             lines.append(f"{name:40s} {'ERROR':>9s}  {r['error']}")
             continue
@@ -92,15 +93,23 @@ def main(argv=None):
         detector = inference.Detector(run, args.model, args.threshold)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    rows = list(inference.score_files(inference.expand_inputs(args.inputs), detector, args.hop,
-                                      args.batch_size, args.aggregate, args.max_seconds,
-                                      progress=True))
+    for stream in (sys.stdout, sys.stderr):  # a name that is not UTF-8 never kills the output
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    paths = inference.expand_inputs(args.inputs)
+    if not paths:
+        raise SystemExit(f"error: no audio files in {', '.join(map(str, args.inputs))} "
+                         f"(extensions: {', '.join(sorted(inference.AUDIO_EXTENSIONS))})")
+    rows = list(inference.score_files(paths, detector, args.hop, args.batch_size,
+                                      args.aggregate, args.max_seconds, progress=True))
     if args.json:
         print(json.dumps({"model": detector.identity(), "results": rows}, indent=2))
     elif args.csv:
         import pandas as pd
 
-        print(pd.DataFrame(rows).reindex(columns=CSV_COLUMNS).to_csv(index=False), end="")
+        table = pd.DataFrame(rows).reindex(columns=CSV_COLUMNS)
+        table["file"] = table["file"].map(runs.display_name)  # as in the table: escaped
+        print(table.to_csv(index=False), end="")
     else:
         print(f"model: {detector.model_path} | threshold "
               f"{runs.format_threshold(detector.threshold)} ({detector.threshold_source}) | "

@@ -64,6 +64,9 @@ def load_manifest(data_dir):
     bad = df[df["target"] != protocols.targets(df["label"])]
     if len(bad):
         raise ValueError(f"{mf}: target disagrees with label for {bad['utt_id'].iloc[0]!r}")
+    dup = df["utt_id"][df["utt_id"].duplicated()]
+    if len(dup):  # it would be counted twice in every metric
+        raise ValueError(f"{mf}: utterance {dup.iloc[0][:60]!r} is listed more than once")
     df["path"] = [str(data_dir / p) for p in df["path"]]
     return df
 

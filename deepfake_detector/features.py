@@ -18,6 +18,7 @@ Two kinds of arrays (``--features`` of preprocess.py):
 """
 
 import functools
+import os
 import threading
 from pathlib import Path
 
@@ -305,7 +306,7 @@ def _read_unknown_length(path, max_frames):
 
     out, total = [], 0
     for block in (UNKNOWN_BLOCK, 1):
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:  # bytes: any name the OS allows
             f.seek(total)
             try:
                 while max_frames is None or total <= max_frames:
@@ -356,7 +357,7 @@ def load_audio(path, sr=SAMPLE_RATE, max_seconds=None):
         raise (AudioError("not a regular file (a folder, FIFO or device)", "invalid")
                if path.exists() else AudioError("no such file (or a broken link)", "missing"))
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:  # bytes: any name the OS allows
             file_sr, unknown = f.samplerate, f.frames >= UNKNOWN_FRAMES
             _decode_budget(file_sr, f.channels, f.frames, max_seconds)
             budget = None if max_seconds is None else int(max_seconds * file_sr)

@@ -13,6 +13,7 @@ Formats read here (detected from the first line, or named):
 Score files (`read_score_file`) and ASV score files (`read_asv_scores`) are read here too.
 """
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import pandas as pd
 # -----------------------------------------------------------------------------
 LABELS = ("bonafide", "spoof")  # target 0 = bonafide, 1 = spoof (model output = P(spoof))
 FORMATS = ("asvspoof2019", "asvspoof2021", "asvspoof5", "csv")
+MAX_LINE = 4096  # longest line of a protocol or score file, in characters
 MAX_ID_BYTES = 200  # longest utterance id (UTF-8 bytes): ids name files of at most 255 bytes
 _BONAFIDE_WORDS = {"bonafide", "bona-fide", "bona_fide", "bona fide", "genuine", "real"}
 _SPOOF_WORDS = {"spoof", "fake", "deepfake", "spoofed"}
@@ -86,14 +88,31 @@ def check_utt_id(utt, where=""):
 
 
 def read_text_lines(path):
-    """The lines of a text file read as UTF-8 (a byte-order mark dropped), or a
-    `ProtocolError` saying where it is not UTF-8."""
+    """The lines of a text file read as UTF-8 (a byte-order mark dropped), one at a time:
+    memory holds one line of at most `MAX_LINE` characters whatever the file's size.
+
+    Raises
+    ------
+    ProtocolError
+        Where the file is not UTF-8, or a line is longer than `MAX_LINE` (a file of one
+        gigabyte-long token is not a protocol or a score file).
+    """
+    lineno = 0
     try:
-        return Path(path).read_text(encoding="utf-8-sig").splitlines()
+        with open(path, encoding="utf-8-sig", newline=None) as f:
+            while True:
+                line = f.readline(MAX_LINE + 1)
+                if not line:
+                    return
+                lineno += 1
+                if len(line) > MAX_LINE and not line.endswith("\n"):
+                    raise ProtocolError(f"{path}:{lineno}: line longer than {MAX_LINE} "
+                                        "characters; not a protocol or score file")
+                yield line.rstrip("\n")
     except UnicodeDecodeError as e:
-        raise ProtocolError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
-                            f"{e.start}); save it as UTF-8 (UTF-16 and Latin-1 files are "
-                            "not read)") from None
+        raise ProtocolError(f"{path}:{lineno + 1}: not UTF-8 text (byte "
+                            f"{e.object[e.start]:#04x}); save it as UTF-8 (UTF-16 and Latin-1 "
+                            "files are not read)") from None
 
 
 def detect_format(path):
@@ -283,6 +302,16 @@ def score_layout(cols):
     return None
 
 
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|nan)",
+                     re.IGNORECASE | re.ASCII)
+
+
+def parse_score(token):
+    """A score as written in a score file: a plain ASCII decimal number (``1_000`` and
+    non-ASCII digits, which Python's ``float`` accepts, are not scores), or None."""
+    return float(token) if _NUMBER.fullmatch(token) else None
+
+
 def read_score_file(path):
     """Read a countermeasure score file in any layout of `SCORE_LAYOUTS`, detected from its
     first line of scores (a header line is skipped).
@@ -299,16 +328,16 @@ def read_score_file(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"score file {path} not found")
-    rows, layout = [], None
+    rows, layout, first = [], None, True
     for lineno, cols, line in iter_columns(path):
         if cols[0].startswith("#"):
             continue
-        try:
-            value = float(cols[-1])
-        except ValueError:
-            if not rows and layout is None:  # a header
+        header, first = first, False  # only the first line may be a header
+        value = parse_score(cols[-1])
+        if value is None:
+            if header:
                 continue
-            raise ValueError(f"{path}:{lineno}: score {cols[-1]!r} is not a number") from None
+            raise ValueError(f"{path}:{lineno}: score {cols[-1][:40]!r} is not a number")
         layout = layout or score_layout(cols)
         n, utt, key = SCORE_LAYOUTS.get(layout, (None, None, None))
         if layout is None or len(cols) != n:
@@ -323,7 +352,7 @@ def read_score_file(path):
     scores = pd.Series([r[1] for r in rows], index=ids, dtype=np.float64)
     dup = scores.index[scores.index.duplicated()]
     if len(dup):
-        raise ValueError(f"{path}: utterance {dup[0]!r} is scored more than once")
+        raise ValueError(f"{path}: utterance {dup[0][:60]!r} is scored more than once")
     keys = (pd.Series([normalize_label(r[2], f"{path}: ") for r in rows], index=ids)
             if SCORE_LAYOUTS[layout][2] is not None else None)
     return scores, layout, keys
@@ -348,10 +377,10 @@ def read_asv_scores(path):
         if len(cols) != 3 or cols[1] not in ("target", "nontarget", "spoof"):
             raise ValueError(f"{path}:{lineno}: expected 'SOURCE target|nontarget|spoof SCORE', "
                              f"got {line!r}")
-        try:
-            rows.append((cols[0], cols[1], float(cols[2])))
-        except ValueError:
-            raise ValueError(f"{path}:{lineno}: score {cols[2]!r} is not a number") from None
+        value = parse_score(cols[2])
+        if value is None:
+            raise ValueError(f"{path}:{lineno}: score {cols[2][:40]!r} is not a number")
+        rows.append((cols[0], cols[1], value))
     df = pd.DataFrame(rows, columns=["source", "key", "score"])
     missing = {"target", "nontarget", "spoof"} - set(df["key"])
     if missing:

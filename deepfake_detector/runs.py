@@ -263,6 +263,14 @@ def format_threshold(t):
     return repr(t)
 
 
+def display_name(name):
+    """A file name as a terminal can show it: bytes that are not UTF-8 (kept by Python as
+    surrogates) as ``\\xNN``, control characters (newlines, escape sequences) as ``\\n``,
+    ``\\x1b``..., so a hostile name can neither break a table nor drive the terminal."""
+    text = str(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def display(result, margin=UNCERTAIN_MARGIN):
     """The texts people read about one scored file (`inference.summarize`): P(spoof), its mean
     and max over windows and the threshold with the digits that show the decision, the margin

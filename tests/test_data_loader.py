@@ -266,3 +266,12 @@ def test_waveform_augmentation_needs_the_audio_column(tmp_path):
     with pytest.raises(ValueError, match="no 'audio' column"):
         data_loader.make_dataset(df, 2, augment=augment.augmentation(random_crop=True),
                                  params=features.feature_params())
+
+
+def test_a_duplicated_manifest_row_is_refused_not_counted_twice(tmp_path):
+    folder = fake_folder(tmp_path, 2, 2)
+    mf = folder / "manifest.csv"
+    lines = mf.read_text().splitlines()
+    mf.write_text("\n".join(lines + [lines[1]]) + "\n")
+    with pytest.raises(ValueError, match=r"manifest.csv: utterance .* listed more than once"):
+        data_loader.load_manifest(folder)

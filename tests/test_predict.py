@@ -254,3 +254,35 @@ def test_model_metadata_is_checked_before_it_is_used(trained_run, tmp_path, chan
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "invalid metadata" in proc.stderr
+
+
+def test_names_that_are_not_utf8_or_hold_control_characters(trained_run, tmp_path):
+    """A name that is not UTF-8 used to get no score ('surrogates not allowed') and, with a
+    strict UTF-8 stdout, killed the table and --csv output; newlines and escape sequences
+    printed raw."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_wav(folder / "plain.wav", tone(2.0))
+    for i, raw in enumerate((b"bad\xff\xfe.wav", b"evil\n\x1b[31mred.wav")):
+        tmp = write_wav(folder / f"tmp{i}.wav", tone(2.0, seed=1))
+        os.rename(os.fsencode(tmp), os.path.join(os.fsencode(folder), raw))
+    env = dict(os.environ, PYTHONIOENCODING="utf-8:strict")
+    for mode in ([], ["--csv"]):
+        proc = subprocess.run([sys.executable, "predict.py", "--run", str(trained_run), *mode,
+                               str(folder)], cwd=REPO, capture_output=True, env=env,
+                              timeout=300)
+        out = proc.stdout.decode("utf-8")
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert "ERROR" not in out and "\x1b" not in out
+        if not mode:
+            rows = [r for r in out.strip().splitlines()[2:] if not r.startswith("? ")]
+            assert len(rows) == 3  # one line per file: the newline in a name is escaped
+            assert any("bad\\xff\\xfe.wav" in r for r in rows)
+            assert any("evil\\n\\x1b[31mred.wav" in r for r in rows)
+
+
+def test_an_empty_folder_is_an_error_not_an_empty_table(trained_run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no audio here")
+    with pytest.raises(SystemExit, match=r"no audio files in .*empty"):
+        predict.main(["--run", str(trained_run), str(tmp_path / "empty")])

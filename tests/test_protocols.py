@@ -160,3 +160,45 @@ def test_score_file_with_mixed_layouts_names_the_line(tmp_path):
     cm.write_text("LA_E_1 A07 spoof -2.5\nLA_E_2 1e3\n")
     with pytest.raises(ValueError, match="cm.txt:2: expected the columns of one layout"):
         protocols.read_score_file(cm)
+
+
+# ----------------------------------------------------------------------------- hostile round 2
+
+def test_a_score_file_of_one_huge_token_is_refused_in_bounded_memory(tmp_path):
+    """evaluate.py --scores used to read the whole file (9.4x its size in memory) and quote the
+    token whole in its error."""
+    import tracemalloc
+
+    path = tmp_path / "huge.txt"
+    with open(path, "w") as f:
+        for _ in range(64):
+            f.write("7" * (1 << 20))  # 64 MB, no newline
+    tracemalloc.start()
+    with pytest.raises(protocols.ProtocolError, match=r"huge.txt:1: line longer than 4096") as e:
+        protocols.read_score_file(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20 and len(str(e.value)) < 300
+
+
+@pytest.mark.parametrize("token", ["1_000", "\u0661\u0662", "12abc", "0x10"])
+def test_only_plain_numbers_are_scores(tmp_path, token):
+    path = write(tmp_path, "s.txt", f"U1 - bonafide 1.5\nU2 - spoof {token}\n")
+    with pytest.raises(ValueError, match=r"s.txt:2: score .* is not a number"):
+        protocols.read_score_file(path)
+
+
+def test_only_the_first_line_may_be_a_header(tmp_path):
+    ok = write(tmp_path, "h.txt", "utt key score\nU1 - bonafide 1.5\nU2 - spoof -2e1\n")
+    scores, layout, _ = protocols.read_score_file(ok)
+    assert list(scores) == [1.5, -20.0]
+    bad = write(tmp_path, "h2.txt", "utt key score\nU1 - bonafide oops\nU2 - spoof -2\n")
+    with pytest.raises(ValueError, match=r"h2.txt:2: score 'oops' is not a number"):
+        protocols.read_score_file(bad)
+
+
+def test_a_long_error_token_is_shortened(tmp_path):
+    path = write(tmp_path, "s.txt", "U1 - bonafide 1.5\nU2 - spoof " + "x" * 3000 + "\n")
+    with pytest.raises(ValueError) as e:
+        protocols.read_score_file(path)
+    assert len(str(e.value)) < 200
