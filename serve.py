@@ -46,11 +46,61 @@ MAX_SECONDS = 600.0  # longest recording accepted (10 minutes)
 DECODERS = max(1, (os.cpu_count() or 1))  # uploads decoded at once
 WAIT_SECONDS = 30.0  # longest wait for a decoding slot or the model before a 503
 CHUNK = 1 << 20
+HEADER_SECONDS = 10.0  # a request's headers must be complete this long after they start
+BODY_SECONDS = 30.0  # longest silence between two pieces of a request body (an upload)
 DRAIN_SECONDS, DRAIN_BYTES = 1.0, 64 << 20  # read and dropped after a 413, so it arrives
 PAGE = Path(__file__).resolve().parent / "static" / "index.html"
 # HTTP status of each kind of per-file error (`inference.error_kind`); 422 for the others
 STATUS = {"undecodable": 415, "too_long": 413}
 # -----------------------------------------------------------------------------
+
+
+def guarded_protocol(header_seconds=HEADER_SECONDS, body_seconds=BODY_SECONDS):
+    """uvicorn's h11 HTTP protocol with two deadlines it lacks (slowloris): a connection whose
+    request headers are not complete ``header_seconds`` after the connection (or the previous
+    response) is closed, however slowly bytes keep dripping in; and one whose request body goes
+    ``body_seconds`` without a byte is closed. A request fully received is never cut: scoring
+    it may take as long as it takes (``--wait-seconds`` bounds that)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Guarded(H11Protocol):
+        _guard = None
+
+        def _arm(self, seconds):
+            self._disarm()
+            self._guard = self.loop.call_later(seconds, self._expire)
+
+        def _disarm(self):
+            if self._guard is not None:
+                self._guard.cancel()
+                self._guard = None
+
+        def _expire(self):
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm(header_seconds)
+
+        def data_received(self, data):
+            super().data_received(data)
+            state = self.conn.their_state
+            if state is h11.SEND_BODY:  # headers done: now the body may not stall
+                self._arm(body_seconds)
+            elif state is not h11.IDLE:  # the request is in: the application has it
+                self._disarm()
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._arm(header_seconds)  # the next request on this connection
+
+        def connection_lost(self, exc):
+            self._disarm()
+            super().connection_lost(exc)
+
+    return Guarded
 
 
 class LimitBody:
@@ -179,8 +229,8 @@ def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_M
     @app.get("/health")
     def health():
         """The model this server runs, its threshold and feature parameters."""
-        return {"status": "ok", **detector.identity(), "max_upload_mb": max_upload_mb,
-                "max_seconds": max_seconds}
+        return {"status": "ok", **detector.identity(public=True),
+                "max_upload_mb": max_upload_mb, "max_seconds": max_seconds}
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -193,22 +243,26 @@ def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_M
         deadline = time.monotonic() + wait_seconds
         suffix = Path(file.filename or "").suffix.lower()
         suffix = suffix if suffix in inference.AUDIO_EXTENSIONS else ""
-        with tempfile.TemporaryDirectory(prefix="deepfake-upload-") as tmp:
-            path = Path(tmp) / f"upload{suffix}"
-            if save_upload(file, path, max_bytes) == 0:
-                raise HTTPException(422, "empty upload")
-            if not slots.acquire(timeout=wait_seconds):
-                raise HTTPException(503, "busy: too many recordings are being decoded; try "
-                                         "again")
-            try:
+        # the slot first: at most `decoders` copies of uploads on disk at once
+        if not slots.acquire(timeout=wait_seconds):
+            raise HTTPException(503, "busy: too many recordings are being decoded; try again")
+        try:
+            with tempfile.TemporaryDirectory(prefix="deepfake-upload-") as tmp:
+                path = Path(tmp) / f"upload{suffix}"
+                if save_upload(file, path, max_bytes) == 0:
+                    raise HTTPException(422, "empty upload")
                 result, mels = score_upload(path, detector, model_lock, max_seconds,
                                             deadline - time.monotonic(), decode_in_lock)
-            finally:
-                slots.release()
+        except OSError as e:  # a full temporary folder: the server's fault, said as such
+            raise HTTPException(507, "the server has no room for the upload right now "
+                                     f"({e.strerror or type(e).__name__}); try again later") \
+                from None
+        finally:
+            slots.release()
         result["file"] = file.filename or "upload"
         if spectrogram:
             add_spectrogram(result, mels, detector)
-        return {"model": detector.identity(), "results": [result]}
+        return {"model": detector.identity(public=True), "results": [result]}
 
     return app
 
@@ -264,6 +318,14 @@ def build_parser():
                          "header before decoding)")
     ap.add_argument("--decoders", type=number(int, 1, 64), default=DECODERS,
                     help="uploads decoded at the same time (bounds memory and CPU)")
+    ap.add_argument("--header-timeout", type=number(float, 0, 3600, above=True),
+                    default=HEADER_SECONDS,
+                    help="seconds a client has to send a request's headers (slow or stalled "
+                         "clients are disconnected)")
+    ap.add_argument("--body-timeout", type=number(float, 0, 3600, above=True),
+                    default=BODY_SECONDS,
+                    help="longest silence, in seconds, within a request's body (an upload "
+                         "that stalls is disconnected)")
     ap.add_argument("--wait-seconds", type=number(float, 0, 3600, above=True),
                     default=WAIT_SECONDS,
                     help="longest a request waits for a decoding slot and the model (503 "
@@ -282,7 +344,8 @@ def main(argv=None):
                          args.decoders, args.wait_seconds)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info",
+                http=guarded_protocol(args.header_timeout, args.body_timeout))
 
 
 if __name__ == "__main__":

@@ -76,9 +76,11 @@ class Detector:
         x = datasets.to_model_input(np.asarray(window)[None], "waveform")
         return np.asarray(self.model.get_layer("log_mel")(x))[0].T
 
-    def identity(self):
-        """What /health and the JSON output say about the model."""
-        return {"run": str(self.run_dir), "model": self.model_path.name,
+    def identity(self, public=False):
+        """What /health and the JSON output say about the model; ``public`` (the API): the run
+        folder's name only, never the server's paths."""
+        return {"run": self.run_dir.name if public else str(self.run_dir),
+                "model": self.model_path.name,
                 "threshold": self.threshold, "threshold_source": self.threshold_source,
                 "features": self.features}
 

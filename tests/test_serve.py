@@ -82,7 +82,8 @@ def post(url, name, content, **params):
 
 def test_health_names_the_model(server, trained_run):
     h = httpx.get(f"{server}/health").json()
-    assert h["status"] == "ok" and h["run"] == str(trained_run)
+    assert h["status"] == "ok" and h["run"] == trained_run.name
+    assert str(trained_run.parent) not in httpx.get(f"{server}/health").text  # no server paths
     assert h["features"]["n_mels"] == 128 and h["max_upload_mb"] == 1
     assert httpx.get(f"{server}/openapi.json").json()["paths"]["/predict"]
 
@@ -344,3 +345,76 @@ def test_errors_never_echo_server_paths_or_client_bytes(server):
     secret = b"SECRET-CONTENT-" * 10
     r = httpx.post(f"{server}/predict", files={"file": ("", secret)}, timeout=60)
     assert r.status_code == 422 and b"SECRET" not in r.content
+
+
+def test_a_full_temporary_folder_is_507_and_frees_the_slot(trained_run, clips, monkeypatch):
+    """ENOSPC while saving an upload used to be an HTTP 500; the decoder slot must come back
+    (a second upload after the disk is freed is scored)."""
+    import errno
+
+    from fastapi.testclient import TestClient
+
+    import serve
+
+    real = serve.save_upload
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(serve, "save_upload", full)
+    client = TestClient(serve.create_app(trained_run, max_upload_mb=1, max_seconds=20,
+                                         decoders=1, wait_seconds=2))
+    r = client.post("/predict", files={"file": ("good.wav", clips["good"].read_bytes())})
+    assert r.status_code == 507 and "No space left" in r.json()["detail"]
+    monkeypatch.setattr(serve, "save_upload", real)
+    r = client.post("/predict", files={"file": ("good.wav", clips["good"].read_bytes())})
+    assert r.status_code == 200
+
+
+def closed_within(sock, seconds):
+    """Whether the server closes ``sock`` within ``seconds`` (end of stream, a reset, or a
+    4xx answer followed by the end)."""
+    sock.settimeout(seconds)
+    try:
+        data = sock.recv(4096)
+        while data.startswith(b"HTTP/1.1 4"):
+            data = sock.recv(4096)
+        return data == b""
+    except ConnectionError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_stalled_and_drip_fed_clients_are_disconnected(trained_run, tmp_path):
+    """Slowloris: stalled bodies and drip-fed headers used to be held for minutes. With
+    --header-timeout 2 and --body-timeout 2 each is closed within seconds, and a normal request
+    is still answered meanwhile."""
+    url, proc = start_server(trained_run, tmp_path / "serve.log", "--header-timeout", "2",
+                             "--body-timeout", "2")
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        stalled = []
+        for _ in range(10):  # complete headers, then a body that stops after 10 of 1000 bytes
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                      b"Content-Type: multipart/form-data; boundary=b\r\n\r\n0123456789")
+            stalled.append(s)
+        drip = socket.create_connection(("127.0.0.1", port))
+        start = time.monotonic()
+        for ch in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40:
+            try:  # one byte every 200 ms: the headers would take about 13 s
+                drip.sendall(bytes([ch]))
+            except OSError:
+                break
+            if time.monotonic() - start > 5:
+                break
+            time.sleep(0.2)
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        assert closed_within(drip, 1), "drip-fed headers still held after 5 s"
+        assert all(closed_within(s, 1) for s in stalled), "a stalled upload is still held"
+        normal = httpx.get(f"{url}/health", timeout=5)
+        assert normal.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
