@@ -13,6 +13,7 @@ Formats read here (detected from the first line, or named):
 Score files (`read_score_file`) and ASV score files (`read_asv_scores`) are read here too.
 """
 
+import itertools
 import re
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def normalize_label(word, where=""):
         return "bonafide"
     if w in _SPOOF_WORDS:
         return "spoof"
-    raise ProtocolError(f"{where}unknown label {word!r}: expected bonafide or spoof")
+    raise ProtocolError(f"{where}unknown label {str(word)[:40]!r}: expected bonafide or spoof")
 
 
 def check_utt_id(utt, where=""):
@@ -77,7 +78,7 @@ def check_utt_id(utt, where=""):
     hidden or ``.``/``..``, with a path separator or a NUL byte (``S ../../x - A01 spoof`` would
     otherwise write outside ``--out``). Returns it."""
     if not utt or utt.startswith(".") or any(c in utt for c in "/\\\0"):
-        raise ProtocolError(f"{where}utterance id {utt!r} cannot name a file: ids may not be "
+        raise ProtocolError(f"{where}utterance id {utt[:60]!r} cannot name a file: ids may not be "
                             "empty, start with '.', or hold '/', '\\' or NUL")
     size = len(utt.encode("utf-8", "surrogateescape"))
     if size > MAX_ID_BYTES:
@@ -97,22 +98,27 @@ def read_text_lines(path):
         Where the file is not UTF-8, or a line is longer than `MAX_LINE` (a file of one
         gigabyte-long token is not a protocol or a score file).
     """
-    lineno = 0
-    try:
-        with open(path, encoding="utf-8-sig", newline=None) as f:
-            while True:
-                line = f.readline(MAX_LINE + 1)
-                if not line:
-                    return
-                lineno += 1
-                if len(line) > MAX_LINE and not line.endswith("\n"):
-                    raise ProtocolError(f"{path}:{lineno}: line longer than {MAX_LINE} "
-                                        "characters; not a protocol or score file")
-                yield line.rstrip("\n")
-    except UnicodeDecodeError as e:
-        raise ProtocolError(f"{path}:{lineno + 1}: not UTF-8 text (byte "
-                            f"{e.object[e.start]:#04x}); save it as UTF-8 (UTF-16 and Latin-1 "
-                            "files are not read)") from None
+    limit = 4 * MAX_LINE  # bytes: a UTF-8 character takes at most 4
+    with open(path, "rb") as f:
+        for lineno in itertools.count(1):
+            raw = f.readline(limit + 1)
+            if not raw:
+                return
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                raise ProtocolError(f"{path}:{lineno}: line longer than {MAX_LINE} characters; "
+                                    "not a protocol or score file")
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a byte-order mark
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ProtocolError(f"{path}:{lineno}: not UTF-8 text (byte "
+                                    f"{e.object[e.start]:#04x}); save it as UTF-8 (UTF-16 and "
+                                    "Latin-1 files are not read)") from None
+            if len(line) > MAX_LINE + 2:
+                raise ProtocolError(f"{path}:{lineno}: line longer than {MAX_LINE} characters; "
+                                    "not a protocol or score file")
+            yield line.rstrip("\r\n")
 
 
 def detect_format(path):
@@ -196,7 +202,7 @@ def _parse_whitespace(path, fmt):
         where = f"{path}:{lineno}: "
         if not spec["n_min"] <= len(cols) <= spec["n_max"]:
             raise ProtocolError(f"{where}expected {spec['n_min']}-{spec['n_max']} columns for "
-                                f"{fmt}, got {len(cols)}: {line!r}")
+                                f"{fmt}, got {len(cols)}: {line[:80]!r}")
         label = normalize_label(cols[spec["key"]], where)
         attack = cols[spec["attack"]]
         if label == "bonafide" or attack.lower() == "bonafide":
@@ -344,7 +350,7 @@ def read_score_file(path):
             raise ValueError(
                 f"{path}:{lineno}: expected the columns of one layout throughout: "
                 + "; ".join(f"{k}: {v[0]} columns" for k, v in SCORE_LAYOUTS.items())
-                + f" (got {len(cols)}: {line!r})")
+                + f" (got {len(cols)}: {line[:80]!r})")
         rows.append((cols[utt], value, cols[key].lower() if key is not None else None))
     if not rows:
         raise ValueError(f"{path}: no scores")
@@ -376,7 +382,7 @@ def read_asv_scores(path):
     for lineno, cols, line in iter_columns(path):
         if len(cols) != 3 or cols[1] not in ("target", "nontarget", "spoof"):
             raise ValueError(f"{path}:{lineno}: expected 'SOURCE target|nontarget|spoof SCORE', "
-                             f"got {line!r}")
+                             f"got {line[:80]!r}")
         value = parse_score(cols[2])
         if value is None:
             raise ValueError(f"{path}:{lineno}: score {cols[2][:40]!r} is not a number")

@@ -238,6 +238,13 @@ def compute_report(table, threshold=None, asv=None, calibrated=None):
     if asv is not None:  # None with the reason when undefined; the report is written anyway
         tdcf = {**M.min_tdcf(score[y == 0], score[y == 1], asv), "cost_model": "ASVspoof 2019",
                 **M.COST_2019}
+        attacks = set(table.loc[table["label"] == "spoof", "attack"])
+        sources = set(asv.loc[asv["key"] == "spoof", "source"])
+        if attacks and not attacks & sources:  # e.g. the dev ASV file with eval scores
+            warnings.append(f"the ASV score file's spoof trials are of attacks "
+                            f"{', '.join(sorted(sources)[:6])}, none of which is scored here "
+                            f"({', '.join(sorted(attacks)[:6])}): the pooled min t-DCF mixes "
+                            "unrelated trials; check --asv-scores")
     else:
         tdcf = {"min_tdcf": None,
                 "reason": "not computed: no ASV scores given (--asv-scores, e.g. "

@@ -101,7 +101,8 @@ def main(argv=None):
         work = Path(args.work or Path("data") / "offline" / Path(args.run).name)
         return steps(protocol, audio_dir, args.run, work, args.format, args.workers,
                      args.vocode_seed, train_flags, vocoders)
-    except (protocols.ProtocolError, FileNotFoundError, ValueError) as e:
+    except (protocols.ProtocolError, FileNotFoundError, ValueError,
+            preprocess.IncompleteOutput) as e:  # a partial folder is never trained on
         raise SystemExit(f"error: {e}") from None
 
 

@@ -112,6 +112,18 @@ def test_min_tdcf_per_attack_with_asv_scores(trained_run, demo_features, tmp_pat
     assert by_attack["D01"]["min_tdcf"] is not None
     assert by_attack["D02"]["min_tdcf"] is None  # no ASV trials of D02: undefined, and why
     assert "no ASV scores of spoof trials" in by_attack["D02"]["min_tdcf_note"]
+    assert not any("ASV score file" in w for w in m["warnings"])
+
+
+def test_an_asv_file_of_other_attacks_is_warned_about(trained_run, demo_features, tmp_path):
+    """An ASV score file matching none of the scored attacks (the 2019 eval ASV file beside a
+    dev run) used to give a pooled min t-DCF without a word."""
+    asv = tmp_path / "asv.txt"
+    asv.write_text("bonafide target 3.0\nbonafide target 2.0\nbonafide nontarget 0.0\n"
+                   "bonafide nontarget 1.0\nA13 spoof 1.5\nA17 spoof 2.5\n")
+    m = evaluate.main(["--run", str(trained_run), "--data", str(demo_features["dev"]),
+                       "--asv-scores", str(asv), "--out", str(tmp_path / "o"), "--no-plots"])
+    assert any("A13, A17, none of which is scored here (D01, D02)" in w for w in m["warnings"])
 
 
 def test_evaluate_refuses_data_with_other_features(trained_run, demo_corpus, tmp_path):

@@ -202,3 +202,10 @@ def test_a_long_error_token_is_shortened(tmp_path):
     with pytest.raises(ValueError) as e:
         protocols.read_score_file(path)
     assert len(str(e.value)) < 200
+
+
+def test_a_huge_id_is_not_quoted_whole(tmp_path):
+    path = write(tmp_path, "p.txt", "SPK ../" + "x" * 3000 + " - A01 spoof\n")
+    with pytest.raises(protocols.ProtocolError) as e:
+        protocols.parse_protocol(path)
+    assert len(str(e.value)) < 300
