@@ -135,7 +135,8 @@ def run_tasks(tasks, params, workers, desc, progress, max_seconds=MAX_SECONDS):
     else:
         # forkserver: workers start from a clean process, safe even if TensorFlow is loaded here
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["numpy", "soundfile", "librosa", "features", "preprocess"])
+        ctx.set_forkserver_preload(["numpy", "soundfile", "librosa", "deepfake_detector.features",
+                                  "preprocess"])
         chunk = max(4, min(64, len(tasks) // (8 * workers)))
         with ctx.Pool(workers, initializer=_init_worker, initargs=(params, max_seconds)) as pool:
             for r in pool.imap_unordered(process_file, tasks, chunksize=chunk):
@@ -168,6 +169,31 @@ def write_tables(out_dir, df, missing, failed, split):
     write_text_atomic(out_dir / "errors.csv", err_table.to_csv(index=False))
     write_text_atomic(out_dir / "missing.txt", "".join(f"{s}\n" for s in missing["src"]))
     return manifest, err
+
+
+def listed_audio(protocol, audio_dir, fmt=None, limit=None, strict=False):
+    """The utterances a protocol lists with their audio paths (column ``src``), which of them
+    are on disk, and the missing ones (`preprocess`).
+
+    Raises
+    ------
+    FileNotFoundError
+        Missing audio with ``strict``, or none of the listed files on disk (a wrong
+        ``--audio-dir``).
+    """
+    df = protocols.parse_protocol(protocol, fmt)
+    if limit is not None:
+        df = df.iloc[:limit]
+    df = df.assign(src=[str(protocols.audio_path(r, audio_dir)) for r in df.to_dict("records")])
+    exists = df["src"].map(os.path.exists)
+    missing = df[~exists]
+    if strict and len(missing):
+        raise FileNotFoundError(f"{len(missing)} audio files listed in {protocol} are missing, "
+                                f"e.g. {missing['src'].iloc[0]} (drop --strict to skip them)")
+    if len(df) and len(missing) == len(df):
+        raise FileNotFoundError(f"none of the {len(df)} audio files listed in {protocol} is "
+                                f"on disk (e.g. {missing['src'].iloc[0]}): check --audio-dir")
+    return df, exists, missing
 
 
 def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, fit="window",
@@ -211,18 +237,7 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
     params = F.feature_params(fit, kind, clip_samples)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
-    df = protocols.parse_protocol(protocol, fmt)
-    if limit is not None:
-        df = df.iloc[:limit]
-    df = df.assign(src=[str(protocols.audio_path(r, audio_dir)) for r in df.to_dict("records")])
-    exists = df["src"].map(os.path.exists)
-    missing = df[~exists]
-    if strict and len(missing):
-        raise FileNotFoundError(f"{len(missing)} audio files listed in {protocol} are missing, "
-                                f"e.g. {missing['src'].iloc[0]} (drop --strict to skip them)")
-    if len(df) and len(missing) == len(df):
-        raise FileNotFoundError(f"none of the {len(df)} audio files listed in {protocol} is "
-                                f"on disk (e.g. {missing['src'].iloc[0]}): check --audio-dir")
+    df, exists, missing = listed_audio(protocol, audio_dir, fmt, limit, strict)
     with exclusive(out_dir, "preprocessed arrays"):  # one writer; orphans of killed runs go
         check_features_json(out_dir, params, overwrite)
         write_text_atomic(out_dir / "features.json", json.dumps(params, indent=2) + "\n")

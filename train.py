@@ -53,7 +53,7 @@ from deepfake_detector import report
 from deepfake_detector import runs
 from deepfake_detector.atomic import atomic_output, write_json_atomic, write_text_atomic
 from deepfake_detector.callbacks import (make_checkpoint_callback, make_history_callback,
-                                         make_validation_callback)
+                                         make_random_state_callback, make_validation_callback)
 from deepfake_detector.distribute import configure_cpu_devices, get_strategy, trim_to_replicas
 from deepfake_detector.feature_cache import cached_features, feature_dataset
 
@@ -197,12 +197,35 @@ def phase_callbacks(cfg, run_dir, backup_dir, checkpoint, predict_model, val_ds,
 
     key, mode = C.MONITORS[cfg.monitor]
     cbs = [keras.callbacks.BackupAndRestore(str(backup_dir)),
+           make_random_state_callback(backup_dir),  # after the backup: see its docstring
            make_validation_callback(predict_model, val_ds, val_df["target"]),
            make_history_callback(run_dir / "history.csv"),
            checkpoint]
     if cfg.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(key, patience=cfg.early_stopping, mode=mode))
     return [*cbs, *extra]
+
+
+def epochs_done(backup_dir):
+    """The epoch (counted from the run's start) after which Keras' BackupAndRestore last saved
+    in ``backup_dir`` (its ``training_metadata.json``; the ``.bkp`` copy when a save was cut
+    short, as Keras itself restores), 0 for a phase never started."""
+    for name in ("training_metadata.json.bkp", "training_metadata.json"):
+        path = Path(backup_dir) / name
+        if path.exists():
+            return int(json.loads(path.read_text()).get("epoch", 0))
+    return 0
+
+
+def resume_where_stopped(fit_model, epochs):
+    """Before ``fit`` resumes a phase ``epochs`` epochs in: build the optimizer, so that Keras'
+    BackupAndRestore loads its saved state (Adam's moments, the step count the learning-rate
+    schedule follows) instead of skipping it with a warning, as it did (a resumed run restarted
+    Adam and the cosine schedule). The layers' random state comes back too
+    (`callbacks.make_random_state_callback`). Not yet the data order: ``fit`` draws each epoch's
+    shuffle from its own copy of the dataset, whose state a new process cannot restore."""
+    if epochs > 0:
+        fit_model.optimizer.build(fit_model.trainable_variables)
 
 
 def fit_frozen(cfg, run_dir, model, inputs, data, meta, verbose, extra):
@@ -216,6 +239,7 @@ def fit_frozen(cfg, run_dir, model, inputs, data, meta, verbose, extra):
         return done["best"], done["epochs"]
     key, mode = C.MONITORS[cfg.monitor]
     checkpoint = make_checkpoint_callback(run_dir / "best.keras", meta, model, key, mode)
+    resume_where_stopped(inputs.fit_model, epochs_done(run_dir / "backup"))
     inputs.fit_model.fit(
         inputs.train_ds, validation_data=inputs.val_ds, epochs=cfg.epochs,
         callbacks=phase_callbacks(cfg, run_dir, run_dir / "backup", checkpoint,
@@ -239,6 +263,7 @@ def fine_tune(cfg, run_dir, model, data, meta, run_cfg, best, epochs_run, verbos
                             "trainable": M.param_counts(model)["trainable"]}
     write_json_atomic(run_dir / "config.json", run_cfg)
     train_ds, val_ds = spectrogram_datasets(cfg, data)
+    resume_where_stopped(model, epochs_done(run_dir / "backup_ft") - epochs_run)
     key, mode = C.MONITORS[cfg.monitor]
     checkpoint = make_checkpoint_callback(run_dir / "best.keras", meta, model, key, mode,
                                           best=best, store=run_dir / "best.keras.finetune.npz")

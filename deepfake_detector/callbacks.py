@@ -119,3 +119,47 @@ def make_history_callback(path):
                                              ignore_index=True))
 
     return HistoryCSV()
+
+
+RANDOM_STATE = "random_state.json"  # beside Keras' backup files
+
+
+def make_random_state_callback(backup_dir):
+    """Save the layers' random-number state (the ``seed_generator_state`` variables of Dropout
+    and the other random layers) with each epoch's backup, and put it back when a run resumes.
+
+    Keras' ``BackupAndRestore`` restores weights and optimizer, not these counters, so a resumed
+    run drew epoch 0's dropout masks again (measured: different history and weights). Must come
+    after ``BackupAndRestore`` in the callback list: its ``on_train_begin`` restores the
+    weights, this one the random state of the same epoch. Written atomically, with the epoch it
+    belongs to; a state of another epoch than the backup's (a crash between the two writes) is
+    not applied.
+    """
+    import json
+
+    _, keras = load_tensorflow()
+    path = Path(backup_dir) / RANDOM_STATE
+
+    class RandomState(keras.callbacks.Callback):
+        def _states(self):
+            return [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
+
+        def on_train_begin(self, logs=None):
+            if not path.exists():
+                return
+            saved = json.loads(path.read_text())
+            states = self._states()  # in the model's order (names may differ in a new build)
+            if saved.get("epoch") != getattr(self.model, "_initial_epoch", None) \
+                    or len(saved["states"]) != len(states):
+                return
+            for var, value in zip(states, saved["states"]):
+                var.assign(np.asarray(value, dtype="int64"))
+
+        def on_epoch_end(self, epoch, logs=None):
+            from .atomic import write_text_atomic
+
+            if path.parent.is_dir():
+                states = [np.asarray(v).tolist() for v in self._states()]
+                write_text_atomic(path, json.dumps({"epoch": epoch + 1, "states": states}))
+
+    return RandomState()
