@@ -308,8 +308,8 @@ def build_parser():
     inference.add_model_args(ap)
     ap.add_argument("--host", default=HOST, help="address to bind (127.0.0.1 = this machine "
                                                  "only)")
-    ap.add_argument("--port", type=number(int, 1, 65535), default=PORT,
-                    help="TCP port to listen on")
+    ap.add_argument("--port", type=number(int, 0, 65535), default=PORT,
+                    help="TCP port to listen on (0: any free port)")
     ap.add_argument("--max-upload-mb", type=number(float, 0, 10240, above=True),
                     default=MAX_UPLOAD_MB,
                     help="largest upload accepted (413 above, counted as it streams in)")

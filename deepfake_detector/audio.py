@@ -57,16 +57,24 @@ def _read_mono(f, max_frames):
     only the frames the decoder returns: a file that ends before its header's length (a
     truncated MP3) gives what it holds, never a repeated block (``SoundFile.blocks`` keeps
     yielding its last buffer when a read comes back short)."""
-    limit = None if max_frames is None else max_frames + 1
-    out, total = [], 0
+    n = f.frames if max_frames is None else min(f.frames, max_frames + 1)
+    known = 0 <= n <= 1 << 31  # a plausible length: one buffer, the memory of the signal only
+    limit = n if known else (None if max_frames is None else max_frames + 1)
+    out, total = (np.empty(n, np.float32) if known else []), 0
     while limit is None or total < limit:
         want = READ_BLOCK if limit is None else min(READ_BLOCK, limit - total)
         b = f.read(want, dtype="float32", always_2d=True)
         if len(b):
-            out.append(b[:, 0].copy() if b.shape[1] == 1 else b.mean(axis=1))
+            mono = b[:, 0] if b.shape[1] == 1 else b.mean(axis=1)
+            if known:
+                out[total:total + len(mono)] = mono
+            else:
+                out.append(mono.copy())
             total += len(b)
         if len(b) < want:  # the data ended
             break
+    if known:
+        return out[:total]
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 

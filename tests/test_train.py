@@ -304,7 +304,11 @@ def test_single_class_validation_skips_calibration_with_a_warning(demo_features,
     run, history = train.train(demo_features["train"], tmp_path / "r", val_data=val,
                                weights="none", epochs=1, batch_size=8, verbose=0)
     assert "warning: no threshold calibrated" in capsys.readouterr().err
-    assert (run / "model.keras").exists() and not (run / "threshold.json").exists()
+    saved = json.loads((run / "threshold.json").read_text())  # written: the run is finished
+    assert saved["best"] is None and saved["note"].startswith("no threshold calibrated")
+    from deepfake_detector import runs
+
+    assert runs.read_threshold(run) is None and runs.is_finished(run)  # so 0.5 is used
     assert history["val_eer"].isna().all()  # EER undefined with one class, logged as NaN
 
 
