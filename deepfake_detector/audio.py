@@ -51,6 +51,11 @@ def _decode_budget(file_sr, channels, frames, max_seconds):
         raise AudioError(f"cannot decode: unsupported channel count {channels}")
 
 
+def _mono(block):
+    """One decoded block (frames, channels) -> its mono signal (frames,): the channels' mean."""
+    return block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
+
+
 def _read_mono(f, max_frames):
     """Read a `soundfile.SoundFile` block by block into one mono float32 signal (channels
     averaged block by block), at most ``max_frames + 1`` frames whatever the header says, and
@@ -65,7 +70,7 @@ def _read_mono(f, max_frames):
         want = READ_BLOCK if limit is None else min(READ_BLOCK, limit - total)
         b = f.read(want, dtype="float32", always_2d=True)
         if len(b):
-            mono = b[:, 0] if b.shape[1] == 1 else b.mean(axis=1)
+            mono = _mono(b)
             if known:
                 out[total:total + len(mono)] = mono
             else:
@@ -93,7 +98,7 @@ def _read_unknown_length(path, max_frames):
                 while max_frames is None or total <= max_frames:
                     b = f.read(block, dtype="float32", always_2d=True)
                     if len(b):
-                        out.append(b[:, 0].copy() if b.shape[1] == 1 else b.mean(axis=1))
+                        out.append(_mono(b).copy())
                         total += len(b)
                     if len(b) < block:
                         return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import datasets
+from . import datasets, features
 from .metrics import THRESHOLD, sigmoid
-from .models import META_NAME, WeightsUnavailable, load_model, load_tensorflow, read_model_meta
+from .models import (FAMILIES, META_NAME, WeightsUnavailable, load_model, load_tensorflow,
+                     read_model_meta)
 
 # -----------------------------------------------------------------------------
 RUNS_DIR = "runs"
@@ -102,9 +103,6 @@ def check_meta(meta, path):
     ModelFileError
         One line naming the file and the problem.
     """
-    from . import features
-    from .models import FAMILIES
-
     if meta is None:
         raise ModelFileError(f"{path} carries no feature parameters ({META_NAME}); it was "
                              "not saved by this project")
