@@ -20,10 +20,11 @@ import pandas as pd
 
 from deepfake_detector.cli import HelpFormatter
 from deepfake_detector.datasets import (MANIFEST_COLUMNS, SEED, VAL_FRACTION,  # noqa: F401
-                                        as_folders, balanced_indices, check_arrays,
+                                        as_folders, check_arrays,
                                         class_weights, load_features_json, load_manifest,
                                         load_sources, load_splits, make_dataset,
                                         stratified_split, to_model_input)
+from deepfake_detector.sampling import balanced_indices, epoch_order  # noqa: F401
 
 
 def describe(train_df, val_df):

@@ -56,6 +56,7 @@ from deepfake_detector.callbacks import (make_checkpoint_callback, make_history_
                                          make_random_state_callback, make_validation_callback)
 from deepfake_detector.distribute import configure_cpu_devices, get_strategy, trim_to_replicas
 from deepfake_detector.feature_cache import cached_features, feature_dataset
+from deepfake_detector.sampling import EpochClock
 
 DESCRIPTION = ("Train EfficientNetB0 (frozen) -> GAP -> Dense(128, relu) -> Dropout -> "
                "Dense(1, sigmoid) = P(spoof) on preprocessed mel arrays. Label 1 = spoof.")
@@ -79,6 +80,7 @@ class Inputs:
     fit_model: object
     train_ds: object
     val_ds: object
+    clock: object  # the epoch train_ds draws (`sampling.EpochClock`); its callback sets it
     use_cache: bool
     val_features: object = None
 
@@ -106,15 +108,15 @@ def decay_steps(cfg, n_train):
     return cfg.epochs * -(-n_train // cfg.batch_size) if cfg.lr_schedule == "cosine" else None
 
 
-def spectrogram_datasets(cfg, data):
-    """Training (shuffled, balanced and augmented as configured) and validation datasets of
-    mel arrays, in the input form of the model family."""
+def spectrogram_datasets(cfg, data, clock):
+    """Training (shuffled, balanced, augmented as configured; each epoch drawn at the epoch
+    ``clock`` gives) and validation datasets of mel arrays, in the model family's input form."""
     kind = M.FAMILIES[cfg.model]["input"]
     shape, dtype = F.array_spec(data.features)
     tr = datasets.make_dataset(data.train_df, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                   shape=shape, balanced=cfg.balanced_batches,
                                   augment=cfg.augmentation(), params=data.features, kind=kind,
-                                  dtype=dtype)
+                                  dtype=dtype, clock=clock)
     return tr, datasets.make_dataset(data.val_df, cfg.batch_size, shape=shape, kind=kind,
                                         dtype=dtype)
 
@@ -122,12 +124,12 @@ def spectrogram_datasets(cfg, data):
 def training_inputs(cfg, model, data, dist, verbose):
     """The frozen phase's model and datasets: on cached backbone features when the backbone is
     frozen and nothing is augmented (`feature_cache.cached_features`), else on spectrograms."""
-    replicas = dist.num_replicas_in_sync
+    replicas, clock = dist.num_replicas_in_sync, EpochClock()
     use_cache = (cfg.feature_cache and not cfg.augmentation()
                  and M.FAMILIES[cfg.model]["frozen_backbone"]
                  and not M.backbone_of(model).trainable)
     if not use_cache:
-        return Inputs(model, *spectrogram_datasets(cfg, data), use_cache=False)
+        return Inputs(model, *spectrogram_datasets(cfg, data, clock), clock, use_cache=False)
     parts = [part_features(cfg, model, df, data.features, verbose, replicas)
              for df in (data.train_df, data.val_df)]
     with dist.scope():
@@ -136,9 +138,10 @@ def training_inputs(cfg, model, data, dist, verbose):
                             cfg.weight_decay, decay_steps(cfg, len(data.train_df)))
     rows = [np.arange(len(p)) for p in parts]
     train_ds = feature_dataset(parts[0], rows[0], data.train_df["target"], cfg.batch_size,
-                               shuffle=True, seed=cfg.seed, balanced=cfg.balanced_batches)
+                               shuffle=True, seed=cfg.seed, balanced=cfg.balanced_batches,
+                               clock=clock)
     val_ds = feature_dataset(parts[1], rows[1], data.val_df["target"], cfg.batch_size)
-    return Inputs(head, train_ds, val_ds, True, None if cfg.fine_tune_blocks else parts[1])
+    return Inputs(head, train_ds, val_ds, clock, True, None if cfg.fine_tune_blocks else parts[1])
 
 
 def part_features(cfg, model, df, features, verbose, replicas):
@@ -190,13 +193,15 @@ def run_config(cfg, data, model, inputs, replicas, split_seed, argv):
     }
 
 
-def phase_callbacks(cfg, run_dir, backup_dir, checkpoint, predict_model, val_ds, val_df,
+def phase_callbacks(cfg, run_dir, backup_dir, checkpoint, predict_model, val_ds, val_df, clock,
                     extra=()):
-    """Backup (resume), validation EER, CSV log, best checkpoint, early stopping, extras."""
+    """The training data's epoch clock, backup (resume), validation EER, CSV log, best
+    checkpoint, early stopping, extras."""
     _, keras = M.load_tensorflow()
 
     key, mode = C.MONITORS[cfg.monitor]
-    cbs = [keras.callbacks.BackupAndRestore(str(backup_dir)),
+    cbs = [clock.callback(),  # on_epoch_begin: the epoch the training data draw
+           keras.callbacks.BackupAndRestore(str(backup_dir)),
            make_random_state_callback(backup_dir),  # after the backup: see its docstring
            make_validation_callback(predict_model, val_ds, val_df["target"]),
            make_history_callback(run_dir / "history.csv"),
@@ -208,9 +213,9 @@ def phase_callbacks(cfg, run_dir, backup_dir, checkpoint, predict_model, val_ds,
 
 def epochs_done(backup_dir):
     """The epoch (counted from the run's start) after which Keras' BackupAndRestore last saved
-    in ``backup_dir`` (its ``training_metadata.json``; the ``.bkp`` copy when a save was cut
-    short, as Keras itself restores), 0 for a phase never started."""
-    for name in ("training_metadata.json.bkp", "training_metadata.json"):
+    in ``backup_dir`` (its ``training_metadata.json``, which Keras restores ``initial_epoch``
+    from; else a ``.bkp`` copy), 0 for a phase never started."""
+    for name in ("training_metadata.json", "training_metadata.json.bkp"):
         path = Path(backup_dir) / name
         if path.exists():
             return int(json.loads(path.read_text()).get("epoch", 0))
@@ -222,8 +227,8 @@ def resume_where_stopped(fit_model, epochs):
     BackupAndRestore loads its saved state (Adam's moments, the step count the learning-rate
     schedule follows) instead of skipping it with a warning, as it did (a resumed run restarted
     Adam and the cosine schedule). The layers' random state comes back too
-    (`callbacks.make_random_state_callback`). Not yet the data order: ``fit`` draws each epoch's
-    shuffle from its own copy of the dataset, whose state a new process cannot restore."""
+    (`callbacks.make_random_state_callback`), and so does the data order: every epoch draws
+    its batches from the seed and its own number (`sampling.EpochClock`)."""
     if epochs > 0:
         fit_model.optimizer.build(fit_model.trainable_variables)
 
@@ -243,9 +248,10 @@ def fit_frozen(cfg, run_dir, model, inputs, data, meta, verbose, extra):
     inputs.fit_model.fit(
         inputs.train_ds, validation_data=inputs.val_ds, epochs=cfg.epochs,
         callbacks=phase_callbacks(cfg, run_dir, run_dir / "backup", checkpoint,
-                                  inputs.fit_model, inputs.val_ds, data.val_df, extra),
+                                  inputs.fit_model, inputs.val_ds, data.val_df, inputs.clock,
+                                  extra),
         class_weight=data.class_weights, verbose=verbose,
-        shuffle=False)  # train_ds reshuffles itself every epoch
+        shuffle=False)  # train_ds draws every epoch's order itself (its clock)
     best, epochs_run = checkpoint.best_value, len(pd.read_csv(run_dir / "history.csv"))
     if cfg.fine_tune_blocks:
         with atomic_output(run_dir / "phase1.weights.h5", suffix=".weights.h5") as tmp:
@@ -262,7 +268,8 @@ def fine_tune(cfg, run_dir, model, data, meta, run_cfg, best, epochs_run, verbos
     run_cfg["fine_tune"] = {"blocks": blocks, "phase1_epochs": epochs_run,
                             "trainable": M.param_counts(model)["trainable"]}
     write_json_atomic(run_dir / "config.json", run_cfg)
-    train_ds, val_ds = spectrogram_datasets(cfg, data)
+    clock = EpochClock(epochs_run)
+    train_ds, val_ds = spectrogram_datasets(cfg, data, clock)
     resume_where_stopped(model, epochs_done(run_dir / "backup_ft") - epochs_run)
     key, mode = C.MONITORS[cfg.monitor]
     checkpoint = make_checkpoint_callback(run_dir / "best.keras", meta, model, key, mode,
@@ -270,7 +277,7 @@ def fine_tune(cfg, run_dir, model, data, meta, run_cfg, best, epochs_run, verbos
     model.fit(train_ds, validation_data=val_ds, initial_epoch=epochs_run,
               epochs=epochs_run + cfg.fine_tune_epochs,
               callbacks=phase_callbacks(cfg, run_dir, run_dir / "backup_ft", checkpoint, model,
-                                        val_ds, data.val_df, extra),
+                                        val_ds, data.val_df, clock, extra),
               class_weight=data.class_weights, verbose=verbose, shuffle=False)
 
 

@@ -10,7 +10,7 @@ Two ways to get training and validation data:
 Arrays are streamed from disk, so a corpus larger than memory works.
 
 For the training part only (never validation or evaluation) there are options a recipe may
-turn on: balanced batches (`balanced_indices`), loss weights per class (`class_weights`) and
+turn on: balanced batches (`balanced_order`), loss weights per class (`class_weights`) and
 augmentation (`augment.augment_example`: SpecAugment masks on the mel array; random crop, gain,
 noise and low-pass on the waveform, read again from the source audio listed in the manifest).
 
@@ -27,10 +27,9 @@ from . import features as F
 from . import protocols
 from .augment import augment_example, needs_audio
 from .models.common import load_tensorflow
+from .sampling import SEED, epoch_batches
 
 VAL_FRACTION = 0.2
-SEED = 42
-SHUFFLE_BUFFER = 2048
 MANIFEST_COLUMNS = ("utt_id", "path", "label", "target", "attack", "speaker", "split")
 
 
@@ -182,41 +181,6 @@ def class_weights(targets, spec="balanced"):
     return {0: float(spec[0]), 1: float(spec[1])}
 
 
-def balanced_indices(targets, batch_size, seed=SEED, n_batches=None):
-    """Indices into the training part, drawn so that every batch is half bonafide, half spoof.
-
-    Each class is reshuffled every time it is used up and the classes alternate, so a batch of
-    even size holds exactly ``batch_size / 2`` of each (odd sizes alternate between one more of
-    either). The minority class is oversampled, the majority subsampled within an epoch.
-
-    Parameters
-    ----------
-    targets : array of {0, 1}, shape (n,)
-    batch_size : int
-    seed : int
-    n_batches : int, optional
-        Batches per epoch; default ``ceil(n / batch_size)``, as without balancing.
-
-    Returns
-    -------
-    ds : tf.data.Dataset
-        ``n_batches * batch_size`` int64 indices (unbatched), new draws each iteration.
-    """
-    tf, _ = load_tensorflow()
-
-    t = np.asarray(targets).astype(int)
-    groups = [np.flatnonzero(t == c).astype(np.int64) for c in (0, 1)]
-    if min(len(g) for g in groups) == 0:
-        raise ValueError(f"balanced batches need both classes, got {len(groups[0])} bonafide "
-                         f"and {len(groups[1])} spoof")
-    n_batches = n_batches or -(-len(t) // batch_size)
-    streams = [tf.data.Dataset.from_tensor_slices(g).shuffle(len(g), seed=seed + c,
-                                                             reshuffle_each_iteration=True)
-               .repeat() for c, g in enumerate(groups)]
-    order = tf.data.Dataset.range(2).repeat()  # 0, 1, 0, 1, ...
-    return tf.data.Dataset.choose_from_datasets(streams, order).take(n_batches * batch_size)
-
-
 # how a model takes the arrays (models.input_spec records it in every model)
 INPUTS = ("rgb255", "mel", "waveform")
 
@@ -271,7 +235,7 @@ def _load_augmented(path, audio, seed, shape, aug, params, dtype="<f4"):
 
     def read(p, a, s):
         x = None if wave else F.read_array(p.decode(), shape, dtype)
-        rng = np.random.default_rng(int(s) % 2**63)  # SeedSequence wants a non-negative seed
+        rng = np.random.default_rng(int(s))  # `example_seeds`: non-negative
         return augment_example(x, a.decode(), rng, aug, params)
 
     tf, _ = load_tensorflow()
@@ -281,29 +245,9 @@ def _load_augmented(path, audio, seed, shape, aug, params, dtype="<f4"):
     return x
 
 
-def train_indices(targets, batch_size, shuffle=False, seed=SEED, balanced=False):
-    """The order in which a part is read: ``range(n)``, reshuffled every epoch, or balanced
-    batches (`balanced_indices`). One function, so that the cached-feature path of train.py
-    reads exactly the batches `make_dataset` reads.
-
-    Returns
-    -------
-    ds : tf.data.Dataset of int64 indices into the part
-    """
-    tf, _ = load_tensorflow()
-
-    if balanced:
-        return balanced_indices(targets, batch_size, seed)
-    index = tf.data.Dataset.range(len(targets))
-    if shuffle:
-        index = index.shuffle(min(len(targets), SHUFFLE_BUFFER), seed=seed,
-                              reshuffle_each_iteration=True)
-    return index
-
-
 def make_dataset(df, batch_size, shuffle=False, seed=SEED, shape=F.SHAPE,
                  with_labels=True, balanced=False, augment=None, params=None, kind="rgb255",
-                 dtype="<f4"):
+                 dtype="<f4", clock=None):
     """A batched, prefetched ``tf.data.Dataset`` streaming the arrays listed in ``df``.
 
     Parameters
@@ -313,14 +257,14 @@ def make_dataset(df, batch_size, shuffle=False, seed=SEED, shape=F.SHAPE,
         waveform augmentation).
     batch_size : int
     shuffle : bool
-        Reshuffle every epoch (seeded); off for evaluation so order matches ``df``.
+        Reshuffle every epoch (`epoch_order`); off for evaluation so order matches ``df``.
     seed : int
     shape : tuple of int
         Shape of each stored array, ``features.json["shape"]``.
     with_labels : bool
         Yield ``(image, target)`` pairs, else images alone.
     balanced : bool
-        Training only: draw batches half bonafide, half spoof (`balanced_indices`; implies
+        Training only: draw batches half bonafide, half spoof (`balanced_order`; implies
         shuffling).
     augment : dict, optional
         Training only: `augmentation` settings; each example gets a new draw every epoch,
@@ -331,6 +275,11 @@ def make_dataset(df, batch_size, shuffle=False, seed=SEED, shape=F.SHAPE,
         The model's input (`to_model_input`).
     dtype : {"<f4", "<i2"}
         Type of the stored arrays (`features.array_spec`): float32 mel arrays, int16 waveforms.
+    clock : sampling.EpochClock, optional
+        Training: the epoch number each iteration draws its order and augmentation from
+        (`sampling.epoch_batches`); default a new clock at 0 (each iteration the next epoch).
+        ``train.py`` puts ``clock.callback()`` among ``fit``'s callbacks, so that a resumed run
+        reads what the uninterrupted one read.
 
     Returns
     -------
@@ -356,27 +305,20 @@ def make_dataset(df, batch_size, shuffle=False, seed=SEED, shape=F.SHAPE,
                         else np.full(len(df), ""))
     targets = tf.constant(df["target"].to_numpy(np.float32) if with_labels
                           else np.zeros(len(df), np.float32))
-    index = train_indices(df["target"] if with_labels or balanced else np.zeros(len(df)),
-                          batch_size, shuffle, seed, balanced)
-    if augment:  # elements (index, seed): a new, repeatable draw per example and epoch
-        ds = tf.data.Dataset.zip(index, tf.data.Dataset.random(
-            seed=seed, rerandomize_each_iteration=True))
-
-        def load(i, r):
-            return _load_augmented(tf.gather(paths, i), tf.gather(audio, i), r, shape, augment,
-                                   params, dtype)
-    else:  # elements: the index alone
-        ds = index
-
-        def load(i):
-            return _load_npy(tf.gather(paths, i), shape, dtype)
+    draws = bool(augment)  # a new, repeatable draw per example and epoch
 
     def example(i, *r):
-        x = to_model_input(load(i, *r), kind)
+        if draws:
+            x = _load_augmented(tf.gather(paths, i), tf.gather(audio, i), r[0], shape, augment,
+                                params, dtype)
+        else:
+            x = _load_npy(tf.gather(paths, i), shape, dtype)
+        x = to_model_input(x, kind)
         return (x, tf.gather(targets, i)) if with_labels else x
 
-    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    order_by = df["target"] if with_labels or balanced else np.zeros(len(df))
+    return epoch_batches(order_by, batch_size, example, shuffle, seed, balanced, clock,
+                         draws).prefetch(tf.data.AUTOTUNE)
 
 
 def as_folders(data):

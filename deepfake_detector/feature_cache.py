@@ -111,14 +111,16 @@ def _write_features(extractor, ds, path, n, batch_size, desc, progress):
 
 
 def feature_dataset(array, rows, targets, batch_size, shuffle=False, seed=datasets.SEED,
-                    balanced=False):
+                    balanced=False, clock=None):
     """tf.data over cached features, in exactly the order `datasets.make_dataset` reads the
-    same utterances with the same seed (same batches, same order; `datasets.train_indices`).
+    same utterances with the same seed and epoch (same batches, same order;
+    `datasets.epoch_batches`).
     """
     tf, _ = load_tensorflow()
 
     x = tf.constant(np.asarray(array[np.asarray(rows)], dtype=np.float32))
     y = tf.constant(np.asarray(targets, dtype=np.float32))
-    index = datasets.train_indices(np.asarray(targets), batch_size, shuffle, seed, balanced)
-    ds = index.map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = datasets.epoch_batches(np.asarray(targets), batch_size,
+                                lambda i: (tf.gather(x, i), tf.gather(y, i)), shuffle, seed,
+                                balanced, clock)
+    return ds.prefetch(tf.data.AUTOTUNE)

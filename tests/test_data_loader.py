@@ -96,6 +96,45 @@ def test_shuffled_dataset_is_seeded_and_complete(tmp_path):
     assert sorted(a) == sorted(order(2)) and not np.array_equal(a, order(2))
 
 
+def test_every_epoch_is_drawn_from_the_seed_and_its_number_alone():
+    """Issue 21, item 11: a resumed run replayed epoch 0's order, because the order came from a
+    random state living in the process. Now an epoch's order is a function of (seed, epoch)."""
+    t = np.r_[np.zeros(7, int), np.ones(30, int)]
+    for balanced in (False, True):
+        a = data_loader.epoch_order(t, 4, 5, seed=1, balanced=balanced)
+        np.testing.assert_array_equal(a, data_loader.epoch_order(t, 4, 5, seed=1,
+                                                                 balanced=balanced))
+        assert not np.array_equal(a, data_loader.epoch_order(t, 4, 6, seed=1, balanced=balanced))
+        assert not np.array_equal(a, data_loader.epoch_order(t, 4, 5, seed=2, balanced=balanced))
+    assert sorted(data_loader.epoch_order(t, 4, 3)) == list(range(37))  # every example once
+    np.testing.assert_array_equal(data_loader.epoch_order(t, 4, 3, shuffle=False), range(37))
+    assert len(data_loader.epoch_order(t, 4, 3, balanced=True)) == 40  # 10 full batches
+
+
+def test_a_dataset_on_a_clock_set_to_epoch_k_reads_what_epoch_k_read(tmp_path):
+    """What a resumed run relies on: a new dataset whose clock is set to epoch 2 (as
+    ``clock.callback()`` does in ``fit``) yields the batches and augmentation draws that the
+    third iteration of an uninterrupted dataset yielded."""
+    from deepfake_detector.sampling import EpochClock
+
+    df = data_loader.load_manifest(fake_folder(tmp_path, 6, 7))
+    aug = augment.augmentation(freq_mask=30, time_mask=30)
+
+    def epoch(ds):
+        return np.concatenate([x.numpy() for x, _ in ds])
+
+    whole = data_loader.make_dataset(df, 4, shuffle=True, seed=5, augment=aug,
+                                     clock=EpochClock())
+    epochs = [epoch(whole) for _ in range(3)]
+    assert not np.array_equal(epochs[1], epochs[2])  # every iteration a new epoch
+    clock = EpochClock()
+    resumed = data_loader.make_dataset(df, 4, shuffle=True, seed=5, augment=aug, clock=clock)
+    clock.callback().on_epoch_begin(2)
+    np.testing.assert_array_equal(epoch(resumed), epochs[2])
+    assert clock.epoch == 3
+    assert resumed.cardinality().numpy() == 4  # known: Keras shows progress, no warning
+
+
 def test_dataset_rejects_arrays_of_the_wrong_shape(tmp_path):
     out = fake_folder(tmp_path, 2, 2)
     np.save(out / "U0001.npy", np.zeros((128, 400), np.float32))  # the original project's bug
