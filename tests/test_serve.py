@@ -150,6 +150,27 @@ def test_uploads_leave_no_temporary_files(trained_run, clips, monkeypatch):
     assert not any(d.exists() for d in used)
 
 
+def test_an_upload_name_that_is_not_utf8_is_scored_and_answered_in_json(trained_run, clips):
+    """Issue 21, item 7 for the API: a multipart file name with bytes that are not UTF-8 must
+    not cost the upload its score (nor answer 500 when the name is echoed back)."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    import serve
+
+    client = TestClient(serve.create_app(trained_run, max_upload_mb=1, max_seconds=20))
+    body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; "
+            b"filename=\"caf\xe9\xff\x80.wav\"\r\nContent-Type: audio/wav\r\n\r\n"
+            + clips["good"].read_bytes() + b"\r\n--XyZ--\r\n")
+    r = client.post("/predict", content=body,
+                    headers={"content-type": "multipart/form-data; boundary=XyZ"})
+    assert r.status_code == 200, r.text
+    result = json.loads(r.content.decode("utf-8"))["results"][0]  # valid UTF-8 JSON
+    assert result["status"] == "ok" and 0 <= result["p_spoof"] <= 1
+    assert result["file"].startswith("caf") and result["file"].endswith(".wav")
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
