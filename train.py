@@ -52,8 +52,9 @@ from deepfake_detector import models as M
 from deepfake_detector import report
 from deepfake_detector import runs
 from deepfake_detector.atomic import atomic_output, write_json_atomic, write_text_atomic
-from deepfake_detector.callbacks import (make_checkpoint_callback, make_history_callback,
-                                         make_random_state_callback, make_validation_callback)
+from deepfake_detector.callbacks import (make_checkpoint_callback, make_early_stopping_callback,
+                                         make_history_callback, make_random_state_callback,
+                                         make_validation_callback)
 from deepfake_detector.distribute import configure_cpu_devices, get_strategy, trim_to_replicas
 from deepfake_detector.feature_cache import cached_features, feature_dataset
 from deepfake_detector.sampling import EpochClock
@@ -207,7 +208,7 @@ def phase_callbacks(cfg, run_dir, backup_dir, checkpoint, predict_model, val_ds,
            make_history_callback(run_dir / "history.csv"),
            checkpoint]
     if cfg.early_stopping:
-        cbs.append(keras.callbacks.EarlyStopping(key, patience=cfg.early_stopping, mode=mode))
+        cbs.append(make_early_stopping_callback(backup_dir, key, cfg.early_stopping, mode))
     return [*cbs, *extra]
 
 
@@ -226,9 +227,8 @@ def resume_where_stopped(fit_model, epochs):
     """Before ``fit`` resumes a phase ``epochs`` epochs in: build the optimizer, so that Keras'
     BackupAndRestore loads its saved state (Adam's moments, the step count the learning-rate
     schedule follows) instead of skipping it with a warning, as it did (a resumed run restarted
-    Adam and the cosine schedule). The layers' random state comes back too
-    (`callbacks.make_random_state_callback`), and so does the data order: every epoch draws
-    its batches from the seed and its own number (`sampling.EpochClock`)."""
+    Adam and the cosine schedule). The layers' random state, the early-stopping count and the
+    data order come back too (`callbacks`, `sampling.EpochClock`)."""
     if epochs > 0:
         fit_model.optimizer.build(fit_model.trainable_variables)
 

@@ -163,3 +163,42 @@ def make_random_state_callback(backup_dir):
                 write_text_atomic(path, json.dumps({"epoch": epoch + 1, "states": states}))
 
     return RandomState()
+
+
+EARLY_STOPPING_STATE = "early_stopping.json"  # beside Keras' backup files
+
+
+def make_early_stopping_callback(backup_dir, monitor, patience, mode):
+    """Keras' ``EarlyStopping`` whose count of epochs without improvement survives a crash.
+
+    Keras resets its counter and best value at every ``fit``, so a run resumed after a crash
+    waited ``patience`` epochs again from the resumed epoch (and could train longer than the
+    uninterrupted run). Its state (``wait``, ``best``, ``best_epoch``) is written atomically
+    with each epoch's backup and put back when the run resumes at that same epoch.
+    """
+    import json
+
+    from .atomic import write_text_atomic
+
+    _, keras = load_tensorflow()
+    path = Path(backup_dir) / EARLY_STOPPING_STATE
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if not path.exists():
+                return
+            saved = json.loads(path.read_text())
+            if saved.get("epoch") == getattr(self.model, "_initial_epoch", None):
+                self.wait, self.best = int(saved["wait"]), saved["best"]
+                self.best_epoch = int(saved["best_epoch"])
+
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            if path.parent.is_dir():
+                best = None if self.best is None else float(self.best)
+                write_text_atomic(path, json.dumps({"epoch": epoch + 1, "wait": self.wait,
+                                                    "best": best,
+                                                    "best_epoch": self.best_epoch}))
+
+    return ResumableEarlyStopping(monitor, patience=patience, mode=mode)

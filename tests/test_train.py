@@ -190,6 +190,26 @@ def test_monitor_selects_best_checkpoint_and_early_stopping(demo_features, tmp_p
     assert meta2["epoch"] == int(h2["val_eer"].idxmin()) + 1
 
 
+def test_early_stopping_counts_across_a_crash(demo_features, tmp_path):
+    """Keras' EarlyStopping restarted its patience at every fit: a run resumed after a crash
+    trained longer than the uninterrupted one. lr 0: no epoch after the first improves, so
+    patience 2 stops after epoch 3, crash or not."""
+    import keras
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("power cut")
+
+    args = dict(data=demo_features["train"], weights="none", epochs=8, batch_size=8, verbose=0,
+                monitor="auc", early_stopping=2, learning_rate=0.0)
+    _, whole = train.train(run_dir=tmp_path / "whole", **args)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train.train(run_dir=tmp_path / "cut", callbacks=[Crash()], **args)
+    _, resumed = train.train(run_dir=tmp_path / "cut", **args)
+    assert len(whole) == 3 and list(resumed["epoch"]) == list(whole["epoch"])
+
+
 def test_calibrated_threshold_reproduces_the_eer_point_on_validation(trained_run):
     import evaluate
 
