@@ -27,18 +27,104 @@ the min t-DCF. Writes to ``<run>/eval/<name>/`` (or ``--out``): ``metrics.json``
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
+from deepfake_detector import calibration as C
+from deepfake_detector import datasets
 from deepfake_detector import protocols
 from deepfake_detector import report
+from deepfake_detector.atomic import write_json_atomic
 from deepfake_detector.cli import HelpFormatter, number
 from deepfake_detector import runs
+
+
+def calibration_ids(cal):
+    """The utterance ids a saved calibration was fitted on (its ``data``: a preprocessed folder
+    or a score file), or None when that is no longer on disk."""
+    path = Path(cal.get("data") or "")
+    if (path / "manifest.csv").is_file():
+        return set(datasets.load_manifest(path)["utt_id"])
+    if path.is_file():
+        return set(protocols.read_score_file(path)[0].index)
+    return None
+
+
+def fit_calibration(run_dir, which, calibrate_on, calibrate_protocol, prior_spoof,
+                    batch_size=None, progress=False):
+    """Fit the LLR calibration (`calibration.fit_llr`) on labelled data: a preprocessed folder
+    scored by the run's model, or a score file with its protocol. Returns the calibration
+    (with ``prior_spoof``, ``data``, ``created``) and the ids it was fitted on."""
+    if run_dir is not None:
+        table, _ = report.scores_from_model(run_dir, calibrate_on, which, batch_size, progress)
+    else:
+        if calibrate_protocol is None:
+            raise ValueError("--calibrate-on with a score file needs its labels: "
+                             "--calibrate-protocol")
+        table, _ = report.scores_from_file(calibrate_on, calibrate_protocol, partial=True)
+    cal = C.fit_llr(table["score"], protocols.targets(table["label"]))
+    cal.update(prior_spoof=float(prior_spoof), data=str(Path(calibrate_on).resolve()),
+               created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    C.check_calibration(cal, f"the calibration fitted on {calibrate_on}")
+    return cal, set(table["utt_id"])
+
+
+def refuse_test_calibration(cal, ids, table, force, warnings):
+    """Calibrating on the evaluated utterances themselves makes actDCF and Cllr optimistic:
+    refused (``force``: a warning in the report instead)."""
+    ids = calibration_ids(cal) if ids is None else ids
+    if not ids:
+        return
+    shared = table["utt_id"][table["utt_id"].isin(ids)]
+    if len(shared) == 0:
+        return
+    what = (f"the calibration ({cal.get('data')}) was fitted on {len(shared)} of the "
+            f"{len(table)} evaluated utterances (e.g. {shared.iloc[0][:60]!r})")
+    if not force:
+        raise ValueError(f"{what}: calibrating on the test data makes actDCF and Cllr "
+                         "optimistic. Calibrate on a separate labelled set (--calibrate-on), "
+                         "use --no-calibration, or pass --force-calibration-on-test")
+    warnings.append(f"{what} (--force-calibration-on-test): actDCF and Cllr are optimistic")
+
+
+def calibrate_table(table, source, calibrated, run_dir, which, out_dir, calibrate_on,
+                    calibrate_protocol, calibration, prior_spoof, force, batch_size=None,
+                    progress=False):
+    """The evaluated table on the calibrated scale, when there is a calibration: fitted now
+    (``calibrate_on``, then saved in the run or ``out_dir``), given (``calibration``), or the
+    run's own (see `evaluate`). The run's calibrated threshold moves with it.
+
+    Returns
+    -------
+    table, calibrated, calibration, warnings
+        ``calibration`` None (and the first two unchanged) when there is none.
+    """
+    cal, ids, warnings = None, None, []
+    if calibrate_on is not None:
+        cal, ids = fit_calibration(run_dir, which, calibrate_on, calibrate_protocol,
+                                   prior_spoof, batch_size, progress)
+    elif calibration is not False and (calibration or run_dir):
+        cal = C.read_calibration(calibration or run_dir, which)
+    if cal is None:
+        return table, calibrated, None, warnings
+    refuse_test_calibration(cal, ids, table, force, warnings)
+    if calibrate_on is not None:  # saved once it passed every check
+        if run_dir is not None:
+            saved = C.write_run_calibration(run_dir, which, cal)
+        else:
+            saved = Path(out_dir) / C.CALIBRATION_FILE
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(saved, cal)
+        source["calibration_saved"] = str(saved)
+    return (report.apply_calibration(table, cal), C.translate_threshold(calibrated, cal), cal,
+            warnings)
 
 
 def evaluate(run_dir=None, data=None, which="best", threshold=None,
              batch_size=None, name=None, scores=None, protocol=None, fmt=None,
              asv_scores=None, out=None, plots=True, scored=None, partial=False,
-             progress=False):
+             progress=False, calibrate_on=None, calibrate_protocol=None, calibration=None,
+             prior_spoof=C.PRIOR_SPOOF, force_calibration=False):
     """Score (a run's model, or a score file) and write the full report.
 
     Parameters
@@ -71,6 +157,17 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None,
         then says "partial: N of M trials" beside every metric); refused by default.
     progress : bool
         A progress bar while the model scores.
+    calibrate_on : str or Path, optional
+        Fit an LLR calibration (`fit_calibration`) on this labelled data (a preprocessed folder
+        in model mode, a score file in score-file mode, labelled by ``calibrate_protocol``) and
+        save it: in the run (``calibration.json``, used from then on by evaluate.py,
+        predict.py and serve.py) or in the output folder.
+    calibration : str or Path or False, optional
+        A saved ``calibration.json`` to apply; default the run's own (model mode); False: none.
+    prior_spoof : float
+        Prior of spoof for the posterior P(spoof) of calibrated scores.
+    force_calibration : bool
+        Allow a calibration fitted on evaluated utterances (refused by default).
 
     Returns
     -------
@@ -91,9 +188,44 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None,
         out_dir = Path(out) if out else Path(run_dir) / "eval" / name
         history = Path(run_dir) / "history.csv"
         calibrated = runs.read_threshold(run_dir, which)
+    table, calibrated, cal, warnings = calibrate_table(
+        table, source, calibrated, run_dir if scores is None else None, which, out_dir,
+        calibrate_on, calibrate_protocol, calibration, prior_spoof, force_calibration,
+        batch_size, progress)
     asv = protocols.read_asv_scores(asv_scores) if asv_scores else None
-    return report.write_report(table, source, out_dir, name, threshold, asv, calibrated, plots,
-                               history)
+    return report.write_report(table, source, out_dir, name, threshold, asv, calibrated,
+                               plots, history, cal, warnings)
+
+
+def format_asvspoof5(block, mark=""):
+    """The summary lines of the ASVspoof 5 metrics (`report.asvspoof5_block`)."""
+    c, raw, cal = block["cost_model"], block["raw"], block["calibrated"]
+    lines = [f"ASVspoof 5 (bonafide = target; P_spoof {c['p_spoof']:g}, C_miss {c['c_miss']:g}, "
+             f"C_fa {c['c_fa']:g}): minDCF {raw['min_dcf']:.4f}{mark}"]
+    if cal is None:
+        lines.append(f"  raw scores (not calibrated LLRs): actDCF {raw['act_dcf']:.4f}, Cllr "
+                     f"{raw['cllr']:.4f} bits{mark} (calibrate: --calibrate-on DEV_DATA)")
+    else:
+        lines.append(f"  actDCF {raw['act_dcf']:.4f} raw -> {cal['act_dcf']:.4f} calibrated, "
+                     f"Cllr {raw['cllr']:.4f} -> {cal['cllr']:.4f} bits{mark} (calibration "
+                     f"fitted on {block['calibration']['data']})")
+    return lines
+
+
+def format_conditions(rows, mark=""):
+    """The per-condition table of the summary (`breakdown.per_condition_table`), or nothing."""
+    if not rows:
+        return []
+    lines = ["", f"per condition (bonafide vs spoof within each){mark}:",
+             f"{'factor':>20s} {'condition':>16s} {'bona':>6s} {'spoof':>6s} {'EER':>8s} "
+             f"{'minDCF':>7s} {'Cllr':>7s}"]
+    for r in rows:
+        ok = r["eer"] is not None
+        lines.append(f"{r['factor'][:20]:>20s} {r['condition'][:16]:>16s} {r['n_bonafide']:6d} "
+                     f"{r['n_spoof']:6d} " + (f"{r['eer']:8.2%} {r['min_dcf']:7.4f} "
+                                               f"{r['cllr']:7.3f}" if ok else
+                                               f"{'-':>8s} {'-':>7s} {'-':>7s}"))
+    return lines
 
 
 def format_report(metrics):
@@ -113,18 +245,23 @@ def format_report(metrics):
              f"{metrics['eer_threshold']:.4g})",
              f"min t-DCF: {tdcf['min_tdcf']:.4f}{mark} (ASVspoof 2019 cost model)"
              if tdcf["min_tdcf"] is not None else f"min t-DCF: n/a, {tdcf['reason']}",
-             f"ROC AUC: {metrics['roc_auc']:.4f}{mark}", "", "per attack (EER vs all bonafide; "
-             f"detected = share called spoof at the chosen threshold){mark}:",
-             f"{'attack':>12s} {'n':>6s} {'EER':>8s} {'detected':>9s} {'min t-DCF':>10s}"]
+             *format_asvspoof5(metrics["asvspoof5"], mark),
+             f"ROC AUC: {metrics['roc_auc']:.4f}{mark}", "", "per attack (EER and minDCF vs all "
+             f"bonafide; detected = share called spoof at the chosen threshold){mark}:",
+             f"{'attack':>12s} {'n':>6s} {'EER':>8s} {'minDCF':>7s} {'detected':>9s} "
+             f"{'min t-DCF':>10s}"]
     notes = []
     for r in metrics["per_attack"]:
         eer = f"{r['eer']:.2%}" if r["eer"] is not None else "-"
+        mdcf = f"{r['min_dcf']:.4f}" if r.get("min_dcf") is not None else "-"
         td = f"{r['min_tdcf']:.4f}" if r["min_tdcf"] is not None else "-"
         if r["min_tdcf"] is None and r.get("min_tdcf_note") and r["attack"] != "bonafide":
             td = "n/a"
             notes.append(f"  {r['attack']}: min t-DCF {r['min_tdcf_note']}")
-        lines.append(f"{r['attack']:>12s} {r['n']:6d} {eer:>8s} {r['detected']:9.3f} {td:>10s}")
+        lines.append(f"{r['attack']:>12s} {r['n']:6d} {eer:>8s} {mdcf:>7s} "
+                     f"{r['detected']:9.3f} {td:>10s}")
     lines += [n for n in notes if "no ASV scores" not in n]
+    lines += format_conditions(metrics.get("per_condition") or [], mark)
     hdr = (f"{'point':>10s} {'P(spoof)>=':>10s} {'score<=':>9s} {'acc':>6s} {'prec':>6s} "
            f"{'recall':>6s} {'F1':>6s}")
     thr = metrics["threshold"]
@@ -185,6 +322,29 @@ def build_parser():
     ap.add_argument("--out", help="output folder (default: <run>/eval/<name>, or "
                                   "<scores>_eval/ beside a score file)")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    cal = ap.add_argument_group(
+        "calibration to log-likelihood ratios (actDCF and Cllr need them; EER and minDCF do "
+        "not change)")
+    cal.add_argument("--calibrate-on", metavar="DATA",
+                     help="fit llr = a * score + b (prior-weighted logistic regression) on this "
+                          "labelled data: a preprocessed folder scored by the run's model "
+                          "(saved in <run>/calibration.json and used from then on by "
+                          "evaluate.py, predict.py and serve.py), or with --scores a score file "
+                          "labelled by --calibrate-protocol (saved as calibration.json in the "
+                          "output folder). Refused when it shares utterances with the "
+                          "evaluated data")
+    cal.add_argument("--calibrate-protocol", metavar="PROTOCOL",
+                     help="protocol giving the labels of a --calibrate-on score file")
+    cal.add_argument("--calibration", metavar="FILE",
+                     help="apply this saved calibration.json (default: the run's own, if any)")
+    cal.add_argument("--no-calibration", action="store_true",
+                     help="report the raw scores even when the run has a calibration")
+    cal.add_argument("--prior-spoof", type=number(float, 0, 1, above=True), default=C.PRIOR_SPOOF,
+                     help="with --calibrate-on: prior of spoof at which calibrated scores become "
+                          "the posterior P(spoof) (saved with the calibration)")
+    cal.add_argument("--force-calibration-on-test", action="store_true",
+                     help="allow a calibration fitted on utterances that are also evaluated "
+                          "(actDCF and Cllr are then optimistic; the report says so)")
     return ap
 
 
@@ -193,8 +353,17 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.threshold is not None and not 0 < args.threshold < 1:
         ap.error("--threshold must be in (0, 1)")
+    if args.prior_spoof >= 1:
+        ap.error("--prior-spoof must be below 1")
+    if args.calibrate_on and (args.calibration or args.no_calibration):
+        ap.error("--calibrate-on fits a calibration: it goes without --calibration and "
+                 "--no-calibration")
     for flag, path, need in (("--data", args.data, "manifest.csv"), ("--run", args.run, ""),
-                             ("--scores", args.scores, ""), ("--protocol", args.protocol, "")):
+                             ("--scores", args.scores, ""), ("--protocol", args.protocol, ""),
+                             ("--calibration", args.calibration, ""),
+                             ("--calibrate-protocol", args.calibrate_protocol, ""),
+                             ("--calibrate-on", args.calibrate_on,
+                              "" if args.scores else "manifest.csv")):
         if path and not (Path(path) / need).exists():  # before anything heavy is imported
             ap.error(f"{flag} {path}: no such {'preprocessed folder' if need else 'file'}"
                      + (" (no manifest.csv: run preprocess.py first)" if need else ""))
@@ -205,7 +374,11 @@ def main(argv=None):
         metrics = evaluate(run_dir, args.data, args.model, args.threshold, args.batch_size,
                            args.name, args.scores, args.protocol, args.format, args.asv_scores,
                            args.out, not args.no_plots, partial=args.partial,
-                           progress=True)
+                           progress=True, calibrate_on=args.calibrate_on,
+                           calibrate_protocol=args.calibrate_protocol,
+                           calibration=False if args.no_calibration else args.calibration,
+                           prior_spoof=args.prior_spoof,
+                           force_calibration=args.force_calibration_on_test)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     except OSError as e:  # --out is a file or under one, a full disk, no permission

@@ -161,6 +161,7 @@ def write_tables(out_dir, df, missing, failed, split):
         "target": protocols.targets(ok["label"]), "attack": ok["attack"],
         "speaker": ok["speaker"], "split": split,
         "audio": [str(Path(f).resolve()) for f in ok["src"]],  # for train.py's augmentation
+        **{c: ok[c] for c in protocols.CONDITIONS if c in ok.columns},  # per-condition tables
     })
     write_text_atomic(out_dir / "manifest.csv", manifest.to_csv(index=False))
     err = df[df["utt_id"].isin(failed)]

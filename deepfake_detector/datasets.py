@@ -47,14 +47,16 @@ def load_manifest(data_dir):
     Returns
     -------
     df : pandas.DataFrame
-        Columns ``utt_id, path, label, target, attack, speaker, split``; ``target`` is 1 for spoof.
+        Columns ``utt_id, path, label, target, attack, speaker, split``; ``target`` is 1 for spoof;
+        the protocol's condition columns (codec, ...) when it had them.
     """
     data_dir = Path(data_dir)
     mf = data_dir / "manifest.csv"
     if not mf.is_file():
         raise FileNotFoundError(f"{mf} not found: run preprocess.py with --out {data_dir} first")
-    df = pd.read_csv(mf, dtype={"utt_id": str, "attack": str, "speaker": str, "split": str},
-                     keep_default_na=False)
+    text = {"utt_id": str, "attack": str, "speaker": str, "split": str,
+            **{c: str for c in protocols.CONDITIONS}}  # codec "none", quality "1": text
+    df = pd.read_csv(mf, dtype=text, keep_default_na=False)
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{mf}: missing columns {missing}")

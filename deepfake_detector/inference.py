@@ -8,13 +8,17 @@ spoof probability of every window and two aggregates, the mean and the **maximum
 synthetic sentence in a long call is not averaged away); the label uses the chosen aggregate at
 the decision threshold (`runs.decision_threshold`).
 
-Scores follow ASVspoof: ``score`` = log-odds of bonafide (higher = more bonafide).
+Scores follow ASVspoof: ``score`` = log-odds of bonafide (higher = more bonafide). When the run
+holds a calibration (``calibration.json``, ``evaluate.py --calibrate-on``), ``score`` is the
+calibrated log-likelihood ratio and P(spoof) the posterior at the calibration's prior of spoof;
+the decision threshold moves with it (the same decisions).
 """
 
 from pathlib import Path
 
 import numpy as np
 
+from . import calibration as C
 from . import datasets
 from . import runs
 from .features import AudioError, compute_features, load_audio
@@ -51,7 +55,13 @@ class Detector:
         self.features = self.meta["features"]
         self._hidden, self._kernel, self._bias = logit_parts(self.model)
         self.batch_size = predict_batch_size(self.meta)  # the family's prediction batch
+        self.calibration = C.read_calibration(self.run_dir, which)
+        # score = -logit + prior_logit: the LLR, when calibrated (`calibration.posterior_logit`)
+        self.prior_logit = float(C.posterior_logit(0.0, self.calibration.get(
+            "prior_spoof", C.PRIOR_SPOOF))) if self.calibration else 0.0
         saved = runs.read_threshold(self.run_dir, which)
+        if self.calibration:
+            saved = C.translate_threshold(saved, self.calibration)
         self.threshold, kind = runs.decision_threshold(threshold, saved)
         self.threshold_source = (f"calibrated ({saved['method']}, threshold.json)"
                                  if kind == "calibrated" else self.SOURCES[kind])
@@ -63,9 +73,19 @@ class Detector:
 
     def logits(self, mels):
         """Log-odds of spoof for a batch of windows' arrays (`features.compute_features`: mel
-        arrays (n, 128, 128), or int16 waveforms (n, 64524)) -> (n,)."""
+        arrays (n, 128, 128), or int16 waveforms (n, 64524)) -> (n,); posterior log-odds at
+        the calibration's prior when the run is calibrated."""
         x = datasets.to_model_input(np.asarray(mels), runs.input_kind(self.meta))
-        return logits_from_hidden(self._hidden.predict_on_batch(x), self._kernel, self._bias)
+        z = logits_from_hidden(self._hidden.predict_on_batch(x), self._kernel, self._bias)
+        if self.calibration is None:
+            return z
+        return C.posterior_logit(C.apply_llr(self.calibration, -np.asarray(z, np.float64)),
+                                 self.calibration.get("prior_spoof", C.PRIOR_SPOOF))
+
+    def score(self, logit):
+        """The ASVspoof score of a spoof log-odds from `logits`: ``-logit`` (the LLR when the
+        run is calibrated)."""
+        return float(-logit + self.prior_logit)
 
     def spectrogram(self, window):
         """What the model saw of one window, as an image (frequency x time): the mel array
@@ -82,6 +102,9 @@ class Detector:
         return {"run": self.run_dir.name if public else str(self.run_dir),
                 "model": self.model_path.name,
                 "threshold": self.threshold, "threshold_source": self.threshold_source,
+                "score": ("calibrated log-likelihood ratio, bonafide vs spoof; P(spoof) at "
+                          f"prior {self.calibration.get('prior_spoof', C.PRIOR_SPOOF):g}"
+                          if self.calibration else "log-odds of bonafide (not calibrated)"),
                 "features": self.features}
 
 
@@ -171,12 +194,12 @@ def summarize(info, spans, logits, detector, aggregate=AGGREGATE):
         "status": "ok", **info,
         "windows_scored": int(scored.sum()), "windows_silent": int((~scored).sum()),
         "p_spoof_mean": float(np.mean(p)), "p_spoof_max": float(np.max(p)),
-        "aggregate": aggregate, "p_spoof": p_agg, "score": -agg,
+        "aggregate": aggregate, "p_spoof": p_agg, "score": detector.score(agg),
         "label": "spoof" if p_agg >= detector.threshold else "bonafide",
         "threshold": detector.threshold, "threshold_source": detector.threshold_source,
         "windows": [{"start_s": round(a, 3), "end_s": round(b, 3),
                      "p_spoof": None if np.isnan(z) else float(expit(z)),
-                     "score": None if np.isnan(z) else float(-z)}
+                     "score": None if np.isnan(z) else detector.score(z)}
                     for (a, b), z in zip(spans, logits)],
     }
     return {**result, "display": runs.display(result)}

@@ -1,13 +1,14 @@
-"""Detection metrics: the ASVspoof ones (DET curve, EER, min t-DCF), threshold calibration, and
-the design card's accuracy, precision, recall and F1. numpy, scipy and scikit-learn only.
+"""Detection metrics: the ASVspoof ones (DET curve, EER, min t-DCF; ASVspoof 5's minDCF, actDCF
+and Cllr), threshold calibration, and the design card's accuracy, precision, recall and F1.
+numpy, scipy and scikit-learn only.
 
 Class roles (also in docs/metrics.md):
 
-- **EER and min t-DCF** take bonafide as the target class (ASVspoof 2019 evaluation plan): a
-  countermeasure score is higher for bonafide, and an utterance is accepted when ``score >= t``.
-  Both are computed exactly as the ASVspoof evaluation packages define them (`det_points`,
-  `compute_eer`, `min_tdcf`); the thresholds used for decisions are reachable ones
-  (`det_curve`, `eer_point`).
+- **EER, min t-DCF, minDCF, actDCF, Cllr** take bonafide as the target class (ASVspoof
+  evaluation plans): a countermeasure score is higher for bonafide, and an utterance is
+  accepted when ``score >= t``. They are computed exactly as the ASVspoof evaluation packages
+  define them (`det_points`, `compute_eer`, `min_tdcf`, `min_dcf`, `act_dcf`, `cllr`); the
+  thresholds used for decisions are reachable ones (`det_curve`, `eer_point`).
 - **precision, recall, F1** take **spoof** as the positive class: spoof when
   ``P(spoof) >= threshold``.
 """
@@ -21,6 +22,8 @@ SWEEP = np.round(np.arange(0.01, 1.0, 0.01), 2)  # P(spoof) thresholds of the sw
 # ASVspoof 2019 t-DCF cost model (evaluation plan, Table 4; Kinnunen et al., IEEE/ACM TASLP 2020)
 COST_2019 = {"p_spoof": 0.05, "p_tar": (1 - 0.05) * 0.99, "p_non": (1 - 0.05) * 0.01,
              "c_miss_asv": 1.0, "c_fa_asv": 10.0, "c_miss_cm": 1.0, "c_fa_cm": 10.0}
+# ASVspoof 5 Track 1 DCF cost model (evaluation plan; the organisers' evaluation package)
+COST_5 = {"p_spoof": 0.05, "c_miss": 1.0, "c_fa": 10.0}
 # -----------------------------------------------------------------------------
 
 
@@ -208,6 +211,81 @@ def min_tdcf(bonafide, spoof, asv, cost=COST_2019):
     tdcf = (c1 * p_miss + c2 * p_fa) / np.minimum(c1, c2)
     i = int(np.argmin(tdcf))
     return {"min_tdcf": float(tdcf[i]), "threshold": float(thresholds[i]), **out}
+
+
+def min_dcf(bonafide, spoof, cost=COST_5):
+    """Normalized minimum detection cost, ASVspoof 5 Track 1 (the primary metric).
+
+    min over the DET points of `det_points` (the ones the EER uses) of
+    ``(C_miss P_miss (1 - pi) + C_fa P_fa pi) / min(C_miss (1 - pi), C_fa pi)``, pi = P_spoof
+    (ASVspoof 5 evaluation plan; ``compute_mindcf`` of its evaluation package, whose order of
+    floating-point operations is kept: the target prior is ``1 - pi`` and the spoof prior
+    ``1 - (1 - pi)``).
+
+    Returns
+    -------
+    min_dcf : float
+    threshold : float
+        The score of the last trial rejected at that point (as `compute_eer`'s).
+    """
+    p_miss, p_fa, thresholds = det_points(bonafide, spoof)
+    p_tar = 1 - cost["p_spoof"]
+    c_det = cost["c_miss"] * p_miss * p_tar + cost["c_fa"] * p_fa * (1 - p_tar)
+    i = int(np.argmin(c_det))
+    norm = min(cost["c_miss"] * p_tar, cost["c_fa"] * (1 - p_tar))
+    return float(c_det[i] / norm), float(thresholds[i])
+
+
+def bayes_threshold(cost=COST_5):
+    """The LLR threshold of the Bayes decision for ``cost``: ``-log(beta)``, ``beta = C_miss
+    (1 - pi) / (C_fa pi)`` (ASVspoof 5 evaluation plan, eq. 3): ``-log(0.95 / 0.5)`` =
+    -0.642 with the default costs."""
+    return float(-np.log(cost["c_miss"] * (1 - cost["p_spoof"])
+                         / (cost["c_fa"] * cost["p_spoof"])))
+
+
+def act_dcf(bonafide, spoof, cost=COST_5):
+    """Normalized actual detection cost, ASVspoof 5: the cost of deciding at the Bayes
+    threshold `bayes_threshold`, as if the scores were log-likelihood ratios (bonafide vs
+    spoof). A bonafide score ``< threshold`` is a miss, a spoof score ``>= threshold`` a false
+    alarm (``compute_actDCF`` of the ASVspoof 5 package). Meaningful only for calibrated LLRs:
+    on other scores it measures how far they are from being LLRs.
+
+    Returns
+    -------
+    act_dcf : float
+    threshold : float
+    """
+    bonafide, spoof = _scores(bonafide, spoof)
+    t = bayes_threshold(cost)
+    p = cost["p_spoof"]
+    miss = np.sum(bonafide < t) / bonafide.size
+    fa = np.sum(spoof >= t) / spoof.size
+    dcf = cost["c_miss"] * (1 - p) * miss + cost["c_fa"] * p * fa
+    return float(dcf / np.min([cost["c_fa"] * p, cost["c_miss"] * (1 - p)])), t
+
+
+def cllr(bonafide, spoof):
+    """Log-likelihood-ratio cost in bits: ``0.5 (mean log(1 + exp(-s_bonafide)) + mean
+    log(1 + exp(s_spoof))) / log 2`` (Brümmer & du Preez, Computer Speech and Language 20,
+    2006; ``calculate_CLLR`` of the ASVspoof 5 package). 0 for perfect, confident LLRs, 1 for
+    a system that always says 0; above 1 for scores that are not calibrated LLRs. Computed as
+    ``logaddexp(0, -s)``, equal to the package's ``log1p(exp(-s))`` to rounding, and finite
+    where that overflows (scores below about -709).
+    """
+    bonafide, spoof = _scores(bonafide, spoof)
+    return float(0.5 * (np.mean(np.logaddexp(0, -bonafide)) + np.mean(np.logaddexp(0, spoof)))
+                 / np.log(2))
+
+
+def asvspoof5_metrics(bonafide, spoof, cost=COST_5):
+    """The ASVspoof 5 Track 1 numbers of one score set: ``min_dcf`` (primary), ``act_dcf``,
+    ``cllr``, ``eer``, with the thresholds."""
+    mdcf, mthr = min_dcf(bonafide, spoof, cost)
+    adcf, athr = act_dcf(bonafide, spoof, cost)
+    eer, _ = compute_eer(bonafide, spoof)
+    return {"min_dcf": mdcf, "min_dcf_threshold": mthr, "act_dcf": adcf,
+            "act_dcf_threshold": athr, "cllr": cllr(bonafide, spoof), "eer": eer}
 
 
 # ----------------------------------------------------------------------------- classification

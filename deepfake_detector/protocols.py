@@ -33,10 +33,15 @@ _COLUMNS = {
     "asvspoof2019": dict(n_min=5, n_max=5, key=4, attack=3, speaker=0, utt=1),
     # LA:  LA_0009 LA_E_9332881 alaw ita_tx A07 spoof notrim eval
     # DF:  LA_0023 DF_E_2000011 nocodec asvspoof A14 spoof notrim progress traditional_vocoder - - - -
-    "asvspoof2021": dict(n_min=6, n_max=13, key=5, attack=4, speaker=0, utt=1),
+    "asvspoof2021": dict(n_min=6, n_max=13, key=5, attack=4, speaker=0, utt=1,
+                         conditions={"codec": 2, "transmission": 3}),  # DF: "source" (below)
     # SPEAKER FLAC_FILE GENDER CODEC CODEC_Q CODEC_SEED ATTACK_TAG ATTACK_LABEL KEY TMP
-    "asvspoof5": dict(n_min=9, n_max=10, key=8, attack=7, speaker=0, utt=1),
+    "asvspoof5": dict(n_min=9, n_max=10, key=8, attack=7, speaker=0, utt=1,
+                      conditions={"codec": 3, "codec_q": 4}),
 }
+# the condition columns a protocol may carry (`parse_protocol`), for per-condition tables
+CONDITIONS = ("codec", "transmission", "source", "codec_q")
+DF_MIN_COLUMNS = 9  # a 2021 key line this long is DF (column 4: source corpus), else LA
 # -----------------------------------------------------------------------------
 
 
@@ -165,7 +170,8 @@ def parse_protocol(path, fmt=None):
     -------
     df : pandas.DataFrame
         Columns ``utt_id, file, label, attack, speaker`` (``file`` is None for ASVspoof formats,
-        whose audio is ``<audio_dir>/<utt_id>.flac``). ``attack`` is ``"-"`` for bonafide.
+        whose audio is ``<audio_dir>/<utt_id>.flac``), and the conditions the format carries
+        (`CONDITIONS`, `condition_columns`). ``attack`` is ``"-"`` for bonafide.
     """
     path = Path(path)
     if not path.is_file():
@@ -195,9 +201,18 @@ def iter_columns(path):
             yield lineno, cols, line.strip()
 
 
+def condition_columns(fmt, cols):
+    """Name -> column index of the conditions a protocol line of ``fmt`` carries (ASVspoof
+    2021 LA: codec, transmission; 2021 DF: codec, source; ASVspoof 5: codec, codec_q)."""
+    named = dict(_COLUMNS[fmt].get("conditions", {}))
+    if fmt == "asvspoof2021" and len(cols) >= DF_MIN_COLUMNS:
+        named["source"] = named.pop("transmission")
+    return {k: i for k, i in named.items() if i < len(cols)}
+
+
 def _parse_whitespace(path, fmt):
     spec = _COLUMNS[fmt]
-    rows = []
+    rows, names = [], None
     for lineno, cols, line in iter_columns(path):
         where = f"{path}:{lineno}: "
         if not spec["n_min"] <= len(cols) <= spec["n_max"]:
@@ -207,9 +222,13 @@ def _parse_whitespace(path, fmt):
         attack = cols[spec["attack"]]
         if label == "bonafide" or attack.lower() == "bonafide":
             attack = "-"
+        conditions = condition_columns(fmt, cols)
+        names = names or list(conditions)  # the first line's; a mixed file keeps those
         rows.append((check_utt_id(cols[spec["utt"]], where), None, label, attack,
-                     cols[spec["speaker"]]))
-    return pd.DataFrame(rows, columns=["utt_id", "file", "label", "attack", "speaker"])
+                     cols[spec["speaker"]],
+                     *(cols[conditions[n]] if n in conditions else "-" for n in names)))
+    return pd.DataFrame(rows, columns=["utt_id", "file", "label", "attack", "speaker",
+                                       *(names or [])])
 
 
 def _parse_csv(path):
@@ -236,8 +255,9 @@ def _parse_csv(path):
     attack = ["-" if lab == "bonafide" else (a if a not in ("", "-") else "spoof")
               for a, lab in zip(attack, labels)]
     speaker = df["speaker"] if "speaker" in df.columns else pd.Series(["-"] * len(df))
+    conditions = {c: [v.strip() or "-" for v in df[c]] for c in CONDITIONS if c in df.columns}
     return pd.DataFrame({"utt_id": ids, "file": files, "label": labels,
-                         "attack": attack, "speaker": list(speaker)})
+                         "attack": attack, "speaker": list(speaker), **conditions})
 
 
 def resolve_2019_layout(root, split):
@@ -297,7 +317,7 @@ SCORE_LAYOUTS = {
     "2021": (2, 0, None),  # utt_id score (the ASVspoof 2021 packages; scores.txt)
     "2019": (4, 0, 2),  # utt_id attack key score (ASVspoof 2019 tools, AASIST; scores_2019.txt)
     "2019-tdcf": (6, 1, 4),  # speaker utt_id - attack key score (2019 t-DCF package)
-}
+}  # and "asvspoof5": a header naming the columns, ``filename cm-score`` (`asvspoof5_header`)
 
 
 def score_layout(cols):
@@ -320,7 +340,8 @@ def parse_score(token):
 
 def read_score_file(path):
     """Read a countermeasure score file in any layout of `SCORE_LAYOUTS`, detected from its
-    first line of scores (a header line is skipped).
+    first line of scores (a header line is skipped), or an ASVspoof 5 score TSV, told by its
+    header (`asvspoof5_header`).
 
     Returns
     -------
@@ -334,23 +355,30 @@ def read_score_file(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"score file {path} not found")
-    rows, layout, first = [], None, True
+    rows, layout, first, named = [], None, True, None
     for lineno, cols, line in iter_columns(path):
         if cols[0].startswith("#"):
             continue
         header, first = first, False  # only the first line may be a header
-        value = parse_score(cols[-1])
+        if header and asvspoof5_header(cols):
+            layout, named = "asvspoof5", asvspoof5_header(cols)
+            continue
+        column = -1 if named is None else named[3]
+        value = parse_score(cols[column]) if len(cols) > max(column, -1) else None
         if value is None:
             if header:
                 continue
-            raise ValueError(f"{path}:{lineno}: score {cols[-1][:40]!r} is not a number")
+            raise ValueError(f"{path}:{lineno}: score {cols[column][:40]!r} is not a number"
+                             if len(cols) > max(column, -1) else
+                             f"{path}:{lineno}: expected {named[0]} columns, got {len(cols)}")
         layout = layout or score_layout(cols)
-        n, utt, key = SCORE_LAYOUTS.get(layout, (None, None, None))
+        n, utt, key = named[:3] if named else SCORE_LAYOUTS.get(layout, (None, None, None))
         if layout is None or len(cols) != n:
             raise ValueError(
                 f"{path}:{lineno}: expected the columns of one layout throughout: "
                 + "; ".join(f"{k}: {v[0]} columns" for k, v in SCORE_LAYOUTS.items())
-                + f" (got {len(cols)}: {line[:80]!r})")
+                + f"; asvspoof5: a header with filename and cm-score (got {len(cols)}: "
+                  f"{line[:80]!r})")
         rows.append((cols[utt], value, cols[key].lower() if key is not None else None))
     if not rows:
         raise ValueError(f"{path}: no scores")
@@ -360,8 +388,19 @@ def read_score_file(path):
     if len(dup):
         raise ValueError(f"{path}: utterance {dup[0][:60]!r} is scored more than once")
     keys = (pd.Series([normalize_label(r[2], f"{path}: ") for r in rows], index=ids)
-            if SCORE_LAYOUTS[layout][2] is not None else None)
+            if rows[0][2] is not None else None)
     return scores, layout, keys
+
+
+def asvspoof5_header(cols):
+    """``(columns, utterance column, key column or None, score column)`` of an ASVspoof 5 score
+    file from its header line (``filename cm-score``, the organisers' TSV; also the SASV file
+    ``spk filename cm-score asv-score sasv-score``, whose CM score is taken), or None."""
+    names = [c.lower() for c in cols]
+    if "filename" not in names or "cm-score" not in names:
+        return None
+    key = names.index("cm-label") if "cm-label" in names else None
+    return len(cols), names.index("filename"), key, names.index("cm-score")
 
 
 def read_asv_scores(path):

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import calibration as C
 from . import datasets
+from .breakdown import per_attack_table, per_condition_table
 from . import metrics as M
 from . import protocols
 from . import runs
@@ -132,34 +134,6 @@ def check_scores(table):
                          f"{counts.index[0]} ({counts.iloc[0]})")
 
 
-def per_attack_table(table, threshold, asv=None):
-    """EER of each attack against all bonafide utterances, and its detection rate.
-
-    Returns
-    -------
-    df : pandas.DataFrame
-        One row per attack (``bonafide`` first): ``n``, ``eer`` (attack vs all bonafide),
-        ``detected`` (share called spoof at P(spoof) >= threshold; for bonafide, the share
-        wrongly called spoof), ``min_tdcf`` with ASV scores (None when undefined for that
-        attack, with the reason in ``min_tdcf_note``).
-    """
-    bona = table[table["label"] == "bonafide"]
-    rows = [{"attack": "bonafide", "n": len(bona), "eer": None,
-             "detected": float(np.mean(bona["p_spoof"] >= threshold)), "min_tdcf": None,
-             "min_tdcf_note": None}]
-    for attack, grp in sorted(table[table["label"] == "spoof"].groupby("attack")):
-        row = {"attack": attack, "n": len(grp),
-               "eer": M.compute_eer(bona["score"], grp["score"])[0],
-               "detected": float(np.mean(grp["p_spoof"] >= threshold)), "min_tdcf": None,
-               "min_tdcf_note": None if asv is not None else "no ASV scores"}
-        if asv is not None:  # the ASV spoof trials of this attack only
-            sub = asv[(asv["key"] != "spoof") | (asv["source"] == attack)]
-            t = M.min_tdcf(bona["score"], grp["score"], sub)
-            row["min_tdcf"], row["min_tdcf_note"] = t["min_tdcf"], t.get("reason")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def operating_points(y, score, p, sweep, eer_thr, threshold=None, calibrated=None):
     """Classification metrics at 0.5, at the run's calibrated threshold, at the two oracle
     points of the evaluated data (best F1, EER) and at the chosen threshold (`runs.
@@ -200,7 +174,38 @@ def operating_points(y, score, p, sweep, eer_thr, threshold=None, calibrated=Non
     return points, chosen, source
 
 
-def compute_report(table, threshold=None, asv=None, calibrated=None):
+def apply_calibration(table, cal):
+    """The table with calibrated scores (`calibration.apply_llr`): ``score`` becomes the LLR,
+    the raw score moves to ``score_raw``, ``p_spoof`` is the posterior at the calibration's
+    ``prior_spoof``."""
+    llr = C.apply_llr(cal, table["score"].to_numpy(np.float64))
+    z = C.posterior_logit(llr, cal.get("prior_spoof", C.PRIOR_SPOOF))
+    return table.assign(score_raw=table["score"], score=llr, p_spoof=M.sigmoid(z))
+
+
+def asvspoof5_block(table, calibration=None):
+    """The ASVspoof 5 Track 1 numbers of the report: minDCF (primary), actDCF, Cllr and EER of
+    the raw scores and, when ``table`` is calibrated (`apply_calibration`), of the LLRs."""
+    y = protocols.targets(table["label"])
+    raw = (table["score_raw"] if "score_raw" in table.columns else table["score"]).to_numpy(
+        np.float64)
+    out = {"cost_model": {"name": "ASVspoof 5 Track 1", **M.COST_5},
+           "raw": M.asvspoof5_metrics(raw[y == 0], raw[y == 1]), "calibrated": None,
+           "scores": "raw scores, not calibrated log-likelihood ratios: actDCF and Cllr "
+                     "measure how far they are from being LLRs"}
+    if calibration is not None:
+        llr = table["score"].to_numpy(np.float64)
+        out.update(calibrated=M.asvspoof5_metrics(llr[y == 0], llr[y == 1]),
+                   scores=f"calibrated LLRs (fitted on {calibration.get('data', '?')}); raw: "
+                          "the scores before calibration",
+                   calibration={k: calibration.get(k) for k in (
+                       "weights", "bias", "prior", "prior_spoof", "data", "n_bonafide",
+                       "n_spoof")})
+    return out
+
+
+def compute_report(table, threshold=None, asv=None, calibrated=None, calibration=None,
+                   warnings=()):
     """Every number of the evaluation, from a table of scores.
 
     Parameters
@@ -213,17 +218,23 @@ def compute_report(table, threshold=None, asv=None, calibrated=None):
         The run's calibrated threshold (`metrics.calibrate_threshold` on its validation data).
     asv : pandas.DataFrame, optional
         ASV scores (`protocols.read_asv_scores`) for the min t-DCF.
+    calibration : dict, optional
+        The calibration ``table`` went through (`apply_calibration`), for the ASVspoof 5
+        block: its actDCF and Cllr are then reported raw and calibrated.
+    warnings : sequence of str
+        The caller's warnings, reported first.
 
     Returns
     -------
     metrics : dict
         As written to metrics.json (without the file list).
     per_attack, sweep : pandas.DataFrame
+        (The per-condition table is ``metrics["per_condition"]``.)
     """
     from sklearn.metrics import roc_auc_score
 
     check_scores(table)
-    warnings = []
+    warnings = list(warnings)
     y = protocols.targets(table["label"])
     score, p = table["score"].to_numpy(np.float64), table["p_spoof"].to_numpy(np.float64)
     eer, official_thr = M.compute_eer(score[y == 0], score[y == 1])
@@ -250,6 +261,7 @@ def compute_report(table, threshold=None, asv=None, calibrated=None):
                 "reason": "not computed: no ASV scores given (--asv-scores, e.g. "
                           "ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.eval.gi.trl.scores.txt)"}
     per_attack = per_attack_table(table, threshold, asv)
+    per_condition = per_condition_table(table)
     report = {
         "threshold": {"value": float(threshold), "source": source},
         "n": {"total": int(len(y)), "bonafide": int((y == 0).sum()), "spoof": int((y == 1).sum())},
@@ -257,7 +269,10 @@ def compute_report(table, threshold=None, asv=None, calibrated=None):
         "eer": eer, "eer_threshold": eer_thr, "eer_threshold_official": official_thr,
         "roc_auc": float(roc_auc_score(y, p)),
         "min_tdcf": tdcf,
+        "asvspoof5": asvspoof5_block(table, calibration),
         "per_attack": per_attack.replace({np.nan: None}).to_dict("records"),
+        "per_condition": per_condition.astype(object).replace({np.nan: None}).to_dict(
+            "records"),
         "operating_points": points,
         "sweep": sweep.to_dict("records"),
         "warnings": warnings,
@@ -269,8 +284,9 @@ def compute_report(table, threshold=None, asv=None, calibrated=None):
 
 
 def write_outputs(table, report, per_attack, sweep, out_dir, threshold):
-    """metrics.json, scores.txt, scores_2019.txt, predictions.csv, per_attack.csv and
-    thresholds.csv, each written atomically."""
+    """metrics.json, scores.txt, scores_2019.txt, predictions.csv, per_attack.csv,
+    thresholds.csv and, when the scores carry conditions, per_condition.csv, each written
+    atomically."""
     out_dir = Path(out_dir)
     # full precision: re-reading gives the same numbers
     write_text_atomic(out_dir / "scores.txt", "".join(
@@ -280,15 +296,18 @@ def write_outputs(table, report, per_attack, sweep, out_dir, threshold):
             table["utt_id"], table["attack"], table["label"], table["score"])))
     pred = table.assign(predicted=np.where(table["p_spoof"] >= threshold, "spoof", "bonafide"))
     pred = pred.rename(columns={"label": "key"})  # the ASVspoof name of the column
-    write_csv_atomic(out_dir / "predictions.csv",
-                     pred[["utt_id", "speaker", "attack", "key", "score", "p_spoof", "predicted"]])
+    extra = [c for c in ("score_raw", *protocols.CONDITIONS) if c in pred.columns]
+    write_csv_atomic(out_dir / "predictions.csv", pred[[
+        "utt_id", "speaker", "attack", "key", "score", "p_spoof", "predicted", *extra]])
     write_csv_atomic(out_dir / "per_attack.csv", per_attack)
+    if report["per_condition"]:
+        write_csv_atomic(out_dir / "per_condition.csv", pd.DataFrame(report["per_condition"]))
     write_csv_atomic(out_dir / "thresholds.csv", sweep)
     write_json_atomic(out_dir / "metrics.json", report)
 
 
 def write_report(table, source, out_dir, name, threshold=None, asv=None, calibrated=None,
-                 plots=True, history=None):
+                 plots=True, history=None, calibration=None, warnings=()):
     """Compute the report of a score table and write every output file to ``out_dir``.
 
     Parameters
@@ -298,7 +317,7 @@ def write_report(table, source, out_dir, name, threshold=None, asv=None, calibra
     out_dir : str or Path
     name : str
         The name of what was evaluated (in metrics.json and the summary).
-    threshold, asv, calibrated :
+    threshold, asv, calibrated, calibration, warnings :
         See `compute_report`.
     plots : bool
         Also write the PNG plots (`plots.save_plots`).
@@ -310,12 +329,13 @@ def write_report(table, source, out_dir, name, threshold=None, asv=None, calibra
     report : dict
         As written to metrics.json, plus ``files`` and ``out_dir``.
     """
-    report, per_attack, sweep = compute_report(table, threshold, asv, calibrated)
+    report, per_attack, sweep = compute_report(table, threshold, asv, calibrated, calibration,
+                                               warnings)
     threshold = report["threshold"]["value"]
     report = {"name": name, "source": source, **report}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = list(OUTPUT_FILES)
+    files = list(OUTPUT_FILES) + (["per_condition.csv"] if report["per_condition"] else [])
     if plots:
         files += save_plots(table, report, out_dir, history)
     report["files"] = files

@@ -21,6 +21,7 @@ import pandas as pd
 
 from . import datasets, features
 from .metrics import THRESHOLD, sigmoid
+from .protocols import CONDITIONS
 from .models import (FAMILIES, META_NAME, WeightsUnavailable, load_model, load_tensorflow,
                      read_model_meta)
 
@@ -327,12 +328,14 @@ def score_table(df, logits):
     -------
     table : pandas.DataFrame
         ``utt_id, speaker, attack, label, score, p_spoof`` with ``score = -logits`` (higher =
-        more bonafide) and ``p_spoof = sigmoid(logits)``.
+        more bonafide) and ``p_spoof = sigmoid(logits)``, and the condition columns of ``df``
+        (`protocols.CONDITIONS`: codec, transmission, ...), when it has them.
     """
     logits = np.asarray(logits, dtype=np.float64)
+    conditions = {c: np.asarray(df[c]).astype(str) for c in CONDITIONS if c in df.columns}
     return pd.DataFrame({"utt_id": np.asarray(df["utt_id"]), "speaker": np.asarray(df["speaker"]),
                          "attack": np.asarray(df["attack"]), "label": np.asarray(df["label"]),
-                         "score": -logits, "p_spoof": sigmoid(logits)})
+                         "score": -logits, "p_spoof": sigmoid(logits), **conditions})
 
 
 def versions():

@@ -154,6 +154,24 @@ def test_csv_protocol_with_relative_and_absolute_paths(tmp_path):
     assert list(m["utt_id"]) == ["a", "elsewhere"] and list(m["target"]) == [0, 1]
 
 
+def test_a_2021_protocol_s_conditions_reach_the_manifest_and_the_score_table(tmp_path):
+    """Issue 22: per-condition tables in model mode need the protocol's codec and channel in
+    the manifest; the score table a run's report is made from carries them on."""
+    from deepfake_detector import runs
+
+    (tmp_path / "audio").mkdir()
+    for i in range(2):
+        write_wav(tmp_path / "audio" / f"LA_E_{i}.flac", tone(1.0, seed=i))
+    proto = write(tmp_path, "keys.txt", "LA_0009 LA_E_0 alaw ita_tx A07 spoof notrim eval\n"
+                                        "LA_0009 LA_E_1 none - bonafide bonafide notrim eval\n")
+    preprocess.preprocess(proto, tmp_path / "audio", tmp_path / "out", workers=1,
+                          progress=False)
+    m = pd.read_csv(tmp_path / "out" / "manifest.csv", keep_default_na=False)
+    assert list(m["codec"]) == ["alaw", "none"] and list(m["transmission"]) == ["ita_tx", "-"]
+    table = runs.score_table(m, [1.0, -1.0])
+    assert list(table["codec"]) == ["alaw", "none"]
+
+
 def test_main_with_protocol_and_missing_audio_dir(tmp_path, capsys):
     with pytest.raises(SystemExit, match="does not exist"):
         preprocess.main(["--protocol", str(write(tmp_path, "p.txt", LINES_2019)),

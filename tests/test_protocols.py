@@ -133,7 +133,7 @@ def test_asv_and_cm_score_files(tmp_path):
     cm = tmp_path / "cm.txt"
     cm.write_text("filename cm-score\nLA_E_1 -2.5\nLA_E_2 1e3\n")
     s, layout, keys = protocols.read_score_file(cm)
-    assert s.to_dict() == {"LA_E_1": -2.5, "LA_E_2": 1000.0} and layout == "2021"
+    assert s.to_dict() == {"LA_E_1": -2.5, "LA_E_2": 1000.0} and layout == "asvspoof5"  # header
     assert keys is None
     cm.write_text("LA_E_1 1\nLA_E_1 2\n")
     with pytest.raises(ValueError, match="'LA_E_1' is scored more than once"):

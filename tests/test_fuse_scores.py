@@ -1,0 +1,93 @@
+"""scripts/fuse_scores.py: logistic-regression fusion of several systems' score files."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import fuse_scores  # noqa: E402
+from deepfake_detector import calibration as C  # noqa: E402
+from deepfake_detector import metrics  # noqa: E402
+
+
+def complementary_systems(folder, n=1_200, seed=0):
+    """Two systems that each see one attack: system 1 scores A01 spoofs low and cannot tell A02
+    from bonafide; system 2 the other way round. Written as dev (first half) and eval score
+    files, with one protocol."""
+    rng = np.random.default_rng(seed)
+    kind = rng.choice(["bonafide", "A01", "A02"], n, p=[0.4, 0.3, 0.3])
+    s1 = rng.normal(np.where(kind == "A01", -2.0, 1.0), 1.0) * 3 + 1   # mis-scaled too
+    s2 = rng.normal(np.where(kind == "A02", -2.0, 1.0), 1.0) * 0.5 - 2
+    ids = [f"LA_E_{i:07d}" for i in range(n)]
+    (folder / "protocol.txt").write_text("".join(
+        f"LA_0001 {u} - {'- bonafide' if k == 'bonafide' else k + ' spoof'}\n"
+        for u, k in zip(ids, kind)))
+    half = n // 2
+    files = {}
+    for part, rows in (("dev", slice(0, half)), ("eval", slice(half, n))):
+        for name, s in (("s1", s1), ("s2", s2)):
+            path = folder / f"{name}_{part}.txt"
+            path.write_text("".join(f"{u} {float(v)!r}\n" for u, v in zip(ids[rows], s[rows])))
+            files[name, part] = path
+    t = (kind != "bonafide").astype(int)
+    return files, folder / "protocol.txt", pd.Series(t, index=ids)
+
+
+def eer(scores, t):
+    return metrics.compute_eer(scores[t == 0], scores[t == 1])[0]
+
+
+def test_fusion_of_two_complementary_systems_beats_each_on_held_out_data(tmp_path):
+    files, proto, t = complementary_systems(tmp_path)
+    fusion, fused = fuse_scores.fuse([files["s1", "dev"], files["s2", "dev"]], proto,
+                                     [files["s1", "eval"], files["s2", "eval"]],
+                                     tmp_path / "fused.txt")
+    y = t.loc[fused.index].to_numpy()
+    single = [eer(pd.read_csv(files[s, "eval"], sep=" ", header=None)[1].to_numpy(), y)
+              for s in ("s1", "s2")]
+    assert eer(fused.to_numpy(), y) < min(single) - 0.05, (eer(fused.to_numpy(), y), single)
+    assert all(w > 0 for w in fusion["weights"])  # both systems carry information
+    saved = json.loads((tmp_path / "fused.txt.fusion.json").read_text())
+    assert saved["weights"] == fusion["weights"] and len(saved["dev"]) == 2
+    written = pd.read_csv(tmp_path / "fused.txt", sep=" ", header=None, index_col=0)[1]
+    assert np.allclose(written.to_numpy(), fused.to_numpy())
+    # a calibrated LLR: Cllr below 1 and below each raw system's on the held-out part
+    f = fused.to_numpy()
+    assert metrics.cllr(f[y == 0], f[y == 1]) < 0.8
+
+
+def test_fusion_refuses_mismatched_or_reused_utterances(tmp_path):
+    files, proto, _ = complementary_systems(tmp_path, n=200)
+    lines = files["s2", "eval"].read_text().splitlines()
+    (tmp_path / "short.txt").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(ValueError, match="does not score the utterances .* 1 missing"):
+        fuse_scores.fuse([files["s1", "dev"], files["s2", "dev"]], proto,
+                         [files["s1", "eval"], tmp_path / "short.txt"], tmp_path / "f.txt")
+    with pytest.raises(ValueError, match="were used to fit the fusion"):
+        fuse_scores.fuse([files["s1", "dev"]], proto, [files["s1", "dev"]], tmp_path / "f.txt")
+    with pytest.raises(ValueError, match="2 development systems but 1"):
+        fuse_scores.fuse([files["s1", "dev"], files["s2", "dev"]], proto,
+                         [files["s1", "eval"]], tmp_path / "f.txt")
+    assert not (tmp_path / "f.txt").exists()
+
+
+def test_the_command_line_fuses_evaluate_output_folders(tmp_path, capsys):
+    files, proto, _ = complementary_systems(tmp_path, n=300)
+    for name in ("s1", "s2"):  # an evaluate.py output folder holds scores.txt
+        (tmp_path / f"{name}_evalfolder").mkdir()
+        (tmp_path / f"{name}_evalfolder" / "scores.txt").write_text(
+            files[name, "eval"].read_text())
+    fuse_scores.main(["--dev", str(files["s1", "dev"]), str(files["s2", "dev"]),
+                      "--dev-protocol", str(proto), "--apply",
+                      str(tmp_path / "s1_evalfolder"), str(tmp_path / "s2_evalfolder"),
+                      "--out", str(tmp_path / "out" / "fused.txt")])
+    out = capsys.readouterr().out
+    assert "system1" in out and "fused" in out and "150 scores" in out
+    fusion = json.loads((tmp_path / "out" / "fused.txt.fusion.json").read_text())
+    assert fusion["applied_to"][0].endswith("scores.txt")
+    C.check_calibration(fusion, "fusion", systems=2)  # a valid calibration of two systems
