@@ -34,13 +34,13 @@ _COLUMNS = {
     # LA:  LA_0009 LA_E_9332881 alaw ita_tx A07 spoof notrim eval
     # DF:  LA_0023 DF_E_2000011 nocodec asvspoof A14 spoof notrim progress traditional_vocoder - - - -
     "asvspoof2021": dict(n_min=6, n_max=13, key=5, attack=4, speaker=0, utt=1,
-                         conditions={"codec": 2, "transmission": 3}),  # DF: "source" (below)
+                         conditions={"codec": 2, "transmission": 3}),  # DF: "corpus" (below)
     # SPEAKER FLAC_FILE GENDER CODEC CODEC_Q CODEC_SEED ATTACK_TAG ATTACK_LABEL KEY TMP
     "asvspoof5": dict(n_min=9, n_max=10, key=8, attack=7, speaker=0, utt=1,
                       conditions={"codec": 3, "codec_q": 4}),
 }
 # the condition columns a protocol may carry (`parse_protocol`), for per-condition tables
-CONDITIONS = ("codec", "transmission", "source", "codec_q")
+CONDITIONS = ("codec", "transmission", "corpus", "codec_q")  # DF's "source" column: corpus
 DF_MIN_COLUMNS = 9  # a 2021 key line this long is DF (column 4: source corpus), else LA
 # -----------------------------------------------------------------------------
 
@@ -203,10 +203,11 @@ def iter_columns(path):
 
 def condition_columns(fmt, cols):
     """Name -> column index of the conditions a protocol line of ``fmt`` carries (ASVspoof
-    2021 LA: codec, transmission; 2021 DF: codec, source; ASVspoof 5: codec, codec_q)."""
+    2021 LA: codec, transmission; 2021 DF: codec, corpus (its "source" column: vcc2018,
+    vcc2020, asvspoof); ASVspoof 5: codec, codec_q)."""
     named = dict(_COLUMNS[fmt].get("conditions", {}))
     if fmt == "asvspoof2021" and len(cols) >= DF_MIN_COLUMNS:
-        named["source"] = named.pop("transmission")
+        named["corpus"] = named.pop("transmission")
     return {k: i for k, i in named.items() if i < len(cols)}
 
 

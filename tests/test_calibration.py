@@ -39,7 +39,7 @@ E_0002 E_0000000004 M - - - AC1 A18 spoof -
 
 @pytest.mark.parametrize("text, columns, first", [
     (LA_2021, ["codec", "transmission"], ("alaw", "ita_tx")),
-    (DF_2021, ["codec", "source"], ("nocodec", "asvspoof")),
+    (DF_2021, ["codec", "corpus"], ("nocodec", "asvspoof")),
     (ASV5, ["codec", "codec_q"], ("-", "-"))], ids=["2021LA", "2021DF", "asvspoof5"])
 def test_protocols_keep_their_condition_columns(tmp_path, text, columns, first):
     (tmp_path / "p.txt").write_text(text)
@@ -77,7 +77,7 @@ def test_a_2021_la_protocol_gives_per_codec_per_transmission_and_per_pair_tables
 
 
 def test_a_df_and_an_asvspoof5_protocol_give_their_factors(tmp_path):
-    for text, factors in ((DF_2021, {"codec", "source", "codec+source"}),
+    for text, factors in ((DF_2021, {"codec", "corpus", "codec+corpus"}),
                           (ASV5, {"codec", "codec_q", "codec+codec_q"})):
         scored(text, tmp_path)
         m = evaluate.evaluate(scores=tmp_path / "s.txt", protocol=tmp_path / "p.txt",
