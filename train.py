@@ -52,13 +52,15 @@ from deepfake_detector import models as M
 from deepfake_detector import report
 from deepfake_detector import runs
 from deepfake_detector.atomic import atomic_output, write_json_atomic, write_text_atomic
-from deepfake_detector.callbacks import (make_checkpoint_callback, make_early_stopping_callback,
+from deepfake_detector.callbacks import (epochs_done, make_batchnorm_callback,
+                                         make_checkpoint_callback, make_early_stopping_callback,
                                          make_history_callback, make_random_state_callback,
-                                         make_validation_callback)
+                                         make_validation_callback, resume_where_stopped)
 from deepfake_detector.distribute import configure_cpu_devices, get_strategy, trim_to_replicas
 from deepfake_detector.feature_cache import cached_features, feature_dataset
-from deepfake_detector.sampling import EpochClock
+from deepfake_detector.sampling import EpochClock, epoch_order
 
+BN_KEY = 2**32  # the epoch key of precise BN's selection of utterances (no epoch uses it)
 DESCRIPTION = ("Train EfficientNetB0 (frozen) -> GAP -> Dense(128, relu) -> Dropout -> "
                "Dense(1, sigmoid) = P(spoof) on preprocessed mel arrays. Label 1 = spoof.")
 
@@ -194,43 +196,37 @@ def run_config(cfg, data, model, inputs, replicas, split_seed, argv):
     }
 
 
-def phase_callbacks(cfg, run_dir, backup_dir, checkpoint, predict_model, val_ds, val_df, clock,
+def batchnorm_batches(cfg, data, fit_model):
+    """The training inputs precise BN averages over (``--bn-batches``; `callbacks.
+    make_batchnorm_callback`): a fixed, seeded selection of training utterances, without
+    augmentation. None when it is off or the model has no trainable BatchNorm."""
+    if not cfg.bn_batches or not M.trainable_batchnorms(fit_model):
+        return None
+    shape, dtype = F.array_spec(data.features)
+    order = epoch_order(data.train_df["target"], cfg.batch_size, BN_KEY, cfg.seed)
+    df = data.train_df.iloc[order[:cfg.bn_batches * cfg.batch_size]]
+    return datasets.make_dataset(df, cfg.batch_size, shape=shape, with_labels=False,
+                                 kind=M.FAMILIES[cfg.model]["input"], dtype=dtype)
+
+
+def phase_callbacks(cfg, run_dir, backup_dir, checkpoint, fit_model, val_ds, data, clock,
                     extra=()):
-    """The training data's epoch clock, backup (resume), validation EER, CSV log, best
-    checkpoint, early stopping, extras."""
+    """The training data's epoch clock, backup (resume), precise BN, validation EER, CSV log,
+    best checkpoint, early stopping, extras."""
     _, keras = M.load_tensorflow()
 
     key, mode = C.MONITORS[cfg.monitor]
+    bn = batchnorm_batches(cfg, data, fit_model)
     cbs = [clock.callback(),  # on_epoch_begin: the epoch the training data draw
            keras.callbacks.BackupAndRestore(str(backup_dir)),
            make_random_state_callback(backup_dir),  # after the backup: see its docstring
-           make_validation_callback(predict_model, val_ds, val_df["target"]),
+           *([make_batchnorm_callback(fit_model, bn, cfg.bn_batches)] if bn else []),
+           make_validation_callback(fit_model, val_ds, data.val_df["target"]),
            make_history_callback(run_dir / "history.csv"),
            checkpoint]
     if cfg.early_stopping:
         cbs.append(make_early_stopping_callback(backup_dir, key, cfg.early_stopping, mode))
     return [*cbs, *extra]
-
-
-def epochs_done(backup_dir):
-    """The epoch (counted from the run's start) after which Keras' BackupAndRestore last saved
-    in ``backup_dir`` (its ``training_metadata.json``, which Keras restores ``initial_epoch``
-    from; else a ``.bkp`` copy), 0 for a phase never started."""
-    for name in ("training_metadata.json", "training_metadata.json.bkp"):
-        path = Path(backup_dir) / name
-        if path.exists():
-            return int(json.loads(path.read_text()).get("epoch", 0))
-    return 0
-
-
-def resume_where_stopped(fit_model, epochs):
-    """Before ``fit`` resumes a phase ``epochs`` epochs in: build the optimizer, so that Keras'
-    BackupAndRestore loads its saved state (Adam's moments, the step count the learning-rate
-    schedule follows) instead of skipping it with a warning, as it did (a resumed run restarted
-    Adam and the cosine schedule). The layers' random state, the early-stopping count and the
-    data order come back too (`callbacks`, `sampling.EpochClock`)."""
-    if epochs > 0:
-        fit_model.optimizer.build(fit_model.trainable_variables)
 
 
 def fit_frozen(cfg, run_dir, model, inputs, data, meta, verbose, extra):
@@ -248,8 +244,7 @@ def fit_frozen(cfg, run_dir, model, inputs, data, meta, verbose, extra):
     inputs.fit_model.fit(
         inputs.train_ds, validation_data=inputs.val_ds, epochs=cfg.epochs,
         callbacks=phase_callbacks(cfg, run_dir, run_dir / "backup", checkpoint,
-                                  inputs.fit_model, inputs.val_ds, data.val_df, inputs.clock,
-                                  extra),
+                                  inputs.fit_model, inputs.val_ds, data, inputs.clock, extra),
         class_weight=data.class_weights, verbose=verbose,
         shuffle=False)  # train_ds draws every epoch's order itself (its clock)
     best, epochs_run = checkpoint.best_value, len(pd.read_csv(run_dir / "history.csv"))
@@ -277,7 +272,7 @@ def fine_tune(cfg, run_dir, model, data, meta, run_cfg, best, epochs_run, verbos
     model.fit(train_ds, validation_data=val_ds, initial_epoch=epochs_run,
               epochs=epochs_run + cfg.fine_tune_epochs,
               callbacks=phase_callbacks(cfg, run_dir, run_dir / "backup_ft", checkpoint, model,
-                                        val_ds, data.val_df, clock, extra),
+                                        val_ds, data, clock, extra),
               class_weight=data.class_weights, verbose=verbose, shuffle=False)
 
 

@@ -1,5 +1,6 @@
 """The Keras callbacks of train.py: the best checkpoint and the per-epoch validation EER."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -7,14 +8,16 @@ import numpy as np
 from .atomic import atomic_output
 from .metrics import compute_eer
 from .models import load_tensorflow, save_model_atomic
+from .models.common import batchnorm_statistics, recalibrate_batchnorm
 
 
 def make_checkpoint_callback(path, meta, model, monitor="val_loss", mode="min", best=None,
                              store=None):
     """Keep the model with the best ``monitor`` and write it to ``path`` when training ends.
 
-    After each improving epoch the trainable weights are written (atomically, about 650 kB for
-    the head) to ``store`` (default ``<path>.trainable.npz``) instead of the whole 19 MB model,
+    After each improving epoch the trainable weights, with the statistics of the trainable
+    BatchNorm layers (without them, best.keras paired the best epoch's weights with the last
+    epoch's statistics), are written (atomically, about 650 kB for the head) to ``store`` (default ``<path>.trainable.npz``) instead of the whole 19 MB model,
     which made short epochs on cached features slow. A resumed run starts from that file. At
     the end of training, ``path`` gets the full model (``model``, the end-to-end model even when
     its head is trained on cached features) with the best weights and ``meta`` inside; when no
@@ -33,6 +36,8 @@ def make_checkpoint_callback(path, meta, model, monitor="val_loss", mode="min", 
 
     store = Path(store or f"{path}.trainable.npz")
     sign = 1.0 if mode == "min" else -1.0
+    # the trained weights and the BatchNorm statistics that go with them (not trainable)
+    kept = [*model.trainable_weights, *batchnorm_statistics(model)]
 
     class BestCheckpoint(keras.callbacks.Callback):
         def __init__(self):
@@ -43,14 +48,16 @@ def make_checkpoint_callback(path, meta, model, monitor="val_loss", mode="min", 
             if store.exists():  # a resumed run
                 with np.load(store, allow_pickle=False) as z:
                     self.best = float(z["best"])
-                    self.weights = [z[f"w{i}"] for i in range(len(model.trainable_weights))]
+                    # a store written before the statistics were kept: the current ones
+                    self.weights = [z[f"w{i}"] if f"w{i}" in z.files else np.array(v)
+                                    for i, v in enumerate(kept)]
                     self.info = {"epoch": int(z["epoch"]), monitor: sign * self.best}
 
         def on_epoch_end(self, epoch, logs=None):
             value = (logs or {}).get(monitor)
             if value is not None and sign * value < self.best:
                 self.best = sign * float(value)
-                self.weights = [w.numpy().copy() for w in model.trainable_weights]
+                self.weights = [np.array(w) for w in kept]
                 self.info = {"epoch": epoch + 1, monitor: float(value)}
                 arrays = {f"w{i}": w for i, w in enumerate(self.weights)}
                 with atomic_output(store, suffix=".npz") as tmp:
@@ -63,11 +70,11 @@ def make_checkpoint_callback(path, meta, model, monitor="val_loss", mode="min", 
         def on_train_end(self, logs=None):
             if self.weights is None:
                 return
-            current = [w.numpy() for w in model.trainable_weights]
-            for var, w in zip(model.trainable_weights, self.weights):
+            current = [np.array(w) for w in kept]
+            for var, w in zip(kept, self.weights):
                 var.assign(w)
             save_model_atomic(model, path, {**meta, **self.info, "monitor": monitor})
-            for var, w in zip(model.trainable_weights, current):
+            for var, w in zip(kept, current):
                 var.assign(w)
             store.unlink(missing_ok=True)
 
@@ -202,3 +209,42 @@ def make_early_stopping_callback(backup_dir, monitor, patience, mode):
                                                     "best_epoch": self.best_epoch}))
 
     return ResumableEarlyStopping(monitor, patience=patience, mode=mode)
+
+
+def make_batchnorm_callback(model, batches, n_batches):
+    """Before every validation inside ``fit``: recompute the trainable BatchNorm statistics of
+    ``model`` over the first ``n_batches`` of ``batches`` (`models.common.
+    recalibrate_batchnorm`), so that validation, the checkpoints and the saved model use
+    statistics that match the weights. ``batches``: a dataset of model inputs (a fixed
+    selection of training utterances, without augmentation)."""
+    _, keras = load_tensorflow()
+
+    class PreciseBatchNorm(keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            recalibrate_batchnorm(model, batches.take(n_batches))
+
+    return PreciseBatchNorm()
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def epochs_done(backup_dir):
+    """The epoch (counted from the run's start) after which Keras' BackupAndRestore last saved
+    in ``backup_dir`` (its ``training_metadata.json``, which Keras restores ``initial_epoch``
+    from; else a ``.bkp`` copy), 0 for a phase never started."""
+    for name in ("training_metadata.json", "training_metadata.json.bkp"):
+        path = Path(backup_dir) / name
+        if path.exists():
+            return int(json.loads(path.read_text()).get("epoch", 0))
+    return 0
+
+
+def resume_where_stopped(fit_model, epochs):
+    """Before ``fit`` resumes a phase ``epochs`` epochs in: build the optimizer, so that Keras'
+    BackupAndRestore loads its saved state (Adam's moments, the step count the learning-rate
+    schedule follows) instead of skipping it with a warning, as it did (a resumed run restarted
+    Adam and the cosine schedule). The layers' random state, the early-stopping count and the
+    data order come back too (the callbacks above, `sampling.EpochClock`)."""
+    if epochs > 0:
+        fit_model.optimizer.build(fit_model.trainable_variables)

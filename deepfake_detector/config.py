@@ -141,6 +141,11 @@ class TrainConfig:
                                   "history.csv)", group=RECIPE, choices=tuple(MONITORS))
     early_stopping: int = option(0, "stop a phase after PATIENCE epochs without improvement of "
                                     "--monitor (0 = off)", group=RECIPE, metavar="PATIENCE")
+    bn_batches: int = option(32, "before each validation, set the trainable BatchNorm layers' "
+                                 "statistics to their mean over N training batches (precise "
+                                 "BN: the moving average lags behind a model trained from "
+                                 "scratch; families without trainable BatchNorm skip it); 0 = "
+                                 "off", group=RECIPE, metavar="N")
 
     fine_tune_blocks: int = option(0, "unfreeze the last N of EfficientNetB0's 16 MBConv blocks "
                                       "(and its top 1x1 conv; BatchNorm stays frozen), or of "
@@ -207,8 +212,8 @@ def check(cfg):
             raise ValueError(f"{flag} must be a finite number, got {v}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError("--epochs and --batch-size must be positive")
-    if cfg.early_stopping < 0 or cfg.fine_tune_blocks < 0:
-        raise ValueError("--early-stopping and --fine-tune-blocks must be >= 0")
+    if cfg.early_stopping < 0 or cfg.fine_tune_blocks < 0 or cfg.bn_batches < 0:
+        raise ValueError("--early-stopping, --fine-tune-blocks and --bn-batches must be >= 0")
     if cfg.model not in M.FAMILIES:
         raise ValueError(f"unknown model {cfg.model!r}; expected one of "
                          f"{', '.join(M.FAMILIES)}")

@@ -236,3 +236,57 @@ def test_a_model_saved_before_the_package_move_loads_and_scores_the_same(tmp_pat
                                          (3, *model_mod.input_shape(features, family)))
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), m.predict(x, verbose=0))
     assert json.loads(zipfile.ZipFile(old).read("deepfake_meta.json")) == {"model": family}
+
+
+def bn_toy_model():
+    import keras
+
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(3, name="d")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Dropout(0.5, name="drop")(x)
+    return keras.Model(inputs, keras.layers.Dense(1, name="out")(x))
+
+
+def test_precise_batchnorm_is_the_plain_mean_of_the_batch_statistics():
+    """Issue 23: Keras' moving average (momentum 0.99) lagged behind a model trained from
+    scratch, and the LCNN's inference outputs were all 0.7-0.8. recalibrate_batchnorm sets the
+    statistics to the mean over the given batches, and touches nothing else."""
+    from deepfake_detector.models.common import batchnorm_statistics, recalibrate_batchnorm
+
+    model = bn_toy_model()
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(i, 1 + i, (16, 4)).astype("float32") for i in range(3)]
+    weights = [np.array(w) for w in model.trainable_weights]
+    seeds = [np.array(v) for v in model.variables if v.path.endswith("seed_generator_state")]
+    assert recalibrate_batchnorm(model, batches) == 3
+    h = [np.asarray(model.get_layer("d")(b)) for b in batches]
+    mean, var = (np.array(v) for v in batchnorm_statistics(model))
+    np.testing.assert_allclose(mean, np.mean([x.mean(0) for x in h], 0), rtol=1e-5)
+    np.testing.assert_allclose(var, np.mean([x.var(0) for x in h], 0), rtol=1e-4)
+    assert model.get_layer("bn").momentum == 0.99 and model.get_layer("drop").rate == 0.5  # back
+    assert all(np.array_equal(a, np.array(b)) for a, b in zip(weights, model.trainable_weights))
+    assert all(np.array_equal(a, np.array(v)) for a, v in zip(
+        seeds, [v for v in model.variables if v.path.endswith("seed_generator_state")]))
+
+
+def test_best_checkpoint_keeps_the_batchnorm_statistics_of_its_epoch(tmp_path):
+    """best.keras paired the best epoch's trainable weights with the last epoch's BatchNorm
+    statistics (they are not trainable weights)."""
+    import keras
+
+    from deepfake_detector.callbacks import make_checkpoint_callback
+
+    model = bn_toy_model()
+    cb = make_checkpoint_callback(tmp_path / "best.keras", {"run": "t"}, model)
+    cb.set_model(model)
+    bn = model.get_layer("bn")
+    for epoch, (loss, stat) in enumerate([(0.5, 1.0), (0.2, 2.0), (0.9, 3.0)]):
+        bn.moving_mean.assign(np.full(3, stat, "float32"))
+        model.get_layer("d").bias.assign(np.full(3, stat, "float32"))
+        cb.on_epoch_end(epoch, {"val_loss": loss})
+    cb.on_train_end()
+    best = keras.models.load_model(tmp_path / "best.keras", compile=False)
+    np.testing.assert_array_equal(best.get_layer("bn").moving_mean, np.full(3, 2.0))
+    np.testing.assert_array_equal(best.get_layer("d").bias, np.full(3, 2.0))
+    np.testing.assert_array_equal(bn.moving_mean, np.full(3, 3.0))  # the model itself: last

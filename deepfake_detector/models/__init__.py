@@ -23,7 +23,7 @@ from .common import (KERAS_PACKAGE, LEARNING_RATE, LR_SCHEDULES, META_NAME,  # n
                      backbone_of, compile_model, feature_extractor, head_model,
                      inference_mode_layer, load_tensorflow, logit_parts, logits_from_hidden,
                      param_counts, predict_logits, read_model_meta, save_model_atomic,
-                     unfreeze_blocks)
+                     trainable_batchnorms, unfreeze_blocks)
 
 # -----------------------------------------------------------------------------
 MODULES = {"efficientnetb0": efficientnet, "lcnn": lcnn, "whisper": whisper, "aasist": aasist}
