@@ -108,6 +108,8 @@ def calibrate_table(table, source, calibrated, run_dir, which, out_dir, calibrat
     if cal is None:
         return table, calibrated, None, warnings
     refuse_test_calibration(cal, ids, table, force, warnings)
+    if cal.get("warning"):
+        warnings.append(cal["warning"])
     if calibrate_on is not None:  # saved once it passed every check
         if run_dir is not None:
             saved = C.write_run_calibration(run_dir, which, cal)
@@ -141,7 +143,8 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None,
     batch_size : int, optional
         Prediction batch; default the model family's (`models.predict_batch_size`).
     name : str, optional
-        Output subfolder under ``<run>/eval/``; default ``heldout`` or the data folder's name.
+        Output subfolder under ``<run>/eval/``; default ``validation`` (the run's validation
+        part) or the data folder's name.
     scores, protocol, fmt : optional
         Score-file mode: a ``utt_id score`` file, its protocol and the protocol's format.
     asv_scores : str or Path, optional
@@ -184,7 +187,7 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None,
     else:
         table, source = scored or report.scores_from_model(run_dir, data, which, batch_size,
                                                            progress)
-        name = name or ("heldout" if data is None else Path(data).resolve().name)
+        name = name or ("validation" if data is None else Path(data).resolve().name)
         out_dir = Path(out) if out else Path(run_dir) / "eval" / name
         history = Path(run_dir) / "history.csv"
         calibrated = runs.read_threshold(run_dir, which)
@@ -238,6 +241,9 @@ def format_report(metrics):
             f"{src['scores']} ({src.get('layout', '2021')} layout) with {src['protocol']}")
     tdcf = metrics["min_tdcf"]
     lines = [f"{what}: {n['total']} utterances, {n['bonafide']} bonafide, {n['spoof']} spoof",
+             *(["note: the run's validation part: it chose best.keras and the calibrated "
+                "threshold, so its numbers are optimistic; for an estimate, evaluate data the "
+                "run never saw (--data)"] if src.get("heldout") else []),
              f"coverage: {cov.get('scored', n['total'])} of {cov.get('listed', n['total'])} "
              f"trials scored; {cov.get('unscored', 0)} listed trials without a score, "
              f"{cov.get('unknown', 0)} scores of unlisted utterances",
@@ -290,8 +296,9 @@ def build_parser():
                     "and accuracy/precision/recall/F1 (positive class = spoof) over thresholds.",
         formatter_class=HelpFormatter)
     ap.add_argument("--run", help="run folder from train.py (default: the newest under runs/)")
-    ap.add_argument("--data", help="preprocessed folder to evaluate (default: the run's held-out "
-                                   "validation part)")
+    ap.add_argument("--data", help="preprocessed folder to evaluate (default: the run's "
+                                   "validation part, which chose best.keras and the threshold: "
+                                   "optimistic)")
     ap.add_argument("--model", choices=tuple(runs.MODEL_FILES), default="best",
                     help="best.keras (best validation --monitor of train.py, by default the "
                          "lowest loss) or model.keras (last epoch)")
@@ -317,8 +324,8 @@ def build_parser():
     ap.add_argument("--batch-size", type=number(int, 1, 4096),
                     help="prediction batch size (default: the model family's: 32, 8 for "
                          "aasist, whose activations take about 0.25 GB per utterance)")
-    ap.add_argument("--name", help="output subfolder under <run>/eval/ (default: 'heldout' or the "
-                                   "data folder's name)")
+    ap.add_argument("--name", help="output subfolder under <run>/eval/ (default: 'validation' "
+                                   "or the data folder's name)")
     ap.add_argument("--out", help="output folder (default: <run>/eval/<name>, or "
                                   "<scores>_eval/ beside a score file)")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

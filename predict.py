@@ -36,25 +36,58 @@ CSV_COLUMNS = ["file", "status", "error", "label", "p_spoof", "aggregate", "p_sp
                "sample_rate", "channels", "windows_scored", "windows_silent"]
 
 
+NAME_WIDTH = 40  # the file column of the table
+
+
+def short_names(files, width=NAME_WIDTH):
+    """The file column: each path relative to the folder all files share (named in the table's
+    heading), escaped (`runs.display_name`), and cut in the middle when longer than ``width``
+    so that its start and its extension both stay readable.
+
+    Returns
+    -------
+    names : list of str
+    common : str or None
+        The shared folder, when the names are relative to one.
+    """
+    import os
+
+    paths = [str(f) for f in files]
+    try:
+        common = os.path.commonpath([os.path.dirname(p) or "." for p in paths])
+    except ValueError:  # absolute and relative mixed
+        common = ""
+    names = [os.path.relpath(p, common) if common else p for p in paths]
+    names = [runs.display_name(n) for n in names]
+    cut = [n if len(n) <= width else n[:width // 2 - 2] + "..." + n[-(width - width // 2 - 1):]
+           for n in names]
+    return cut, (runs.display_name(common) if common not in ("", ".") else None)
+
+
 def format_table(rows):
     """A readable table of results: P(spoof) with the digits that show the decision against the
     threshold (`runs.format_probability`), the margin to it, and ``uncertain`` beside a label
-    within `runs.UNCERTAIN_MARGIN` of it."""
-    lines = [f"{'file':40s} {'label':>9s} {'P(spoof)':>10s} {'margin':>10s} {'mean':>8s} "
-             f"{'max':>8s} {'score':>8s} {'dur (s)':>8s} {'windows':>7s}"]
-    for r in rows:
-        name = runs.display_name(r["file"])
-        name = name if len(name) <= 40 else "..." + name[-37:]
+    within `runs.UNCERTAIN_MARGIN` of it; a legend of the columns below it."""
+    names, common = short_names([r["file"] for r in rows])
+    lines = ([f"files in {common}/"] if common else []) + [
+        f"{'file':{NAME_WIDTH}s} {'label':>9s} {'P(spoof)':>10s} {'margin':>10s} {'mean':>8s} "
+        f"{'max':>8s} {'score':>8s} {'dur (s)':>8s} {'windows':>7s}"]
+    for name, r in zip(names, rows):
         if r["status"] != "ok":
-            lines.append(f"{name:40s} {'ERROR':>9s}  {r['error']}")
+            lines.append(f"{name:{NAME_WIDTH}s} {'ERROR':>9s}  {r['error']}")
             continue
         d = r["display"]
         label = r["label"] + ("?" if d["verdict"] == "uncertain" else "")
-        lines.append(f"{name:40s} {label:>9s} {d['p_spoof']:>10s} {d['margin']:>10s} "
+        lines.append(f"{name:{NAME_WIDTH}s} {label:>9s} {d['p_spoof']:>10s} {d['margin']:>10s} "
                      f"{d['p_spoof_mean']:>8s} {d['p_spoof_max']:>8s} {r['score']:8.3f} "
                      f"{r['duration_s']:8.2f} {r['windows_scored']:7d}")
     if any(r["status"] == "ok" and r["display"]["verdict"] == "uncertain" for r in rows):
-        lines.append(f"? uncertain: P(spoof) within {runs.UNCERTAIN_MARGIN:g} of the threshold")
+        lines.append(f"? uncertain: P(spoof) within {runs.UNCERTAIN_MARGIN:g} of the threshold "
+                     "(the label is the side it leans to)")
+    lines += ["P(spoof): the window aggregate that decides the label (3 decimals, more where "
+              "fewer would hide its side of the threshold)",
+              "margin: P(spoof) - threshold (> 0: spoof side); mean, max: over the windows; "
+              "score: ASVspoof score, higher = more bonafide"]
     return "\n".join(lines)
 
 
@@ -113,8 +146,10 @@ def main(argv=None):
     else:
         print(f"model: {detector.model_path} | threshold "
               f"{runs.format_threshold(detector.threshold)} ({detector.threshold_source}) | "
-              f"label by {args.aggregate} window P(spoof)")
+              f"label by {args.aggregate} window P(spoof)\n{detector.trained_on}")
         print(format_table(rows))
+    if detector.warning:
+        print(f"warning: this model was {detector.warning}", file=sys.stderr)
     failed = sum(r["status"] != "ok" for r in rows)
     if failed:
         print(f"{failed} of {len(rows)} files failed", file=sys.stderr)

@@ -8,7 +8,10 @@ in [0, 1], saved as ``<out>/<utterance_id>.npy``. With ``--features waveform`` (
 - ``features.json``: the feature parameters (features.py, the single source of truth; train.py
   copies them into every saved model and evaluate.py refuses data computed differently),
 - ``manifest.csv``: utt_id, path, label, target, attack, speaker, split, audio (the source
-  file, read again only by train.py's waveform augmentation),
+  file, read again only by train.py's waveform augmentation), and the protocol's condition
+  columns (codec, ...) when it has them,
+- ``corpus.json``: the protocol and audio folder it was made from, and whether that is the
+  synthetic demo corpus (every model trained on it records that and says so when it scores),
 - ``errors.csv``: files that could not be turned into features and why,
 - ``missing.txt``: protocol entries whose audio file is not on disk.
 
@@ -242,6 +245,8 @@ def preprocess(protocol, audio_dir, out_dir, fmt=None, split="", workers=None, f
     with exclusive(out_dir, "preprocessed arrays"):  # one writer; orphans of killed runs go
         check_features_json(out_dir, params, overwrite)
         write_text_atomic(out_dir / "features.json", json.dumps(params, indent=2) + "\n")
+        write_text_atomic(out_dir / "corpus.json",
+                          json.dumps(protocols.corpus_info(protocol, audio_dir), indent=2) + "\n")
         df = df[exists].copy()
         df["path"] = df["utt_id"] + ".npy"
         # an array cut short (a crash, a full disk) is not finished: it is computed again

@@ -28,6 +28,7 @@ import argparse
 import base64
 import io
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -188,7 +189,7 @@ def add_spectrogram(result, mels, detector):
 def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_MB,
                max_seconds=MAX_SECONDS, decoders=DECODERS, wait_seconds=WAIT_SECONDS,
                decode_in_lock=False):
-    """The FastAPI application, with the run's model loaded once.
+    """The FastAPI application, with the run's model loaded once (``app.state.detector``).
 
     Parameters
     ----------
@@ -198,10 +199,9 @@ def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_M
         Decision threshold on P(spoof) (default: the run's saved threshold, else 0.5).
     max_upload_mb, max_seconds : float
         Limits; over them the answer is 413.
-    decoders : int
-        Uploads decoded at once (each holds at most ``max_seconds`` of audio).
-    wait_seconds : float
-        Longest wait for a decoding slot, and then for the model, before a 503.
+    decoders, wait_seconds : int, float
+        Uploads decoded at once (each holds at most ``max_seconds`` of audio); longest wait
+        for a decoding slot, and then for the model, before a 503.
     decode_in_lock : bool
         Decode inside the model lock, as this server did before: for benchmarks/run.py's
         before/after comparison only.
@@ -219,6 +219,7 @@ def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_M
                               "bonafide), from a run of this project's train.py.")
     app.add_middleware(LimitBody, max_bytes=max_bytes + 64 * 1024,  # + multipart framing
                        limit_mb=max_upload_mb)
+    app.state.detector = detector  # main() logs what it loaded
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request, exc):
@@ -333,6 +334,17 @@ def build_parser():
     return ap
 
 
+def startup_message(detector):
+    """What the server loaded, for its log: run, model, threshold and its source, what the
+    model was trained on, and the demo warning when it applies."""
+    lines = [f"serving {detector.run_dir} ({detector.model_path.name}): threshold "
+             f"{runs.format_threshold(detector.threshold)} ({detector.threshold_source}); "
+             f"{detector.trained_on}"]
+    if detector.warning:
+        lines.append(f"warning: this model was {detector.warning}")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -344,6 +356,7 @@ def main(argv=None):
                          args.decoders, args.wait_seconds)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
+    print(startup_message(app.state.detector), file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info",
                 http=guarded_protocol(args.header_timeout, args.body_timeout))
 

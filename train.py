@@ -190,6 +190,7 @@ def run_config(cfg, data, model, inputs, replicas, split_seed, argv):
         "input": M.input_spec(cfg.model, data.features),
         "counts": {part: d["label"].value_counts().to_dict()
                    for part, d in (("train", data.train_df), ("val", data.val_df))},
+        "trained_on": runs.trained_on(data.train_df),
         "params": M.param_counts(model),
         "versions": runs.versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -354,8 +355,9 @@ def train(data, run_dir, config=None, *, verbose=None, callbacks=(), argv=None,
     inputs = training_inputs(cfg, model, prepared, dist, verbose)
     run_cfg = {**run_config(cfg, prepared, model, inputs, replicas, split_seed, argv),
                **({"weights": init} if init else {})}
-    meta = {**{k: run_cfg[k] for k in ("features", "labels", "input")}, "model": cfg.model,
-            "run": run_dir.name, **({"preset": cfg.preset} if cfg.preset else {})}
+    meta = {**{k: run_cfg[k] for k in ("features", "labels", "input", "trained_on")},
+            "model": cfg.model, "run": run_dir.name,
+            **({"preset": cfg.preset} if cfg.preset else {})}
     split = pd.concat([prepared.train_df.assign(part="train"),
                        prepared.val_df.assign(part="val")])
     runs.start_run(run_dir, finished or cfg.overwrite, split, run_cfg)

@@ -90,6 +90,11 @@ def fit_llr(scores, targets, prior=PRIOR):
     llr = apply_llr(cal, x)
     cal["cllr_before"] = cllr(x[bona, 0], x[~bona, 0])
     cal["cllr_after"] = cllr(llr[bona], llr[~bona])
+    if llr[bona].min() > llr[~bona].max():  # the likelihood has no finite optimum
+        cal["warning"] = (f"the calibration data are perfectly separated ({n_bona} bonafide "
+                          f"above all {n_spoof} spoof): the fit has no finite optimum, so the "
+                          "map's scale is where the solver stopped; calibrate on data with "
+                          "errors (more, or harder, utterances)")
     return cal
 
 

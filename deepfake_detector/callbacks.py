@@ -17,8 +17,9 @@ def make_checkpoint_callback(path, meta, model, monitor="val_loss", mode="min", 
 
     After each improving epoch the trainable weights, with the statistics of the trainable
     BatchNorm layers (without them, best.keras paired the best epoch's weights with the last
-    epoch's statistics), are written (atomically, about 650 kB for the head) to ``store`` (default ``<path>.trainable.npz``) instead of the whole 19 MB model,
-    which made short epochs on cached features slow. A resumed run starts from that file. At
+    epoch's statistics), are written (atomically, about 650 kB for the head) to ``store``
+    (default ``<path>.trainable.npz``) instead of the whole 19 MB model, which made short
+    epochs on cached features slow. A resumed run starts from that file. At
     the end of training, ``path`` gets the full model (``model``, the end-to-end model even when
     its head is trained on cached features) with the best weights and ``meta`` inside; when no
     epoch improved on ``best`` (a value carried over from an earlier phase), ``path`` is left

@@ -41,6 +41,17 @@ def load_features_json(data_dir):
     return json.loads(fj.read_text())
 
 
+def load_corpus_info(data_dir):
+    """``corpus.json`` of a preprocessed folder (`protocols.corpus_info`: what it was made
+    from, and whether that is the synthetic demo corpus), or None for folders made before
+    preprocess.py wrote it."""
+    path = Path(data_dir) / "corpus.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
+
+
 def load_manifest(data_dir):
     """Read ``manifest.csv`` of a preprocessed folder, with array paths made absolute.
 

@@ -55,6 +55,7 @@ class Detector:
         self.features = self.meta["features"]
         self._hidden, self._kernel, self._bias = logit_parts(self.model)
         self.batch_size = predict_batch_size(self.meta)  # the family's prediction batch
+        self.trained_on, self.warning = runs.training_summary(self.meta)
         self.calibration = C.read_calibration(self.run_dir, which)
         # score = -logit + prior_logit: the LLR, when calibrated (`calibration.posterior_logit`)
         self.prior_logit = float(C.posterior_logit(0.0, self.calibration.get(
@@ -105,6 +106,7 @@ class Detector:
                 "score": ("calibrated log-likelihood ratio, bonafide vs spoof; P(spoof) at "
                           f"prior {self.calibration.get('prior_spoof', C.PRIOR_SPOOF):g}"
                           if self.calibration else "log-odds of bonafide (not calibrated)"),
+                "trained_on": self.trained_on, "warning": self.warning,
                 "features": self.features}
 
 

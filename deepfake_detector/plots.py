@@ -48,7 +48,12 @@ def readable_axis(axis, offset=True):
     axis.set_major_formatter(formatter)
 
 
-def roc_plot(ax, y, p, auc):
+def titled(title, name=""):
+    """A plot title with the data it is about on a second line (e.g. ``demo_dev``)."""
+    return f"{title}\n{name}" if name else title
+
+
+def roc_plot(ax, y, p, auc, name=""):
     """ROC of P(spoof), spoof = positive."""
     from sklearn.metrics import roc_curve
 
@@ -56,7 +61,8 @@ def roc_plot(ax, y, p, auc):
     ax.plot(fpr, tpr, label=f"AUC = {auc:.3f}")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set(xlabel="bonafide flagged as spoof (false positive rate)",
-           ylabel="spoof detected (true positive rate)", title="ROC (positive class: spoof)")
+           ylabel="spoof detected (true positive rate)",
+           title=titled("ROC (positive class: spoof)", name))
     ax.legend(loc="lower right")
 
 
@@ -71,7 +77,7 @@ def det_ticks(low):
     return np.array(chosen)
 
 
-def det_plot(ax, score, y, eer):
+def det_plot(ax, score, y, eer, name=""):
     """DET curve on normal-deviate axes, bonafide = target."""
     from scipy.stats import norm
 
@@ -89,37 +95,51 @@ def det_plot(ax, score, y, eer):
     ax.set_xlim(norm.ppf([low, 1 - lim]))
     ax.set_ylim(norm.ppf([low, 1 - lim]))
     ax.set(xlabel="false alarm rate (spoof accepted)", ylabel="miss rate (bonafide rejected)",
-           title="DET (bonafide = target)")
+           title=titled("DET (bonafide = target)", name))
     ax.legend(loc="upper right")
 
 
-def histogram_plot(ax, score, labels, eer_threshold):
+def threshold_bins(score, threshold, n=40):
+    """About ``n`` equal bins over ``score`` with ``threshold`` on a bin edge, so that no bar
+    straddles the threshold line (a bonafide utterance above it never seems to sit below)."""
+    lo, hi = float(np.min(score)), float(np.max(score))
+    width = (hi - lo) / n if hi > lo else 1.0
+    first = threshold - np.ceil((threshold - lo) / width) * width
+    last = threshold + np.ceil((hi - threshold) / width) * width
+    return np.arange(round((last - first) / width) + 1) * width + first
+
+
+def histogram_plot(ax, score, labels, eer_threshold, name=""):
     """Score distributions per class (each class's share of its utterances per bin), with the
-    threshold at the EER point."""
-    bins = np.histogram_bin_edges(score, bins=40)
+    threshold at the EER point on a bin edge (`threshold_bins`)."""
+    bins = threshold_bins(score, eer_threshold)
     for key, color in (("bonafide", "tab:green"), ("spoof", "tab:red")):
         s = score[labels == key]
         ax.hist(s, bins=bins, alpha=0.6, color=color, label=f"{key} ({len(s)})",
                 weights=np.full(len(s), 1 / max(len(s), 1)))
     ax.axvline(eer_threshold, color="k", ls="--", label="threshold at the EER")
     readable_axis(ax.xaxis)
-    ax.set(xlabel="score (log-odds of bonafide; higher = more bonafide)",
-           ylabel="share of the class", title="Score distributions")
+    ax.set(xlabel="score (higher = more bonafide)",
+           ylabel="share of the class", title=titled("Score distributions", name))
     ax.legend()
 
 
-def confusion_plot(ax, y, p, threshold):
-    """Confusion matrix at ``P(spoof) >= threshold``, the threshold in the title as used."""
+def confusion_plot(ax, y, p, threshold, name="", source=""):
+    """Confusion matrix at ``P(spoof) >= threshold``, the threshold in the title as used, with
+    where it came from (calibrated on the validation part, --threshold, or the default)."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
     ConfusionMatrixDisplay.from_predictions(
         y, (p >= threshold).astype(int), labels=[0, 1],
         display_labels=["bonafide", "spoof"], ax=ax, colorbar=False)
-    ax.set_title(f"P(spoof) >= {format_threshold(threshold)}")
+    kind = ("calibrated" if source.startswith("calibrated") else
+             "--threshold" if source.startswith("--threshold") else "default, not calibrated")
+    ax.set_title(titled(f"P(spoof) >= {format_threshold(threshold)} ({kind})", name))
 
 
-CURVES = (("loss", "loss"), ("accuracy", "accuracy"), ("eer", "EER (validation)"),
+CURVES = (("loss", "loss"), ("accuracy", "accuracy"), ("eer", "EER (validation, %)"),
           ("auc", "ROC AUC (validation, rank-based)"))
+PERCENT = {"eer"}  # panels drawn in %, as every report prints the EER
 
 
 def training_curves(history_csv):
@@ -128,10 +148,11 @@ def training_curves(history_csv):
     panels = [(k, title) for k, title in CURVES if k in h or f"val_{k}" in h]
     fig, axes = _pyplot().subplots(1, len(panels), figsize=(4 * len(panels), 3.5))
     for ax, (k, title) in zip(np.atleast_1d(axes), panels):
+        scale = 100.0 if k in PERCENT else 1.0
         if k in h:
-            ax.plot(h["epoch"] + 1, h[k], "o-", label="train")
+            ax.plot(h["epoch"] + 1, h[k] * scale, "o-", label="train")
         if f"val_{k}" in h:
-            ax.plot(h["epoch"] + 1, h[f"val_{k}"], "o-", label="validation")
+            ax.plot(h["epoch"] + 1, h[f"val_{k}"] * scale, "o-", label="validation")
         readable_axis(ax.yaxis, offset=False)
         readable_axis(ax.xaxis, offset=False)
         ax.set(xlabel="epoch", title=title)
@@ -146,14 +167,16 @@ def figures(table, report, history_csv=None):
     y = protocols.targets(table["label"])
     labels = table["label"].to_numpy()
     score, p = table["score"].to_numpy(np.float64), table["p_spoof"].to_numpy(np.float64)
+    data = report.get("name", "")  # which data: every title says it
+    source = report.get("threshold", {}).get("source", "")
     out = {}
     for name, size, draw in (
-            ("roc.png", (5, 5), lambda ax: roc_plot(ax, y, p, report["roc_auc"])),
-            ("det.png", (5, 5), lambda ax: det_plot(ax, score, y, report["eer"])),
+            ("roc.png", (5, 5), lambda ax: roc_plot(ax, y, p, report["roc_auc"], data)),
+            ("det.png", (5, 5), lambda ax: det_plot(ax, score, y, report["eer"], data)),
             ("score_hist.png", (6, 4),
-             lambda ax: histogram_plot(ax, score, labels, report["eer_threshold"])),
+             lambda ax: histogram_plot(ax, score, labels, report["eer_threshold"], data)),
             ("confusion.png", (4.5, 4), lambda ax: confusion_plot(
-                ax, y, p, report["operating_points"]["chosen"]["threshold"]))):
+                ax, y, p, report["operating_points"]["chosen"]["threshold"], data, source))):
         fig, ax = plt.subplots(figsize=size)
         draw(ax)
         out[name] = fig

@@ -42,6 +42,7 @@ _COLUMNS = {
 # the condition columns a protocol may carry (`parse_protocol`), for per-condition tables
 CONDITIONS = ("codec", "transmission", "corpus", "codec_q")  # DF's "source" column: corpus
 DF_MIN_COLUMNS = 9  # a 2021 key line this long is DF (column 4: source corpus), else LA
+DEMO_MARKER = "SYNTHETIC_DEMO_CORPUS.txt"  # scripts/make_demo_corpus.py leaves it in LA/
 # -----------------------------------------------------------------------------
 
 
@@ -259,6 +260,23 @@ def _parse_csv(path):
     conditions = {c: [v.strip() or "-" for v in df[c]] for c in CONDITIONS if c in df.columns}
     return pd.DataFrame({"utt_id": ids, "file": files, "label": labels,
                          "attack": attack, "speaker": list(speaker), **conditions})
+
+
+def corpus_info(protocol, audio_dir):
+    """What a preprocessed folder was made from (``corpus.json``; train.py records it in every
+    model): the protocol and audio folder, and whether they belong to the synthetic demo
+    corpus (a `DEMO_MARKER` file in either's folder or up to three folders above).
+
+    Returns
+    -------
+    info : dict
+        ``protocol``, ``audio_dir`` (absolute), ``synthetic_demo`` (bool).
+    """
+    places = [Path(protocol).resolve().parent, Path(audio_dir).resolve()]
+    demo = any((folder / DEMO_MARKER).is_file()
+               for place in places for folder in [place, *place.parents][:4])
+    return {"protocol": str(Path(protocol).resolve()), "audio_dir": str(Path(audio_dir).resolve()),
+            "synthetic_demo": demo}
 
 
 def resolve_2019_layout(root, split):

@@ -230,6 +230,45 @@ def decision_threshold(explicit=None, calibrated=None):
     return THRESHOLD, "default"
 
 
+# ----------------------------------------------------------------------------- what a run knows
+
+
+DEMO_WARNING = ("trained on the SYNTHETIC demo corpus (scripts/make_demo_corpus.py): it tells "
+                "that corpus's Griffin-Lim spoofs from its formant-synthesized 'bonafide' "
+                "speech; its verdicts on real recordings mean nothing")
+
+
+def trained_on(train_df):
+    """What a run was trained on, recorded in config.json and in every saved model: per
+    training folder its name, the protocol it was made from and the training utterances it
+    gave (``corpus.json`` of `preprocess.py`), and whether any is the synthetic demo corpus.
+
+    Parameters
+    ----------
+    train_df : pandas.DataFrame
+        The training part, with its folder in ``source`` (`datasets.load_sources`).
+    """
+    data = []
+    for folder, part in train_df.groupby("source", sort=False):
+        info = datasets.load_corpus_info(folder) or {}
+        data.append({"folder": Path(folder).name, "utterances": int(len(part)),
+                     "protocol": Path(info["protocol"]).name if info.get("protocol") else None,
+                     "synthetic_demo": bool(info.get("synthetic_demo"))})
+    return {"data": data, "synthetic_demo": any(d["synthetic_demo"] for d in data)}
+
+
+def training_summary(meta):
+    """One line about what a model was trained on (`trained_on`, from its metadata), and the
+    warning a user must see (`DEMO_WARNING`) or None. Models saved before runs recorded it:
+    "not recorded"."""
+    info = (meta or {}).get("trained_on")
+    if not info:
+        return "training data not recorded (a run made before they were)", None
+    parts = ", ".join(d["folder"] + (f" ({d['utterances']} utterances)" if d.get("utterances")
+                                     else "") for d in info["data"])
+    return f"trained on {parts}", DEMO_WARNING if info.get("synthetic_demo") else None
+
+
 # ----------------------------------------------------------------------------- display
 
 UNCERTAIN_MARGIN = 0.02  # a verdict within this of the threshold (in P(spoof)) is "uncertain"

@@ -57,8 +57,11 @@ def import_run(source, run_dir, conf=None, calibrate_on=None, overwrite=False):
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "threshold.json").unlink(missing_ok=True)  # never a stale one beside new weights
     weights = {**info, "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    corpus = info.get("trained_on") or f"unknown (a checkpoint file: {Path(str(source)).name})"
     meta = {"features": params, "labels": runs.LABELS, "input": M.input_spec("aasist", params),
-            "model": "aasist", "run": run_dir.name, "preset": config, "weights": weights}
+            "model": "aasist", "run": run_dir.name, "preset": config, "weights": weights,
+            "trained_on": {"data": [{"folder": corpus, "utterances": None, "protocol": None,
+                                     "synthetic_demo": False}], "synthetic_demo": False}}
     M.save_model_atomic(model, run_dir / "best.keras", meta)
     args = {"model": "aasist", "preset": config, "init": str(source), "data": None,
             "val_data": [str(Path(calibrate_on).resolve())] if calibrate_on else None}

@@ -34,6 +34,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepfake_detector.cli import HelpFormatter  # noqa: E402
+from deepfake_detector.protocols import DEMO_MARKER  # noqa: E402
 
 SR = 16000
 N_FFT = 1024
@@ -173,6 +174,12 @@ def make_corpus(out, counts, seed=0, min_dur=2.0, max_dur=5.0, spoof_fraction=0.
     import soundfile as sf
 
     la = Path(out) / "LA"
+    if progress:  # the first call compiles librosa's numba code: not in the bar's estimate
+        print("demo corpus: warming up (the first vocoder call compiles its code) ...",
+              file=sys.stderr, flush=True)
+        warm = np.random.default_rng(0)
+        for attack in ATTACKS:
+            vocode(synth_utterance(warm, 120.0, 1.0, 1.5), attack, warm)
     proto_dir = la / "ASVspoof2019_LA_cm_protocols"
     proto_dir.mkdir(parents=True, exist_ok=True)
     protocols = {}
@@ -201,10 +208,12 @@ def make_corpus(out, counts, seed=0, min_dur=2.0, max_dur=5.0, spoof_fraction=0.
             lines.append(f"{speaker} {utt} - {attack} {key}\n")
         protocols[split] = proto_dir / f"ASVspoof2019.LA.cm.{split}.{kind}.txt"
         protocols[split].write_text("".join(lines))
-    (Path(out) / "README.txt").write_text(
-        "SYNTHETIC demo corpus made by scripts/make_demo_corpus.py: formant-synthesized "
-        "'bonafide' speech and Griffin-Lim vocoded 'spoofs'. It proves only that the pipeline "
-        "runs; it is not ASVspoof data.\n")
+    note = ("SYNTHETIC demo corpus made by scripts/make_demo_corpus.py: formant-synthesized "
+            "'bonafide' speech and Griffin-Lim vocoded 'spoofs'. It proves only that the "
+            "pipeline runs; it is not ASVspoof data.\n")
+    (Path(out) / "README.txt").write_text(note)
+    # the marker preprocess.py looks for: runs trained on it say so when they score audio
+    (la / DEMO_MARKER).write_text(note)
     return protocols
 
 
@@ -223,6 +232,8 @@ def build_parser():
     ap.add_argument("--seed", type=int, default=0, help="seed; same seed, same files")
     ap.add_argument("--min-dur", type=float, default=2.0, help="shortest utterance, seconds")
     ap.add_argument("--max-dur", type=float, default=5.0, help="longest utterance, seconds")
+    ap.add_argument("--no-next-step", action="store_true",
+                    help="do not print the next command (scripts/quickstart.sh runs it)")
     return ap
 
 
@@ -238,8 +249,9 @@ def main(argv=None):
                             progress=True)
     for split, p in protocols.items():
         print(f"{split}: {p}")
-    print(f"next: python preprocess.py --dataset-root {Path(args.out) / 'LA'} --split train "
-          f"--out data/features/demo_train")
+    if not args.no_next_step:
+        print(f"next: python preprocess.py --dataset-root {Path(args.out) / 'LA'} --split "
+              "train --out data/features/demo_train")
     return protocols
 
 

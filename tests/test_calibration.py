@@ -128,6 +128,14 @@ def test_calibration_lowers_cllr_and_actdcf_on_held_out_data_and_keeps_the_ranki
     assert after["eer"] == before["eer"] and after["min_dcf"] == before["min_dcf"]
 
 
+def test_perfectly_separated_calibration_data_are_warned_about():
+    cal = C.fit_llr(np.r_[np.ones(20) * 3, -np.ones(20) * 3] + np.arange(40) * 1e-3,
+                    np.r_[np.zeros(20), np.ones(20)])
+    assert "perfectly separated" in cal["warning"]
+    rng = np.random.default_rng(4)
+    assert "warning" not in C.fit_llr(*gaussian_llr_system(rng, 500))
+
+
 def test_fit_refuses_what_cannot_be_calibrated():
     with pytest.raises(ValueError, match="needs bonafide and spoof"):
         C.fit_llr([1.0, 2.0], [0, 0])

@@ -51,7 +51,7 @@ def test_per_attack_breakdown():
 
 def test_evaluate_heldout_and_other_partition(trained_run, demo_features, demo_corpus, capsys):
     m = evaluate.main(["--run", str(trained_run)])
-    out = trained_run / "eval" / "heldout"
+    out = trained_run / "eval" / "validation"
     assert m["n"] == {"total": 5, "bonafide": 3, "spoof": 2}
     assert set(m["files"]) == {"metrics.json", "scores.txt", "scores_2019.txt", "predictions.csv",
                                "per_attack.csv", "thresholds.csv", *plots.PLOTS}
@@ -164,7 +164,7 @@ def test_genuine_mini_corpus_pipeline(tmp_path, capsys):
     m = evaluate.main(["--run", str(run)])
     assert m["n"] == {"total": 100, "bonafide": 50, "spoof": 50}
     assert m["source"]["data"] == str((tmp_path / "dev").resolve())
-    out = run / "eval" / "heldout"
+    out = run / "eval" / "validation"
     for name in ("scores.txt", "predictions.csv", "metrics.json", *plots.PLOTS):
         assert (out / name).stat().st_size > 0, name
     assert [r["attack"] for r in m["per_attack"]] == ["bonafide"] + [f"A0{i}" for i in range(1, 7)]

@@ -76,7 +76,8 @@ def test_confusion_title_names_the_threshold_used():
         m, _, _ = report.compute_report(table, threshold=threshold)
         fig = plots.figures(table, m)["confusion.png"]
         title = fig.axes[0].get_title()
-        assert title == f"P(spoof) >= {threshold:g}", title  # never 0.50 for 0.4999843
+        # never 0.50 for 0.4999843; and where it came from
+        assert title == f"P(spoof) >= {threshold:g} (--threshold)", title
         counts = [int(t.get_text()) for t in fig.axes[0].texts]
         chosen = m["operating_points"]["chosen"]
         assert counts == [chosen["tn"], chosen["fp"], chosen["fn"], chosen["tp"]]
@@ -89,3 +90,27 @@ def test_det_ticks_are_spaced():
     for low in (0.0001, 0.001, 0.01):
         t = plots.det_ticks(low)
         assert len(t) >= 5 and np.all(np.diff(norm.ppf(t)) >= plots.DET_SPACING - 1e-9)
+
+
+def test_titles_name_the_data_and_the_threshold_s_source(tmp_path):
+    """Issue 23: a plot did not say which data it showed (held-out part or dev) nor whether the
+    threshold was calibrated."""
+    table = score_table("wide")
+    m, _, _ = report.compute_report(table)
+    figs = plots.figures(table, {**m, "name": "demo_dev"}, history(tmp_path, "wide"))
+    for name in ("roc.png", "det.png", "score_hist.png", "confusion.png"):
+        assert figs[name].axes[0].get_title().endswith("\ndemo_dev"), name
+    assert "(default, not calibrated)" in figs["confusion.png"].axes[0].get_title()
+    eer_panel = [ax for ax in figs["training_curves.png"].axes if "EER" in ax.get_title()][0]
+    assert eer_panel.get_title() == "EER (validation, %)"
+    assert max(eer_panel.lines[0].get_ydata()) > 1  # percent, not a fraction
+    plots._pyplot().close("all")
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.123, -3.3, 7.77])
+def test_the_histogram_threshold_is_a_bin_edge(threshold):
+    score = np.random.default_rng(0).normal(0, 5, 300)
+    bins = plots.threshold_bins(score, threshold)
+    assert bins[0] <= score.min() and bins[-1] >= score.max()
+    assert np.isclose(bins, threshold, atol=1e-9).any()
+    assert 38 <= len(bins) - 1 <= 42 and np.allclose(np.diff(bins), np.diff(bins)[0])

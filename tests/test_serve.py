@@ -199,7 +199,13 @@ def test_page_in_a_real_browser(server, clips, tmp_path):
         res = post(server, "good.wav", clips["good"].read_bytes()).json()["results"][0]
         assert abs(res["p_spoof"] - res["threshold"]) < 0.02
         assert page.get_attribute("#verdict", "data-verdict") == "uncertain"
-        assert page.inner_text("#verdict").startswith("UNCERTAIN: P(spoof) is within 0.02")
+        side = res["label"].upper()  # the side of the threshold it falls on, said (issue 23)
+        assert page.inner_text("#verdict").startswith(
+            f"UNCERTAIN, leaning {side}: P(spoof) is within 0.02")
+        # the test run was trained on the synthetic demo corpus: the page says so
+        assert page.is_visible("#warning")
+        assert "SYNTHETIC demo corpus" in page.inner_text("#warning")
+        assert "trained on train (" in page.inner_text("#model")  # the fixture's folder
         assert page.inner_text("#threshold").startswith(res["display"]["threshold"])
         assert page.inner_text("#p").startswith(res["display"]["p_spoof"])
         assert page.inner_text("#dur").endswith("1 window")  # not "1 windows"
@@ -207,8 +213,12 @@ def test_page_in_a_real_browser(server, clips, tmp_path):
         assert width == 128  # the 128 x 128 mel array, one pixel per bin and frame
         assert page.text_content("#timeaxis") == "time (s)"
         assert page.locator("#timeline text.xaxis").count() >= 2
-        assert [t.text_content() for t in page.locator("#timeline text.yaxis").all()] == [
-            "0.0", "0.5", "1.0"]
+        # every value within 1e-5 of the threshold: the value axis zooms in and says so
+        ticks = [float(t.text_content()) for t in page.locator("#timeline text.yaxis").all()]
+        assert len(ticks) == 3 and ticks[0] < 0 == ticks[1] < ticks[2] < 1e-5  # - threshold
+        assert page.text_content("#yaxislabel") == "P(spoof) - threshold"
+        assert "zoomed in" in page.text_content("#zoomnote")
+        assert page.locator("#timeline line.window").count() == res["windows_scored"]
         assert page.text_content("#thresholdlabel") == (
             f"threshold {res['display']['threshold']}")
         assert page.locator("#thresholdline").count() == 1
