@@ -547,7 +547,7 @@ def test_calibrate_none_still_marks_the_run_finished(demo_features, tmp_path):
 @pytest.mark.parametrize("crash_after, recipe", [
     (1, dict(model="lcnn", epochs=4, freq_mask=8, time_mask=8)),  # per-example draws count
     # cached backbone features, 32 steps per call, balanced batches; crash in fine-tuning
-    (3, dict(weights="informative", epochs=3, balanced_batches=True, fine_tune_blocks=1,
+    (2, dict(weights="informative", epochs=2, balanced_batches=True, fine_tune_blocks=1,
              fine_tune_epochs=2))], ids=["lcnn-augmented", "cached-balanced-finetuned"])
 def test_a_resumed_run_reproduces_the_uninterrupted_one(demo_features, informative_weights,
                                                          tmp_path, crash_after, recipe):
