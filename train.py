@@ -351,7 +351,8 @@ def train(data, run_dir, config=None, *, verbose=None, callbacks=(), argv=None,
         model = M.build(cfg.model, prepared.features, cfg.weights, cfg.dense_units, cfg.dropout,
                         cfg.learning_rate, cfg.weight_decay,
                         decay_steps(cfg, len(prepared.train_df)), cfg.preset)
-        init = checkpoints.init_weights(model, cfg.init, cfg.preset) if cfg.init else None
+        init = (checkpoints.init_weights(model, cfg.init, cfg.preset) if cfg.init
+                else M.weights_info(cfg.model, cfg.preset))
     inputs = training_inputs(cfg, model, prepared, dist, verbose)
     run_cfg = {**run_config(cfg, prepared, model, inputs, replicas, split_seed, argv),
                **({"weights": init} if init else {})}

