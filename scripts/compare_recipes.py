@@ -77,6 +77,16 @@ RECIPES = {
     "lcnn_vocoded_aug": Recipe("LCNN + vocoded spoofs + random crop, noise, low-pass and "
                                "SpecAugment", "--model lcnn --random-crop --noise-snr 10,40 "
                                "--lowpass 3400,7800 --freq-mask 16 --time-mask 16", vocoded=True),
+    # the Whisper rows read --features waveform folders; choose the encoder with a common
+    # --preset (e.g. one written by scripts/import_whisper.py)
+    "whisper": Recipe("frozen Whisper encoder + the design-card head, calibrated",
+                      "--model whisper"),
+    "whisper_vocoded": Recipe("frozen Whisper encoder + vocoded spoofs", "--model whisper",
+                              vocoded=True),
+    "whisper_ft": Recipe("Whisper, then its top 2 transformer layers fine-tuned 5 epochs at 1e-5",
+                         "--model whisper --fine-tune-blocks 2"),
+    "whisper_vocoded_ft": Recipe("whisper_ft + vocoded spoofs",
+                                 "--model whisper --fine-tune-blocks 2", vocoded=True),
 }
 METRICS = ("eer", "min_tdcf", "accuracy", "precision", "recall", "f1", "bonafide_recall")
 # -----------------------------------------------------------------------------
@@ -269,7 +279,8 @@ def main(argv=None):
               *train_flags]
     try:
         seeds = C.parse_seeds(args.seeds)
-        recipe_config(common, "calibrated", seeds[0])  # flags checked up front
+        for name in recipes:  # flags checked up front, with each recipe's own
+            recipe_config(common, name, seeds[0], args.vocoded_data)
         per_run, table = compare(recipes, common, seeds, args.test, args.out, args.asv_scores,
                                  2 if args.verbose else 0, args.vocoded_data)
     except (model.WeightsUnavailable, FileNotFoundError, ValueError) as e:

@@ -11,8 +11,13 @@ import compare_recipes
 
 def test_recipes_are_valid_train_flags():
     for name, recipe in compare_recipes.RECIPES.items():
-        compare_recipes.recipe_config(["--weights", "none"], recipe, 1)
+        common = ["--preset", "random:mini"] if name.startswith("whisper") else ["--weights",
+                                                                                  "none"]
+        cfg, _ = compare_recipes.recipe_config(common, recipe, 1)
         assert recipe.at in ("0.5", "calibrated") and recipe.what
+        assert (cfg.model == "whisper") == name.startswith("whisper")
+    ft, _ = compare_recipes.recipe_config(["--preset", "p"], "whisper_vocoded_ft", 1, ["v"])
+    assert ft.fine_tune_blocks == 2 and ft.preset == "p" and ft.data[-1] == "v"
     fine, _ = compare_recipes.recipe_config([], "fine_tuned", 1)
     aug, _ = compare_recipes.recipe_config([], "augmented", 1)
     assert fine.fine_tune_blocks == 2 and aug.augmentation()["random_crop"]
@@ -59,6 +64,16 @@ def test_compare_table(demo_features, tmp_path, capsys):
                           "--out", str(out), "--weights", "none", "--epochs", "1",
                           "--batch-size", "8"])
     assert (out / "baseline" / "seed1" / "model.keras").stat().st_mtime_ns == stamp
+
+
+def test_flags_that_do_not_fit_a_recipe_are_refused_before_training(tmp_path):
+    """Every recipe's flags are checked up front (a --preset for Whisper rows next to an LCNN
+    row stops at once, not after the first recipe's runs)."""
+    with pytest.raises(SystemExit, match="--preset applies to --model whisper and aasist, not "
+                                         "to lcnn"):
+        compare_recipes.main(["--data", "d", "--test", "t", "--recipes", "whisper,lcnn",
+                              "--preset", "random:mini", "--out", str(tmp_path / "c")])
+    assert not (tmp_path / "c").exists()
 
 
 def test_bad_recipe_and_missing_test(capsys):
