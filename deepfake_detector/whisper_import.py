@@ -13,7 +13,6 @@ key has none, and a bias on the keys adds the same value to every logit of a que
 softmax cancels, so the encoder's output does not depend on it.
 """
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ct2
+from .checkpoints import sha256
 from .atomic import write_json_atomic
 from .models.common import load_tensorflow
 
@@ -239,14 +239,6 @@ def _audio_settings(folder, arch, source):
                                      f"{pre['feature_size']} mels, the encoder reads "
                                      f"{arch['num_mels']}")
     return settings
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def import_preset(source, out, overwrite=False):

@@ -209,7 +209,7 @@ def test_options_that_do_not_apply_are_refused():
         config.make_config(model="whisper", weights="imagenet")
     cfg = config.make_config(model="whisper")
     assert (cfg.preset, cfg.epochs, cfg.batch_size, cfg.learning_rate) == (
-        "whisper_tiny_multi", 10, 16, 1e-4)
+        "whisper_tiny_multi", 30, 16, 1e-3)
     assert config.make_config(model="whisper", fine_tune_blocks=2).fine_tune_blocks == 2
 
 
