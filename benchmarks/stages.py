@@ -9,6 +9,7 @@ another's numbers.
 """
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -305,9 +306,39 @@ def aasist_torch(reference, n, batch_size, config="AASIST"):
                      "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
+def whisper_engine(engine, source, n, batch_size, frames=400):
+    """The Whisper encoder alone on log-mel inputs (batch, frames, mels), after a warm-up
+    batch: the imported preset run by Keras (``engine="keras"``, ``source`` = the preset
+    folder) or CTranslate2's own ``Whisper.encode`` (``"ctranslate2"``, ``source`` = the
+    CTranslate2 model folder; float32 compute, one thread per core)."""
+    x = 0.5 * np.random.default_rng(0).standard_normal((batch_size, frames, 80))
+    x = x.astype(np.float32)
+    if engine == "keras":
+        from deepfake_detector.models import whisper
+
+        enc, _ = whisper.whisper_encoder(source)
+        step = lambda: enc.predict_on_batch(x)  # noqa: E731
+    else:
+        import ctranslate2
+
+        model = ctranslate2.models.Whisper(source, device="cpu", compute_type="float32",
+                                           intra_threads=os.cpu_count())
+        view = ctranslate2.StorageView.from_array(np.ascontiguousarray(x.transpose(0, 2, 1)))
+        step = lambda: model.encode(view, to_cpu=True)  # noqa: E731
+    step()
+    batches = -(-n // batch_size)
+    t = time.perf_counter()
+    for _ in range(batches):
+        step()
+    seconds = time.perf_counter() - t
+    return seconds, {"files": batches * batch_size,
+                     "utterances_per_s": batches * batch_size / seconds}
+
+
 STAGES = {f.__name__: f for f in (serve_load, floor, preprocess, independent, train, evaluate,
                                   predict_batched, predict_per_file, train_lcnn, vocode,
-                                  whisper_features, aasist_infer, aasist_train, aasist_torch)}
+                                  whisper_features, aasist_infer, aasist_train, aasist_torch,
+                                  whisper_engine)}
 
 if __name__ == "__main__":
     name, kwargs = sys.argv[1], json.loads(sys.argv[2])

