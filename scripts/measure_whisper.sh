@@ -29,31 +29,29 @@ python scripts/compare_recipes.py --data "$TRAIN/mini_train" --data "$TRAIN/mini
     --test "$TEST/mini_dev_degraded" --test "$TEST/mini_dev" \
     --recipes whisper,whisper_vocoded,whisper_ft,whisper_vocoded_ft --seeds 1,2,3 \
     --preset models/whisper_tiny_en --out runs/compare_whisper
-# fusion with AASIST: weights fitted on mini dev (in domain), applied to the out-of-domain sets
+# fusion with AASIST: weights fitted on mini dev, applied to WaveFake, the one test set that shares
+# no utterance with mini dev (the degraded copy holds the same utterances, the vocoded set its
+# bonafide originals: fuse_scores.py refuses them)
 P="$S/asvspoof2019_la_mini/LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.dev.trl.txt"
 mkdir -p runs/fused_whisper
-for d in wavefake vocoded mini_dev_degraded; do  # the labels of each test folder, as a protocol
-    python -c "import sys, pandas as pd; m = pd.read_csv(sys.argv[1])
+python -c "import sys, pandas as pd; m = pd.read_csv(sys.argv[1])
 m.rename(columns={'path': 'file'})[['file', 'label', 'attack']].to_csv(sys.argv[2], index=False)" \
-        "$TEST/$d/manifest.csv" "runs/fused_whisper/$d.labels.csv"
-done
-for recipe in whisper whisper_vocoded; do
+    "$TEST/wavefake/manifest.csv" runs/fused_whisper/wavefake.labels.csv
+for recipe in whisper whisper_vocoded whisper_vocoded_ft; do
     for seed in 1 2 3; do
         run="runs/compare_whisper/$recipe/seed$seed"
-        for d in wavefake vocoded mini_dev_degraded; do
-            out="runs/fused_whisper/${recipe}_seed$seed/$d"
-            [ -f "$out/metrics.json" ] || {
-                python scripts/fuse_scores.py --dev runs/aasist_AASIST/eval/mini_dev \
-                    "$run/eval/mini_dev_calibrated" --dev-protocol "$P" \
-                    --apply "runs/aasist_AASIST/eval/$d" "$run/eval/${d}_calibrated" \
-                    --out "runs/fused_whisper/${recipe}_seed$seed/$d.txt" > /dev/null
-                python evaluate.py --scores "runs/fused_whisper/${recipe}_seed$seed/$d.txt" \
-                    --protocol "runs/fused_whisper/$d.labels.csv" --out "$out" --no-plots \
-                    > /dev/null
-            }
-            python -c "import json, sys; m = json.load(open(sys.argv[1]))
-print(f\"fused AASIST + $recipe seed $seed, $d: n {m['n']['total']}, EER {m['eer']:.2%}\")" \
-                "$out/metrics.json"
-        done
+        out="runs/fused_whisper/${recipe}_seed$seed"
+        [ -f "$out/wavefake/metrics.json" ] || {
+            python scripts/fuse_scores.py --dev runs/aasist_AASIST/eval/mini_dev \
+                "$run/eval/mini_dev_calibrated" --dev-protocol "$P" \
+                --apply runs/aasist_AASIST/eval/wavefake "$run/eval/wavefake_calibrated" \
+                --out "$out/wavefake.txt" > /dev/null
+            python evaluate.py --scores "$out/wavefake.txt" \
+                --protocol runs/fused_whisper/wavefake.labels.csv --out "$out/wavefake" \
+                --no-plots > /dev/null
+        }
+        python -c "import json, sys; m = json.load(open(sys.argv[1]))
+print(f\"fused AASIST + $recipe seed $seed, wavefake: n {m['n']['total']}, EER {m['eer']:.2%}\")" \
+            "$out/wavefake/metrics.json"
     done
 done
