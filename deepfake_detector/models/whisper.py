@@ -29,9 +29,9 @@ DENSE_UNITS = 128  # the design card's head
 DROPOUT = 0.5
 # the family (see deepfake_detector.models.FAMILIES): the design card's head, trained 30 epochs
 # at 1e-3 on the cached encoder features (seconds per epoch). Measured with Whisper tiny.en on
-# the mini ASVspoof data (docs/recipes.md): the design card's 10 epochs at 1e-4 left the head
-# undertrained (mini dev EER 26-28% against 16%; WaveFake 48-50% against 43%; the degraded copy
-# 30-34% against 16%); 60 epochs or 3e-3 changed nothing beyond noise
+# the mini ASVspoof data, 3 seeds (docs/recipes.md): the design card's 10 epochs at 1e-4 left the
+# head undertrained (mini dev EER 26-28% against 14%; the degraded copy 30-34% against 20-24%;
+# WaveFake 48-50% against 44-46%); 60 epochs or 3e-3 changed nothing beyond noise (one seed)
 HEAD_LEARNING_RATE, HEAD_EPOCHS = 1e-3, 30
 SPEC = {"features": "waveform", "input": "waveform", "channels": None, "frozen_backbone": True,
         "defaults": {"weights": None, "preset": WHISPER_PRESET, "epochs": HEAD_EPOCHS,
