@@ -72,7 +72,7 @@ def _array(raw, dims, dtype_id, name, source):
     if dtype == "bfloat16":  # the high half of a float32
         wide = np.frombuffer(raw, "<u2").astype(np.uint32) << 16
         return wide.view(np.float32).reshape(dims)
-    return np.frombuffer(raw, dtype).reshape(dims).copy()
+    return np.frombuffer(raw, dtype).reshape(dims)  # a read-only view: no second copy
 
 
 def read_model_bin(path):
@@ -90,8 +90,9 @@ def read_model_bin(path):
     revision : int
         Its revision.
     variables : dict of str -> np.ndarray
-        In file order; float16 stays float16 (bfloat16 becomes float32); aliases resolved to
-        the array they name (e.g. Whisper's ``decoder/projection/weight``).
+        In file order; read-only views on the file's bytes (read once; a large model is not
+        held twice); float16 stays float16 (bfloat16 becomes a float32 copy); aliases resolved
+        to the array they name (e.g. Whisper's ``decoder/projection/weight``).
 
     Raises
     ------

@@ -26,7 +26,7 @@ import numpy as np
 from . import ct2
 from .checkpoints import sha256
 from .atomic import write_json_atomic
-from .models.common import load_tensorflow
+from .models.whisper import IMPORT_FILE, load_keras_hub
 
 # -----------------------------------------------------------------------------
 SPEC = "WhisperSpec"
@@ -36,7 +36,6 @@ SIZES = {(4, 384): "tiny", (6, 512): "base", (12, 768): "small", (24, 1024): "me
 ENGLISH_VOCABULARY = 51864  # the .en models' vocabulary (multilingual: 51865, large-v3 51866)
 MAX_SEARCH_DEPTH = 3  # folders below an installed package searched for model.bin
 PLACEHOLDER_VOCABULARY = 8  # the decoder placeholder's vocabulary and length
-IMPORT_FILE = "import.json"
 # -----------------------------------------------------------------------------
 
 
@@ -90,7 +89,7 @@ def encoder_architecture(spec, variables, source="model.bin"):
                                      f"rank {rank}")
         return value
 
-    h, mels, width = get("encoder/conv1/weight", 3).shape
+    h, mels, _ = get("encoder/conv1/weight", 3).shape  # the width is checked below
     heads = int(get("encoder/num_heads", 0))
     positions = get("encoder/position_encodings/encodings", 2).shape[0]
     layers = 0
@@ -217,10 +216,11 @@ def find_model_bin(source):
 
 def _distribution(module):
     """``"<distribution> <version> (<licence>)"`` of an installed top-level module, or None."""
-    for name in importlib.metadata.packages_distributions().get(module, [])[:1]:
-        meta = importlib.metadata.metadata(name)
-        return f"{name} {meta['Version']} ({meta.get('License') or 'licence unstated'})"
-    return None
+    names = importlib.metadata.packages_distributions().get(module)
+    if not names:
+        return None
+    meta = importlib.metadata.metadata(names[0])
+    return f"{names[0]} {meta['Version']} ({meta.get('License') or 'licence unstated'})"
 
 
 def _audio_settings(folder, arch, source):
@@ -291,9 +291,6 @@ def import_preset(source, out, overwrite=False):
 
 def _write_preset(folder, arch, audio, weights):
     """Build the backbone, set the encoder weights (every one), zero the decoder, save."""
-    load_tensorflow()
-    from .models.whisper import load_keras_hub
-
     keras_hub = load_keras_hub()
     kwargs = {k: arch[k] for k in ("num_layers", "num_heads", "hidden_dim", "intermediate_dim",
                                    "num_mels", "max_encoder_sequence_length")}

@@ -7,6 +7,7 @@ Detection Using Whisper Features", Interspeech 2023). Reads waveform arrays (pre
 ``--features waveform``); needs ``requirements-whisper.txt``.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ WHISPER_RANDOM = {"tiny": {"num_layers": 4, "num_heads": 6, "hidden_dim": 384,
                            "intermediate_dim": 128}}
 WHISPER_MELS = 80  # mel bands of the tiny to medium presets (large-v3 has 128)
 WHISPER_BLOCK = "transformer_encoder_layer_"  # KerasHub's names of Whisper's encoder layers
+IMPORT_FILE = "import.json"  # where a preset's weights came from (scripts/import_whisper.py)
 DENSE_UNITS = 128  # the design card's head
 DROPOUT = 0.5
 # the family (see deepfake_detector.models.FAMILIES): the design card's head, trained 30 epochs
@@ -136,16 +138,12 @@ def _preset_source(preset):
 
 
 def preset_provenance(preset):
-    """Where a local preset's weights came from: its ``import.json`` (written by
+    """Where a local preset's weights came from: its `IMPORT_FILE` (written by
     scripts/import_whisper.py: source, sha256, package and licence), else None."""
     text = str(preset or "")
-    if text.startswith("random:"):
+    path = Path(text).expanduser() / IMPORT_FILE
+    if text.startswith("random:") or not path.is_file():
         return None
-    path = Path(text).expanduser() / "import.json"
-    if not path.is_file():
-        return None
-    import json
-
     return json.loads(path.read_text(encoding="utf-8"))
 
 
