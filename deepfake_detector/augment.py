@@ -1,6 +1,7 @@
 """Training-time augmentation: SpecAugment masks on mel arrays, and waveform perturbations
-(random crop, gain, additive noise, codec-like low-pass) applied to the source audio, which is
-read again and goes through the same `features.compute_features` as every stored array.
+(random crop, RawBoost, a random codec and channel, gain, additive noise, codec-like low-pass)
+applied to the source audio, which is read again and goes through the same
+`features.compute_features` as every stored array.
 
 Only the training part is ever augmented (`datasets.make_dataset` with ``augment``); validation,
 evaluation and prediction read the stored arrays as they are. Every draw comes from a
@@ -9,13 +10,16 @@ evaluation and prediction read the stored arrays as they are. Every draw comes f
 
 import numpy as np
 
+from . import channel as Ch
 from . import features as F
+from . import rawboost as RB
 
 # -----------------------------------------------------------------------------
 # Augmentation (train.py flags; all off by default). Each waveform perturbation is applied to an
 # example with probability p; SpecAugment masks always (their width is random, from 0).
 AUGMENT_OFF = {"freq_mask": 0, "time_mask": 0, "masks": 1, "random_crop": False,
-               "gain_db": 0.0, "noise_snr_db": None, "lowpass_hz": None, "p": 0.5}
+               "rawboost": 0, "channel": None, "gain_db": 0.0, "noise_snr_db": None,
+               "lowpass_hz": None, "p": 0.5}
 LOWPASS_ORDER = 8  # Butterworth order of the codec-like low-pass filter
 # -----------------------------------------------------------------------------
 
@@ -35,7 +39,8 @@ def parse_range(spec, name, low=-np.inf, high=np.inf):
 
 
 def augmentation(freq_mask=0, time_mask=0, masks=1, random_crop=False, gain_db=0.0,
-                 noise_snr_db=None, lowpass_hz=None, p=0.5, sample_rate=F.SAMPLE_RATE):
+                 noise_snr_db=None, lowpass_hz=None, p=0.5, sample_rate=F.SAMPLE_RATE,
+                 rawboost=0, channel=None):
     """Checked augmentation settings (see `augment_example`); all off by default.
 
     Parameters
@@ -58,7 +63,14 @@ def augmentation(freq_mask=0, time_mask=0, masks=1, random_crop=False, gain_db=0
         Codec-like band limiting: Butterworth low-pass (order `LOWPASS_ORDER`) with a cutoff
         drawn uniformly from this range (Hz, below Nyquist).
     p : float in (0, 1]
-        Probability that each waveform perturbation (gain, noise, low-pass) is applied.
+        Probability that each waveform perturbation (gain, noise, low-pass and each channel
+        step) is applied.
+    rawboost : int
+        RawBoost algorithm 1-8 (`rawboost.ALGORITHMS`; 0 = off), applied to every example
+        as in the paper, before the channel.
+    channel : str or sequence, optional
+        Channel steps of `channel.STEPS` (``"codec,dropout,reverb"``), each applied with
+        probability ``p`` (`channel.channel`), to bonafide and spoof alike.
 
     Returns
     -------
@@ -69,7 +81,10 @@ def augmentation(freq_mask=0, time_mask=0, masks=1, random_crop=False, gain_db=0
            "random_crop": bool(random_crop), "gain_db": float(gain_db),
            "noise_snr_db": parse_range(noise_snr_db, "noise SNR"),
            "lowpass_hz": parse_range(lowpass_hz, "low-pass cutoff", 1.0, sample_rate / 2 - 1),
-           "p": float(p)}
+           "p": float(p), "rawboost": int(rawboost), "channel": parse_channel(channel)}
+    if aug["rawboost"] and aug["rawboost"] not in RB.ALGORITHMS:
+        raise ValueError(f"--rawboost {aug['rawboost']}: expected 0 (off) or 1-8 ("
+                         + "; ".join(f"{k} {v}" for k, v in RB.NAMES.items()) + ")")
     if aug["freq_mask"] < 0 or aug["time_mask"] < 0 or aug["masks"] < 1 or aug["gain_db"] < 0:
         raise ValueError("mask widths and --gain-db must be >= 0 and --masks >= 1")
     if not 0 < aug["p"] <= 1:
@@ -79,10 +94,24 @@ def augmentation(freq_mask=0, time_mask=0, masks=1, random_crop=False, gain_db=0
     return aug
 
 
+def parse_channel(spec):
+    """``"codec,dropout"`` or a sequence -> a checked list of `channel.STEPS`; None for None,
+    "" or "none"."""
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "none")):
+        return None
+    steps = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)
+             if s.strip()]
+    unknown = sorted(set(steps) - set(Ch.STEPS))
+    if unknown or not steps:
+        raise ValueError(f"--channel {spec!r}: choose steps from {', '.join(Ch.STEPS)}")
+    return steps
+
+
 def needs_audio(aug):
     """Whether ``aug`` perturbs the waveform (so the source audio must be read again)."""
     return bool(aug) and bool(aug["random_crop"] or aug["gain_db"] or aug["noise_snr_db"]
-                              or aug["lowpass_hz"])
+                              or aug["lowpass_hz"] or aug.get("rawboost")
+                              or aug.get("channel"))
 
 
 def augment_example(x, audio, rng, aug, params):
@@ -115,6 +144,10 @@ def augment_example(x, audio, rng, aug, params):
         if aug["random_crop"] and n and y.size > n:
             start = int(rng.integers(0, y.size - n + 1))
             y = y[start:start + n]
+        if aug.get("rawboost"):
+            y = RB.rawboost(y, aug["rawboost"], rng, sr)
+        if aug.get("channel"):
+            y = Ch.channel(y, rng, sr, aug["channel"], aug["p"])
         if aug["gain_db"] and rng.random() < aug["p"]:
             y = np.clip(y * 10 ** (rng.uniform(-aug["gain_db"], aug["gain_db"]) / 20), -1, 1)
         if aug["noise_snr_db"] and rng.random() < aug["p"]:

@@ -103,6 +103,10 @@ class TrainConfig:
                              "a run folder (e.g. made by scripts/import_aasist.py), an official "
                              "checkpoint (.pth) or its name AASIST, AASIST-L or "
                              "AASIST-ASVspoof5", metavar="RUN|CHECKPOINT")
+    freeze_encoder: bool = option(False, "--model aasist: freeze the sinc front end and the "
+                                         "residual encoder (with --init: the imported "
+                                         "ones); train only the graph attention back end, on "
+                                         "encoder features computed once and cached")
     epochs: int = option(None, "training epochs" + family_default("epochs"), type=int)
     batch_size: int = option(None, "batch size" + family_default("batch_size"), type=int)
     learning_rate: float = option(None, "(initial) learning rate" + family_default(
@@ -164,6 +168,15 @@ class TrainConfig:
     random_crop: bool = option(False, "take the ~4 s window at a random position of longer "
                                       "utterances (evaluation always takes the start)",
                                group=AUGMENT)
+    rawboost: int = option(0, "RawBoost algorithm applied to every training example: 1 LnL "
+                              "convolutive, 2 ISD impulsive, 3 SSI coloured noise, 4 = 1+2+3, "
+                              "5 = 1+2, 6 = 1+3, 7 = 2+3 (series), 8 = 1 and 2 in parallel; "
+                              "0 = off (Tak et al., ICASSP 2022; docs/recipes.md)",
+                           group=AUGMENT, metavar="ALGO")
+    channel: str = option(None, "random channel, each step with probability --augment-p, "
+                                "bonafide and spoof alike: codec (MP3, Opus, Vorbis, GSM, "
+                                "G.721, mu-law, A-law), dropout (packet loss), reverb "
+                                "(simulated room)", group=AUGMENT, metavar="STEPS")
     gain_db: float = option(0.0, "random gain in [-G, +G] dB, clipped to [-1, 1] (features are "
                                  "max-normalized: gain matters through clipping and noise "
                                  "level)", group=AUGMENT, metavar="G")
@@ -172,7 +185,8 @@ class TrainConfig:
     lowpass: str = option(None, "codec-like low-pass with a cutoff drawn from LOW..HIGH Hz, "
                                 "e.g. 3400,7000", group=AUGMENT, metavar="LOW,HIGH")
     augment_p: float = option(augment.AUGMENT_OFF["p"], "probability that each waveform "
-                              "perturbation (gain, noise, low-pass) is applied to an example",
+                              "perturbation (gain, noise, low-pass, each --channel step) is "
+                              "applied to an example",
                               group=AUGMENT)
 
     feature_cache: bool = option(True, "run the frozen backbone in every epoch instead of "
@@ -192,7 +206,8 @@ class TrainConfig:
         """The checked augmentation settings (`augment.augmentation`), None when off."""
         return augment.augmentation(
             self.freq_mask, self.time_mask, self.masks, self.random_crop, self.gain_db,
-            self.noise_snr, self.lowpass, self.augment_p)
+            self.noise_snr, self.lowpass, self.augment_p, rawboost=self.rawboost,
+            channel=self.channel)
 
     def class_weight_spec(self):
         """``"none"``, ``"balanced"`` or ``(w_bona, w_spoof)``
@@ -235,13 +250,17 @@ def check(cfg):
                          f"{cfg.model}")
     if cfg.init is not None and cfg.model != "aasist":
         raise ValueError(f"--init applies to --model aasist, not to {cfg.model}")
+    if cfg.freeze_encoder and cfg.model != "aasist":
+        raise ValueError(f"--freeze-encoder applies to --model aasist, not to {cfg.model} "
+                         "(--fine-tune-blocks chooses what a frozen backbone trains)")
     if cfg.model == "whisper" and str(cfg.weights).lower() not in ("none",):
         raise ValueError("--weights applies to efficientnetb0; choose the Whisper encoder "
                          "with --preset")
     if M.FAMILIES[cfg.model]["features"] == "waveform" and (cfg.freq_mask or cfg.time_mask):
         raise ValueError(f"--freq-mask and --time-mask (SpecAugment) act on mel arrays; "
                          f"--model {cfg.model} reads waveforms (the waveform perturbations "
-                         "--random-crop, --gain-db, --noise-snr and --lowpass apply)")
+                         "--random-crop, --rawboost, --channel, --gain-db, --noise-snr and "
+                         "--lowpass apply)")
     if cfg.fine_tune_blocks and cfg.strategy != "none":
         raise ValueError("--fine-tune-blocks is not supported with --strategy yet")
     if cfg.test_data and not cfg.seeds:
