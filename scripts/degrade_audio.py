@@ -1,5 +1,7 @@
 """A channel-degraded copy of a corpus: the same utterances and labels through a telephone band,
-additive noise and a low-bitrate MP3, to measure what a detector does off the studio channel.
+additive noise and a low-bitrate MP3, to measure what a detector does off the studio channel;
+or, with the random steps and ``--views K``, K augmented copies of a training corpus (RawBoost
+and a random codec and channel), for families that train on cached features.
 
     python scripts/degrade_audio.py --dataset-root ../shared/data/asvspoof2019_la_mini/LA \\
         --split dev --out data/degraded/mini_dev
@@ -13,7 +15,18 @@ for bonafide and spoof, so a detector cannot read the label off the channel:
 - ``telephone``: resampled to 8 kHz and back (soxr; nothing above 4 kHz survives);
 - ``noise``: white Gaussian noise at ``--snr`` dB below the utterance's mean power;
 - ``mp3``: encoded as MP3 by libsndfile (LAME) at 8 kHz with ``--mp3-quality`` (0 = best, 1 =
-  smallest; 0.9 gives about 16 kbit/s) and decoded again.
+  smallest; 0.9 gives about 16 kbit/s) and decoded again;
+- ``rawboost``: RawBoost algorithm ``--rawboost`` (`deepfake_detector.rawboost`, drawn anew for
+  every copy);
+- ``channel``: a random codec, packet loss and room (`deepfake_detector.channel`), each with
+  probability ``--channel-p``.
+
+With ``--views K`` (K > 1) every utterance gets K copies, ``<id>_v<k>``, each drawn from its own
+seed; their labels, attacks and speakers are the source's. Example (the training views of the
+robust recipe, docs/recipes.md)::
+
+    python scripts/degrade_audio.py --protocol data/train_labels.csv --audio-dir AUDIO \
+        --chain rawboost,channel --views 2 --out data/augmented/train
 
 The noise is drawn from a generator seeded by ``--seed`` and the utterance id, so a copy is the
 same on every run. Copies are written as 16-bit FLAC, atomically; existing ones are kept (run it
@@ -37,7 +50,10 @@ from deepfake_detector.atomic import atomic_output, write_text_atomic  # noqa: E
 from deepfake_detector.cli import HelpFormatter  # noqa: E402
 
 # -----------------------------------------------------------------------------
-CHAIN = ("telephone", "noise", "mp3")
+CHAIN = ("telephone", "noise", "mp3")  # the degraded test copy
+STEPS = CHAIN + ("rawboost", "channel")
+RAWBOOST = 5  # LnL + ISD in series (RawBoost's best on ASVspoof 2021 LA)
+CHANNEL_P = 0.5
 SNR_DB = 20.0
 MP3_QUALITY = 0.9  # libsndfile compression level: about 16 kbit/s at 8 kHz
 TELEPHONE_RATE = 8000
@@ -45,15 +61,19 @@ TELEPHONE_RATE = 8000
 
 
 def degrade(y, chain=CHAIN, snr_db=SNR_DB, mp3_quality=MP3_QUALITY, rng=None,
-            sr=features.SAMPLE_RATE):
+            sr=features.SAMPLE_RATE, rawboost=RAWBOOST, channel_p=CHANNEL_P):
     """One degraded copy of a mono waveform (module docstring).
 
     Parameters
     ----------
     y : np.ndarray, shape (n,), float32
-    chain : sequence of {"telephone", "noise", "mp3"}
+    chain : sequence of {"telephone", "noise", "mp3", "rawboost", "channel"}
     rng : np.random.Generator, optional
-        For the noise.
+        For the noise and the random steps.
+    rawboost : int
+        The RawBoost algorithm of the ``rawboost`` step (1-8).
+    channel_p : float
+        Probability of each step of the ``channel`` step.
 
     Returns
     -------
@@ -64,17 +84,23 @@ def degrade(y, chain=CHAIN, snr_db=SNR_DB, mp3_quality=MP3_QUALITY, rng=None,
     import librosa
     import soundfile as sf
 
-    unknown = sorted(set(chain) - set(CHAIN))
+    from deepfake_detector import channel, rawboost as rb
+
+    unknown = sorted(set(chain) - set(STEPS))
     if unknown:
-        raise ValueError(f"unknown degradation(s) {unknown}; choose from {', '.join(CHAIN)}")
+        raise ValueError(f"unknown degradation(s) {unknown}; choose from {', '.join(STEPS)}")
     n = y.size
     y = np.asarray(y, np.float64)
+    rng = rng or np.random.default_rng(0)
     for step in chain:
-        if step == "telephone":
+        if step == "rawboost":
+            y = rb.rawboost(y, rawboost, rng, sr).astype(np.float64)
+        elif step == "channel":
+            y = channel.channel(y, rng, sr, p=channel_p).astype(np.float64)
+        elif step == "telephone":
             low = librosa.resample(y, orig_sr=sr, target_sr=TELEPHONE_RATE, res_type="soxr_hq")
             y = librosa.resample(low, orig_sr=TELEPHONE_RATE, target_sr=sr, res_type="soxr_hq")
         elif step == "noise":
-            rng = rng or np.random.default_rng(0)
             power = float(np.mean(y ** 2))
             y = y + rng.standard_normal(y.size) * np.sqrt(power / 10 ** (snr_db / 10))
         else:
@@ -90,8 +116,11 @@ def degrade(y, chain=CHAIN, snr_db=SNR_DB, mp3_quality=MP3_QUALITY, rng=None,
 
 
 def degrade_corpus(protocol, audio_dir, out_dir, chain=CHAIN, snr_db=SNR_DB,
-                   mp3_quality=MP3_QUALITY, seed=0, limit=None):
-    """Write degraded copies of every file a protocol lists (module docstring).
+                   mp3_quality=MP3_QUALITY, seed=0, limit=None, views=1, rawboost=RAWBOOST,
+                   channel_p=CHANNEL_P):
+    """Write degraded copies (``views`` per utterance) of every file a protocol lists (module
+    docstring). Copy k of utterance u is drawn from the seed (``seed``, crc32(u), k), so a
+    rerun, or a run with more views, writes the same copies.
 
     Returns
     -------
@@ -107,23 +136,29 @@ def degrade_corpus(protocol, audio_dir, out_dir, chain=CHAIN, snr_db=SNR_DB,
     out_dir, counts, errors = Path(out_dir), {"written": 0, "kept": 0, "failed": 0}, []
     keep = []
     (out_dir / "flac").mkdir(parents=True, exist_ok=True)
-    for row in tqdm(df.to_dict("records"), desc="degrading", unit="file"):
-        dest = out_dir / "flac" / f"{row['utt_id']}.flac"
+    if views < 1:
+        raise ValueError(f"--views must be >= 1, got {views}")
+    tasks = [(row, k) for row in df.to_dict("records") for k in range(views)]
+    for row, k in tqdm(tasks, desc="degrading", unit="file"):
+        name = row["utt_id"] if views == 1 else f"{row['utt_id']}_v{k}"
+        dest = out_dir / "flac" / f"{name}.flac"
         try:
             if dest.exists() and sf.info(str(dest)).frames > 0:
                 counts["kept"] += 1
             else:
                 y = features.load_audio(protocols.audio_path(row, audio_dir))
-                rng = np.random.default_rng([seed, zlib.crc32(row["utt_id"].encode())])
+                key = [seed, zlib.crc32(row["utt_id"].encode())] + ([k] if views > 1 else [])
+                out = degrade(y, chain, snr_db, mp3_quality, np.random.default_rng(key),
+                              rawboost=rawboost, channel_p=channel_p)
                 with atomic_output(dest, suffix=".flac") as tmp:
-                    sf.write(str(tmp), degrade(y, chain, snr_db, mp3_quality, rng),
-                             features.SAMPLE_RATE, subtype="PCM_16", format="FLAC")
+                    sf.write(str(tmp), out, features.SAMPLE_RATE, subtype="PCM_16",
+                             format="FLAC")
                 counts["written"] += 1
             keep.append({"file": dest.name, "label": row["label"], "attack": row["attack"],
                          "speaker": row["speaker"]})
         except (features.AudioError, OSError, RuntimeError) as e:
             counts["failed"] += 1
-            errors.append(f"{row['utt_id']},{type(e).__name__}: {str(e).replace(',', ';')}")
+            errors.append(f"{name},{type(e).__name__}: {str(e).replace(',', ';')}")
     table = pd.DataFrame(keep, columns=["file", "label", "attack", "speaker"])
     write_text_atomic(out_dir / "labels.csv", table.to_csv(index=False))
     write_text_atomic(out_dir / "errors.csv", "utt_id,error\n" + "".join(f"{e}\n" for e in errors))
@@ -139,11 +174,18 @@ def build_parser():
     ap.add_argument("--audio-dir", help="the audio of --protocol")
     ap.add_argument("--out", required=True, help="output folder (flac/, labels.csv)")
     ap.add_argument("--chain", default=",".join(CHAIN),
-                    help="comma-separated steps, in order: telephone, noise, mp3")
+                    help="comma-separated steps, in order, from: " + ", ".join(STEPS))
     ap.add_argument("--snr", type=float, default=SNR_DB, help="noise level, dB below the signal")
     ap.add_argument("--mp3-quality", type=float, default=MP3_QUALITY,
                     help="libsndfile MP3 compression level, 0 (best) to 1 (smallest)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the noise and random steps")
+    ap.add_argument("--views", type=int, default=1,
+                    help="copies per utterance (K > 1 names them <id>_v<k>)")
+    ap.add_argument("--rawboost", type=int, default=RAWBOOST,
+                    help="RawBoost algorithm (1-8) of the rawboost step")
+    ap.add_argument("--channel-p", type=float, default=CHANNEL_P,
+                    help="probability of each codec / dropout / reverb draw of the channel "
+                         "step")
     ap.add_argument("--limit", type=int, help="only the first N protocol entries")
     return ap
 
@@ -162,7 +204,8 @@ def main(argv=None):
         if not 0 <= args.mp3_quality <= 1:
             raise ValueError("--mp3-quality must be between 0 and 1")
         summary = degrade_corpus(protocol, audio, args.out, tuple(args.chain.split(",")),
-                                 args.snr, args.mp3_quality, args.seed, args.limit)
+                                 args.snr, args.mp3_quality, args.seed, args.limit,
+                                 args.views, args.rawboost, args.channel_p)
     except (protocols.ProtocolError, FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     print(f"written {summary['written']}, kept {summary['kept']}, failed {summary['failed']}; "

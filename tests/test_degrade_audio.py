@@ -4,6 +4,7 @@ and one unreadable file does not stop the others."""
 
 import numpy as np
 import pandas as pd
+import pytest
 import soundfile as sf
 
 import degrade_audio
@@ -56,3 +57,34 @@ def test_corpus_copy_is_deterministic_and_survives_a_bad_file(tmp_path):
     assert "bad" in (tmp_path / "a" / "errors.csv").read_text()
     again = degrade_audio.degrade_corpus(tmp_path / "labels.csv", audio, tmp_path / "a")
     assert (again["written"], again["kept"]) == (0, 3)
+
+
+def test_augmented_views_are_distinct_seeded_copies_with_their_sources_labels(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rows = []
+    for i, label in enumerate(["bonafide", "spoof"]):
+        write_wav(audio / f"u{i}.wav", tone(1.2, freq=150 + 60 * i, seed=i))
+        rows.append({"file": f"u{i}.wav", "label": label, "attack": "-" if i == 0 else "A07",
+                     "speaker": "S9"})
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    chain = ("rawboost", "channel")
+    a = degrade_audio.degrade_corpus(tmp_path / "labels.csv", audio, tmp_path / "a", chain,
+                                     views=3, seed=4)
+    assert (a["written"], a["failed"]) == (6, 0)
+    kept = pd.read_csv(tmp_path / "a" / "labels.csv")
+    assert list(kept["file"]) == [f"u{i}_v{k}.flac" for i in range(2) for k in range(3)]
+    assert list(kept["label"]) == ["bonafide"] * 3 + ["spoof"] * 3
+    assert list(kept["attack"]) == ["-"] * 3 + ["A07"] * 3 and set(kept["speaker"]) == {"S9"}
+    views = [sf.read(tmp_path / "a" / "flac" / f"u0_v{k}.flac")[0] for k in range(3)]
+    assert all(v.size == 19200 for v in views)
+    assert not np.allclose(views[0], views[1], atol=1e-3)  # each view its own draw
+    b = degrade_audio.degrade_corpus(tmp_path / "labels.csv", audio, tmp_path / "b", chain,
+                                     views=3, seed=4)
+    assert b["written"] == 6
+    np.testing.assert_array_equal(views[2], sf.read(tmp_path / "b" / "flac" / "u0_v2.flac")[0])
+    with pytest.raises(ValueError, match="--views must be >= 1"):
+        degrade_audio.degrade_corpus(tmp_path / "labels.csv", audio, tmp_path / "c", views=0)
+    with pytest.raises(SystemExit, match="unknown degradation"):
+        degrade_audio.main(["--protocol", str(tmp_path / "labels.csv"), "--audio-dir",
+                            str(audio), "--out", str(tmp_path / "d"), "--chain", "radio"])
