@@ -57,7 +57,7 @@ from deepfake_detector.callbacks import (epochs_done, make_batchnorm_callback,
                                          make_history_callback, make_random_state_callback,
                                          make_validation_callback, resume_where_stopped)
 from deepfake_detector.distribute import configure_cpu_devices, get_strategy, trim_to_replicas
-from deepfake_detector.feature_cache import cached_features, feature_dataset
+from deepfake_detector.feature_cache import feature_batches, feature_dataset, part_features
 from deepfake_detector.sampling import EpochClock, epoch_order
 
 BN_KEY = 2**32  # the epoch key of precise BN's selection of utterances (no epoch uses it)
@@ -86,6 +86,7 @@ class Inputs:
     clock: object  # the epoch train_ds draws (`sampling.EpochClock`); its callback sets it
     use_cache: bool
     val_features: object = None
+    bn_ds: object = None  # precise BN's batches of cached features
 
 
 # ----------------------------------------------------------------------------- phases
@@ -128,12 +129,13 @@ def training_inputs(cfg, model, data, dist, verbose):
     """The frozen phase's model and datasets: on cached backbone features when the backbone is
     frozen and nothing is augmented (`feature_cache.cached_features`), else on spectrograms."""
     replicas, clock = dist.num_replicas_in_sync, EpochClock()
-    use_cache = (cfg.feature_cache and not cfg.augmentation()
-                 and M.FAMILIES[cfg.model]["frozen_backbone"]
-                 and not M.backbone_of(model).trainable)
+    use_cache = (cfg.feature_cache and not cfg.augmentation() and (
+        M.FAMILIES[cfg.model]["frozen_backbone"] or cfg.freeze_encoder)
+        and M.encoder_frozen(model))
     if not use_cache:
         return Inputs(model, *spectrogram_datasets(cfg, data, clock), clock, use_cache=False)
-    parts = [part_features(cfg, model, df, data.features, verbose, replicas)
+    parts = [part_features(model, df, data.features, cfg.cache_dir, verbose > 0,
+                           replicas > 1, M.FAMILIES[cfg.model]["input"])
              for df in (data.train_df, data.val_df)]
     with dist.scope():
         # several steps per call fail in Keras 3 under MirroredStrategy: one per call there
@@ -144,25 +146,11 @@ def training_inputs(cfg, model, data, dist, verbose):
                                shuffle=True, seed=cfg.seed, balanced=cfg.balanced_batches,
                                clock=clock)
     val_ds = feature_dataset(parts[1], rows[1], data.val_df["target"], cfg.batch_size)
-    return Inputs(head, train_ds, val_ds, clock, True, None if cfg.fine_tune_blocks else parts[1])
-
-
-def part_features(cfg, model, df, features, verbose, replicas):
-    """The cached backbone features (`feature_cache.cached_features`, one cache per folder) of
-    the utterances of ``df``, in ``df``'s order: shape (len(df), features), 1280 for
-    EfficientNetB0."""
-    out = None
-    for folder in df["source"].unique():
-        cache_dir = cfg.cache_dir and Path(cfg.cache_dir) / Path(folder).name
-        rows, array = cached_features(model, folder, datasets.load_manifest(folder),
-                                      features, cache_dir, progress=verbose > 0,
-                                      distributed=replicas > 1,
-                                      kind=M.FAMILIES[cfg.model]["input"])
-        mask = (df["source"] == folder).to_numpy()
-        if out is None:
-            out = np.empty((len(df), array.shape[1]), np.float32)
-        out[mask] = array[rows.loc[df.loc[mask, "utt_id"], "row"].to_numpy()]
-    return out
+    order = epoch_order(data.train_df["target"], cfg.batch_size, BN_KEY, cfg.seed)
+    bn_ds = feature_batches(parts[0], order[:cfg.bn_batches * cfg.batch_size],
+                            cfg.batch_size)  # precise BN of a head with BatchNorm (AASIST's)
+    return Inputs(head, train_ds, val_ds, clock, True, None if cfg.fine_tune_blocks else parts[1],
+                  bn_ds)
 
 
 def run_config(cfg, data, model, inputs, replicas, split_seed, argv):
@@ -197,12 +185,15 @@ def run_config(cfg, data, model, inputs, replicas, split_seed, argv):
     }
 
 
-def batchnorm_batches(cfg, data, fit_model):
+def batchnorm_batches(cfg, data, fit_model, cached=None):
     """The training inputs precise BN averages over (``--bn-batches``; `callbacks.
     make_batchnorm_callback`): a fixed, seeded selection of training utterances, without
-    augmentation. None when it is off or the model has no trainable BatchNorm."""
+    augmentation (``cached``: the same as cached features). None when it is off or the model
+    has no trainable BatchNorm."""
     if not cfg.bn_batches or not M.trainable_batchnorms(fit_model):
         return None
+    if cached is not None:
+        return cached
     shape, dtype = F.array_spec(data.features)
     order = epoch_order(data.train_df["target"], cfg.batch_size, BN_KEY, cfg.seed)
     df = data.train_df.iloc[order[:cfg.bn_batches * cfg.batch_size]]
@@ -211,13 +202,13 @@ def batchnorm_batches(cfg, data, fit_model):
 
 
 def phase_callbacks(cfg, run_dir, backup_dir, checkpoint, fit_model, val_ds, data, clock,
-                    extra=()):
+                    extra=(), bn_ds=None):
     """The training data's epoch clock, backup (resume), precise BN, validation EER, CSV log,
     best checkpoint, early stopping, extras."""
     _, keras = M.load_tensorflow()
 
     key, mode = C.MONITORS[cfg.monitor]
-    bn = batchnorm_batches(cfg, data, fit_model)
+    bn = batchnorm_batches(cfg, data, fit_model, bn_ds)
     cbs = [clock.callback(),  # on_epoch_begin: the epoch the training data draw
            keras.callbacks.BackupAndRestore(str(backup_dir)),
            make_random_state_callback(backup_dir),  # after the backup: see its docstring
@@ -245,7 +236,8 @@ def fit_frozen(cfg, run_dir, model, inputs, data, meta, verbose, extra):
     inputs.fit_model.fit(
         inputs.train_ds, validation_data=inputs.val_ds, epochs=cfg.epochs,
         callbacks=phase_callbacks(cfg, run_dir, run_dir / "backup", checkpoint,
-                                  inputs.fit_model, inputs.val_ds, data, inputs.clock, extra),
+                                  inputs.fit_model, inputs.val_ds, data, inputs.clock, extra,
+                                  inputs.bn_ds),
         class_weight=data.class_weights, verbose=verbose,
         shuffle=False)  # train_ds draws every epoch's order itself (its clock)
     best, epochs_run = checkpoint.best_value, len(pd.read_csv(run_dir / "history.csv"))
@@ -350,7 +342,8 @@ def train(data, run_dir, config=None, *, verbose=None, callbacks=(), argv=None,
     with dist.scope():
         model = M.build(cfg.model, prepared.features, cfg.weights, cfg.dense_units, cfg.dropout,
                         cfg.learning_rate, cfg.weight_decay,
-                        decay_steps(cfg, len(prepared.train_df)), cfg.preset)
+                        decay_steps(cfg, len(prepared.train_df)), cfg.preset,
+                        cfg.freeze_encoder)
         init = (checkpoints.init_weights(model, cfg.init, cfg.preset) if cfg.init
                 else M.weights_info(cfg.model, cfg.preset))
     inputs = training_inputs(cfg, model, prepared, dist, verbose)

@@ -53,7 +53,8 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None,
     -------
     table : pandas.DataFrame
         Indexed by utt_id; one column ``row`` into ``array``.
-    array : np.ndarray (memory-mapped), shape (n_utterances, features), float32
+    array : np.ndarray (memory-mapped), shape (n_utterances, *features), float32: (n, 1280)
+        for EfficientNetB0, (n, 29, 23, 64) for AASIST's encoder (24 channels in AASIST-L)
     """
     cache_dir = Path(cache_dir or Path(data_dir) / "backbone_cache")
     backbone = backbone_key(model)
@@ -82,6 +83,23 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None,
     return pd.DataFrame({"row": np.arange(len(ids))}, index=pd.Index(ids, name="utt_id")), array
 
 
+def part_features(model, df, features, cache_dir=None, progress=True, distributed=False,
+                  kind="rgb255"):
+    """The cached features (`cached_features`, one cache per source folder) of the utterances
+    of ``df`` (a training or validation part, with its ``source`` column), in ``df``'s order:
+    shape (len(df), *features), (len(df), 1280) for EfficientNetB0."""
+    out = None
+    for folder in df["source"].unique():
+        sub = cache_dir and Path(cache_dir) / Path(folder).name
+        rows, array = cached_features(model, folder, datasets.load_manifest(folder), features,
+                                      sub, progress=progress, distributed=distributed, kind=kind)
+        mask = (df["source"] == folder).to_numpy()
+        if out is None:
+            out = np.empty((len(df), *array.shape[1:]), np.float32)
+        out[mask] = array[rows.loc[df.loc[mask, "utt_id"], "row"].to_numpy()]
+    return out
+
+
 def data_key(data_dir, manifest):
     """A fingerprint of what a cache of ``data_dir`` is made from: its ``features.json`` and, for
     every utterance of ``manifest``, its id and its array's size and modification time. Arrays
@@ -100,7 +118,7 @@ def _write_features(extractor, ds, path, n, batch_size, desc, progress):
     from tqdm import tqdm
 
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
-                                    shape=(n, extractor.output_shape[-1]))
+                                    shape=(n, *extractor.output_shape[1:]))
     i = 0
     for x in tqdm(ds, total=-(-n // batch_size), unit="batch", desc=desc, disable=not progress):
         f = extractor.predict_on_batch(x)  # compiled: eager calls peak at ~3 GB RSS
@@ -124,3 +142,12 @@ def feature_dataset(array, rows, targets, batch_size, shuffle=False, seed=datase
                                 lambda i: (tf.gather(x, i), tf.gather(y, i)), shuffle, seed,
                                 balanced, clock)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def feature_batches(array, rows, batch_size):
+    """Batches of the cached features ``array[rows]``, inputs only, in that order (precise
+    BN's fixed selection of training utterances)."""
+    tf, _ = load_tensorflow()
+
+    x = np.asarray(array[np.asarray(rows)], dtype=np.float32)
+    return tf.data.Dataset.from_tensor_slices(x).batch(batch_size)

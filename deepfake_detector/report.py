@@ -19,7 +19,8 @@ from . import protocols
 from . import runs
 from .atomic import write_csv_atomic, write_json_atomic, write_text_atomic
 from .features import array_spec, check_features
-from .models import logit_parts, logits_from_hidden, predict_batch_size, predict_logits
+from .models import (head_hidden, logit_parts, logits_from_hidden, predict_batch_size,
+                     predict_logits)
 from .plots import save_plots
 
 # -----------------------------------------------------------------------------
@@ -62,6 +63,35 @@ def scores_from_model(run_dir, data=None, which="best", batch_size=None, progres
                                                 -(-len(df) // batch_size)))
     source = {"mode": "model", "run": str(run_dir), "model": model_path.name,
               "data": ", ".join(folders), "heldout": data is None,
+              "coverage": coverage(len(df), len(df))}
+    return table, source
+
+
+def scores_from_cache(run_dir, data, which="best", batch_size=64):
+    """`scores_from_model` for a run whose encoder is frozen (AASIST ``--freeze-encoder``):
+    the encoder features of ``data`` are computed once (`feature_cache.cached_features`, kept
+    in ``<data>/backbone_cache`` under the encoder's weights' fingerprint, so every run with
+    that encoder, any seed, reuses them) and only the head runs per run. Same scores, up to
+    float32 rounding. Returns (table, source) as `scores_from_model`."""
+    from .feature_cache import cached_features
+    from .models import encoder_frozen
+
+    df, folder = datasets.load_manifest(data), str(Path(data))
+    features = datasets.load_features_json(folder)
+    datasets.check_arrays(df, *array_spec(features))
+    model, meta, model_path = runs.load_run(run_dir, which)
+    check_features(meta["features"], features, model_path, folder)
+    if not encoder_frozen(model):
+        raise ValueError(f"{model_path}: its encoder trains; score it with scores_from_model")
+    rows, array = cached_features(model, folder, df, features, progress=False,
+                                  kind=runs.input_kind(meta))
+    _, kernel, bias = logit_parts(model)
+    x = array[rows.loc[df["utt_id"], "row"].to_numpy()]
+    hidden = np.concatenate([head_hidden(model, x[i:i + batch_size])
+                             for i in range(0, len(x), batch_size)] or [np.zeros((0, 1))])
+    table = runs.score_table(df, logits_from_hidden(hidden, kernel, bias))
+    source = {"mode": "model (cached encoder features)", "run": str(run_dir),
+              "model": model_path.name, "data": folder, "heldout": False,
               "coverage": coverage(len(df), len(df))}
     return table, source
 
@@ -357,7 +387,7 @@ def calibrate_run(run_dir, method="eer", batch_size=None, val_features=None,
     run_dir : str or Path
     method : str
         See `metrics.calibrate_threshold`.
-    val_features : np.ndarray, shape (n_val, 1280), optional
+    val_features : np.ndarray, shape (n_val, *features), optional
         Cached backbone features of the validation part, valid for both models (frozen
         backbone): the head is applied to them instead of a full pass over the spectrograms.
     val_targets : array of {0, 1}, shape (n_val,)
@@ -377,7 +407,7 @@ def calibrate_run(run_dir, method="eer", batch_size=None, val_features=None,
         if val_features is not None:
             model, _, _ = runs.load_run(run_dir, which)
             _, kernel, bias = logit_parts(model)  # the last layer, before the sigmoid
-            h = model.get_layer("dense")(np.asarray(val_features))
+            h = head_hidden(model, val_features)
             score = -logits_from_hidden(h, kernel, bias)
             y = np.asarray(val_targets).astype(int)
         else:

@@ -406,6 +406,73 @@ def test_every_family_round_trips_through_save_load_evaluate_predict(family, req
     np.testing.assert_allclose([r["score"] for r in rows], table["score"], rtol=1e-5, atol=1e-6)
 
 
+def test_waveform_augmentation_reaches_training_batches_never_validation(demo_features):
+    """--rawboost and --channel: the training batches are perturbed (read from the audio
+    again), the validation batches are the stored arrays, exactly."""
+    from deepfake_detector import config as C
+    from deepfake_detector.sampling import EpochClock
+
+    cfg = C.make_config(data=[str(demo_features["train"])], model="lcnn", batch_size=4,
+                        rawboost=5, channel="codec,dropout", augment_p=1.0)
+    assert cfg.augmentation()["rawboost"] == 5
+    data = train.prepare_data(cfg, cfg.seed)
+    tr, va = train.spectrogram_datasets(cfg, data, EpochClock())
+    stored = np.stack([np.load(p) for p in data.val_df["path"]])
+    val_x = np.concatenate([x.numpy() for x, _ in va])[..., 0]
+    np.testing.assert_array_equal(val_x, stored)
+    x, _ = next(iter(tr))
+    off = C.make_config(cfg, rawboost=0, channel=None)  # the same batch order, unaugmented
+    plain, _ = next(iter(train.spectrogram_datasets(off, data, EpochClock())[0]))
+    order = train.epoch_order(data.train_df["target"], 4, 0, cfg.seed)[:4]
+    stored = np.stack([np.load(p) for p in data.train_df["path"].iloc[order]])
+    np.testing.assert_array_equal(plain.numpy()[..., 0], stored)  # the batch is known
+    assert x.shape == (4, 128, 128, 1) and not np.allclose(x.numpy(), plain.numpy(), atol=1e-3)
+
+
+def test_frozen_aasist_encoder_trains_only_the_back_end_on_cached_features(
+        demo_waveforms_aasist, tmp_path):
+    """--freeze-encoder: started from a run (--init), the encoder (sinc front end, residual
+    blocks and their BatchNorm statistics) is saved exactly as it came, the graph attention
+    back end trains on cached encoder features (shape (n, 29, 23, 24) for AASIST-L), and
+    scoring from the cache gives the model's scores."""
+    from deepfake_detector import report
+
+    data = demo_waveforms_aasist
+    with pytest.raises(SystemExit, match="--freeze-encoder applies to --model aasist, not to "
+                                         "lcnn"):
+        train.main(["--data", str(data["train"]), "--run", str(tmp_path / "x"), "--model",
+                    "lcnn", "--freeze-encoder"])
+    source, _ = train.train(data["train"], tmp_path / "source", model="aasist",
+                            preset="AASIST-L", epochs=1, batch_size=8, verbose=0)
+    run, _ = train.train(data["train"], tmp_path / "frozen", model="aasist", preset="AASIST-L",
+                         init=str(source), freeze_encoder=True, epochs=3, batch_size=8,
+                         bn_batches=2, learning_rate=1e-3, cache_dir=str(tmp_path / "cache"),
+                         verbose=0)
+    cache = list((tmp_path / "cache" / "train").glob("*.npy"))
+    assert len(cache) == 1 and np.load(cache[0]).shape == (24, 29, 23, 24)
+    before = model.load_model(source / "best.keras")
+    after = model.load_model(run / "best.keras")
+    graph = [layer.name for layer in after.layers].index("graph")
+    for old, new in zip(before.layers[:graph], after.layers[:graph]):
+        for a, b in zip(old.get_weights(), new.get_weights()):
+            np.testing.assert_array_equal(a, b, err_msg=old.name)
+    changed = [not np.array_equal(a, b) for a, b in
+               zip(before.get_layer("graph").get_weights(), after.get_layer("graph").get_weights())]
+    assert any(changed)
+    config = json.loads((run / "config.json").read_text())
+    assert config["args"]["freeze_encoder"] and config["args"]["init"] == str(source)
+    trainable = sum(int(np.prod(w.shape)) for name in ("graph", "p_spoof")
+                    for w in after.get_layer(name).trainable_weights)
+    assert config["params"]["trainable"] == trainable
+    cached, source_info = report.scores_from_cache(run, data["dev"])
+    full, _ = report.scores_from_model(run, data["dev"])
+    assert source_info["mode"].startswith("model (cached")
+    assert list(cached["utt_id"]) == list(full["utt_id"])
+    np.testing.assert_allclose(cached["score"], full["score"], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="its encoder trains"):
+        report.scores_from_cache(source, data["dev"])
+
+
 def test_several_training_folders(demo_features, tmp_path):
     run, _ = train.train([demo_features["train"], demo_features["dev"]], tmp_path / "two",
                          model="lcnn", epochs=1, batch_size=8, verbose=0)

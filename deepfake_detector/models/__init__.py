@@ -20,7 +20,8 @@ from ..features import check_kind
 from . import aasist, efficientnet, lcnn, whisper
 from .common import (KERAS_PACKAGE, LEARNING_RATE, LR_SCHEDULES, META_NAME,  # noqa: F401
                      PREDICT_BATCH_SIZE, WeightsUnavailable, backbone_blocks, backbone_key,
-                     backbone_of, compile_model, feature_extractor, head_model,
+                     backbone_of, compile_model, encoder_frozen, feature_extractor,
+                     head_hidden, head_layers, head_model,
                      inference_mode_layer, load_tensorflow, logit_parts, logits_from_hidden,
                      param_counts, predict_logits, read_model_meta, save_model_atomic,
                      trainable_batchnorms, unfreeze_blocks)
@@ -80,8 +81,9 @@ def input_spec(family, features):
 
 
 def build(family, features, weights=None, dense_units=None, dropout=None, learning_rate=None,
-          weight_decay=0.0, decay_steps=None, preset=None):
-    """A compiled model of ``family`` for arrays of ``features`` (None = the family's default).
+          weight_decay=0.0, decay_steps=None, preset=None, freeze_encoder=False):
+    """A compiled model of ``family`` for arrays of ``features`` (None = the family's default);
+    ``freeze_encoder``: AASIST's encoder frozen (`aasist.freeze_encoder_layers`).
 
     Raises
     ------
@@ -95,7 +97,9 @@ def build(family, features, weights=None, dense_units=None, dropout=None, learni
     d = FAMILIES[family]["defaults"]
     pick = lambda v, k: d[k] if v is None else v  # noqa: E731
     given = {"preset": preset, "weights": weights}
-    options = {}
+    options = {"freeze_encoder": True} if freeze_encoder else {}
+    if freeze_encoder and family != "aasist":
+        raise ValueError(f"--freeze-encoder applies to --model aasist, not to {family}")
     for key, value in given.items():
         flag, owners = FAMILY_OPTIONS[key]
         if family in owners:

@@ -475,7 +475,21 @@ def same_architecture(a, b):
     return all(a.get(k) == b.get(k) for k in ARCHITECTURE_KEYS)
 
 
-def build(input_shape, dense_units=None, dropout=DROPOUT, preset="AASIST"):
+def build(input_shape, dense_units=None, dropout=DROPOUT, preset="AASIST",
+          freeze_encoder=False):
     """The family's model, uncompiled (`build_aasist`): ``preset`` names the configuration
-    (``--preset AASIST`` or ``AASIST-L``); AASIST has no dense head to size."""
-    return build_aasist(preset, input_shape, dropout)
+    (``--preset AASIST`` or ``AASIST-L``); AASIST has no dense head to size. With
+    ``freeze_encoder``, `freeze_encoder_layers`."""
+    model = build_aasist(preset, input_shape, dropout)
+    return freeze_encoder_layers(model) if freeze_encoder else model
+
+
+def freeze_encoder_layers(model):
+    """Freeze everything before the graph attention back end (the sinc front end, the first
+    BatchNorm and the six residual blocks, whose BatchNorm layers then run in inference mode):
+    only ``graph`` and ``p_spoof`` train (``train.py --freeze-encoder``; its features are
+    cached like a frozen backbone's). Returns ``model``."""
+    graph = model.get_layer("graph")
+    for layer in model.layers[:model.layers.index(graph)]:
+        layer.trainable = False
+    return model

@@ -203,34 +203,70 @@ def unfreeze_blocks(backbone, n_blocks, block_of, is_top, what):
     return blocks[-n_blocks:]
 
 
+# the layers after the cached features: the design-card head (EfficientNetB0, Whisper), or
+# AASIST's graph attention back end (train.py --freeze-encoder)
+HEADS = (("dense", "dropout", "p_spoof"), ("graph", "dropout", "p_spoof"))
+
+
+def head_layers(model):
+    """The names of ``model``'s layers after its cacheable features (`HEADS`), input to
+    output."""
+    names = {layer.name for layer in model.layers}
+    for head in HEADS:
+        if set(head) <= names:
+            return head
+    raise ValueError(f"model {model.name} has no head over cacheable features")
+
+
 def feature_extractor(model):
-    """The frozen part of ``model``: its input -> pooled features, (batch, 1280) for
-    EfficientNetB0, (batch, hidden_dim) for Whisper (384 in tiny)."""
+    """The frozen part of ``model``: its input -> the input of its head (`head_layers`):
+    pooled features, (batch, 1280) for EfficientNetB0, (batch, hidden_dim) for Whisper (384 in
+    tiny); AASIST's encoder output, (batch, time, freq, channels) = (batch, 29, 23, 64), 24
+    channels in AASIST-L."""
     _, keras = load_tensorflow()
 
-    return keras.Model(model.input, model.get_layer("avg_pool").output, name="extractor")
+    return keras.Model(model.input, model.get_layer(head_layers(model)[0]).input,
+                       name="extractor")
+
+
+def encoder_frozen(model):
+    """Whether nothing before ``model``'s head trains (a frozen backbone, or AASIST with
+    ``--freeze-encoder``): its features can then be computed once and cached."""
+    first = model.get_layer(head_layers(model)[0])
+    before = model.layers[:model.layers.index(first)]
+    return all(not (layer.trainable and layer.weights) for layer in before)
 
 
 def head_model(model, learning_rate=LEARNING_RATE, steps_per_execution=32, weight_decay=0.0,
                decay_steps=None):
-    """A compiled model over pooled features that shares ``model``'s head layers (Dense,
-    Dropout, Dense): training it trains ``model``.
+    """A compiled model over the cached features (`feature_extractor`) that shares
+    ``model``'s head layers (`head_layers`): training it trains ``model``.
 
     Returns
     -------
     head : keras.Model
-        Input (batch, features) -> output (batch, 1) = P(spoof); 1280 features for
+        Input (batch, *features) -> output (batch, 1) = P(spoof); 1280 features for
         EfficientNetB0.
     """
     _, keras = load_tensorflow()
 
-    pooled = model.get_layer("avg_pool").output
-    x = inputs = keras.Input(shape=pooled.shape[1:], name="pooled_features")
-    for name in ("dense", "dropout", "p_spoof"):
+    names = head_layers(model)
+    cached = model.get_layer(names[0]).input
+    x = inputs = keras.Input(shape=cached.shape[1:], name="pooled_features")
+    for name in names:
         x = model.get_layer(name)(x)
     # steps on 1280 numbers take microseconds: Keras' per-step overhead would dominate
     return compile_model(keras.Model(inputs, x, name="head"), learning_rate,
                          steps_per_execution, weight_decay, decay_steps)
+
+
+def head_hidden(model, features):
+    """``model``'s head up to its last layer, on cached features (inference mode): the
+    input of `logit_parts`' kernel, shape (n, units)."""
+    x = np.asarray(features)
+    for name in head_layers(model)[:-1]:
+        x = model.get_layer(name)(x)
+    return np.asarray(x)
 
 
 def backbone_key(model):
