@@ -2,7 +2,9 @@
 seeds each, on one or more test folders, and print one table per test folder.
 
 A recipe is a set of train.py flags (so anything train.py can do can be compared), the data it
-trains on (the common ``--data``, plus ``--vocoded-data`` for the recipes marked so) and the
+trains on (the common ``--data``, plus, for the recipes marked so, ``--vocoded-data``,
+``--tts-data`` (scripts/make_tts_spoofs.py) and ``--augmented-data`` (augmented views,
+scripts/degrade_audio.py --views)) and the
 decision threshold it is judged at: 0.5, or the threshold calibrated on the validation data. The
 ``lfcc_gmm`` recipe is the ASVspoof LFCC-GMM baseline (scripts/lfcc_gmm.py), trained on the same
 split and scored into the same reports. Every run is evaluated on every ``--test`` folder; the
@@ -54,8 +56,14 @@ class Recipe:
     at: str = "calibrated"  # the threshold it is judged at: "0.5" or "calibrated"
     vocoded: bool = False  # also trains on --vocoded-data
     kind: str = "keras"  # "keras" (train.py) or "lfcc_gmm" (scripts/lfcc_gmm.py)
+    extra: tuple = ()  # also trains on these data groups: "tts" (--tts-data), "augmented"
+
+    def groups(self):
+        """The extra data groups it trains on, in order."""
+        return (("vocoded",) if self.vocoded else ()) + tuple(self.extra)
 
 
+AASIST_FT = "--model aasist --preset AASIST-L --init AASIST-L --freeze-encoder --batch-size 32"
 RECIPES = {
     "baseline": Recipe("design card, decision at P(spoof) >= 0.5", at="0.5"),
     "calibrated": Recipe("design card, EER threshold chosen on validation"),
@@ -87,18 +95,42 @@ RECIPES = {
                          "--model whisper --fine-tune-blocks 2"),
     "whisper_vocoded_ft": Recipe("whisper_ft + vocoded spoofs",
                                  "--model whisper --fine-tune-blocks 2", vocoded=True),
+    # the robust recipes (docs/recipes.md): more synthesizers, and RawBoost + codec/channel
+    # views of every training utterance, cached like any folder
+    "whisper_tts": Recipe("frozen Whisper + vocoded spoofs + Debian TTS spoofs",
+                          "--model whisper", vocoded=True, extra=("tts",)),
+    "whisper_robust": Recipe("whisper_tts + RawBoost/codec/channel views of all of it",
+                             "--model whisper", vocoded=True, extra=("tts", "augmented")),
+    # 2 fine-tuning epochs on three times the utterances: about the steps of whisper_ft's 5
+    "whisper_robust_ft": Recipe("whisper_robust, top 2 layers fine-tuned 2 epochs",
+                                "--model whisper --fine-tune-blocks 2 --fine-tune-epochs 2",
+                                vocoded=True, extra=("tts", "augmented")),
+    # the imported AASIST-L (scripts/import_aasist.py; found through $AASIST_WEIGHTS or
+    # downloaded) with its encoder frozen and cached: only the graph attention back end trains
+    "aasist_l_vocoded": Recipe("imported AASIST-L, graph back end fine-tuned on the data + "
+                               "vocoded spoofs (encoder frozen, cached)", AASIST_FT,
+                               vocoded=True),
+    "aasist_l_robust": Recipe("aasist_l_vocoded + Debian TTS spoofs + RawBoost/codec/channel "
+                              "views", AASIST_FT, vocoded=True, extra=("tts", "augmented")),
 }
+DATA_GROUPS = {"vocoded": "--vocoded-data", "tts": "--tts-data", "augmented": "--augmented-data"}
 METRICS = ("eer", "min_tdcf", "accuracy", "precision", "recall", "f1", "bonafide_recall")
 # -----------------------------------------------------------------------------
 
 
-def recipe_config(common, recipe, seed, vocoded=()):
+def recipe_config(common, recipe, seed, vocoded=(), groups=None):
     """The checked `config.TrainConfig` of one recipe (the common flags, then the recipe's;
-    ``vocoded`` folders added to ``--data`` for the recipes that use them) and the seed of its
-    split. ``seed`` seeds initialization and batch order; the 80/20 split (without --val-data)
-    stays that of the common ``--seed`` for every recipe and seed."""
+    ``vocoded`` folders, and those of ``groups`` ({"tts": [...], "augmented": [...]}), added to
+    ``--data`` for the recipes that use them) and the seed of its split. ``seed`` seeds
+    initialization and batch order; the 80/20 split (without --val-data) stays that of the
+    common ``--seed`` for every recipe and seed."""
     recipe = RECIPES[recipe] if isinstance(recipe, str) else recipe
-    extra = [a for v in vocoded for a in ("--data", v)] if recipe.vocoded else []
+    given = {"vocoded": list(vocoded), **(groups or {})}
+    extra = []
+    for group in recipe.groups():
+        if not given.get(group):
+            raise ValueError(f"this recipe trains on {DATA_GROUPS[group]} too; give it")
+        extra += [a for v in given[group] for a in ("--data", v)]
     args = train.build_parser().parse_args([*common, *extra, *shlex.split(recipe.flags)])
     cfg = C.make_config(C.from_args(args))
     return dataclasses.replace(cfg, seed=seed), cfg.seed
@@ -126,10 +158,13 @@ def score_run(recipe, run, test, lfcc_cache):
     """(table, source) of a run on a test folder."""
     if recipe.kind == "lfcc_gmm":
         return lfcc_gmm.scores(run, test, lfcc_cache)
+    if runs.read_config(run)["args"].get("freeze_encoder"):  # one encoder pass for all seeds
+        return report.scores_from_cache(run, test)
     return report.scores_from_model(run, test)
 
 
-def compare(recipes, common, seeds, tests, out, asv_scores=None, verbose=0, vocoded=()):
+def compare(recipes, common, seeds, tests, out, asv_scores=None, verbose=0, vocoded=(),
+            groups=None):
     """Train (or reuse) and evaluate every recipe x seed on every test folder.
 
     Parameters
@@ -146,6 +181,9 @@ def compare(recipes, common, seeds, tests, out, asv_scores=None, verbose=0, voco
     vocoded : list of str
         Preprocessed folders of vocoded spoofs, added to the training data of the recipes
         marked ``vocoded``.
+    groups : dict, optional
+        {"tts": folders, "augmented": folders}: added for the recipes whose ``extra`` names
+        them.
 
     Returns
     -------
@@ -160,7 +198,7 @@ def compare(recipes, common, seeds, tests, out, asv_scores=None, verbose=0, voco
     for name in recipes:
         recipe = RECIPES[name]
         for seed in seeds:
-            cfg, split_seed = recipe_config(common, recipe, seed, vocoded)
+            cfg, split_seed = recipe_config(common, recipe, seed, vocoded, groups)
             key = run_key(cfg, split_seed, recipe.kind)
             if key not in trained:
                 trained[key] = out / name / f"seed{seed}"
@@ -231,6 +269,13 @@ def build_parser():
     ap.add_argument("--vocoded-data", action="append", default=[],
                     help="preprocessed folder of vocoded spoofs (scripts/make_vocoded_spoofs.py) "
                          "added to the training data of the recipes that use it; repeatable")
+    ap.add_argument("--tts-data", action="append", default=[],
+                    help="preprocessed folder of synthesizer spoofs (scripts/make_tts_spoofs.py) "
+                         "for the recipes that use it; repeatable")
+    ap.add_argument("--augmented-data", action="append", default=[],
+                    help="preprocessed folder of augmented views of the training data "
+                         "(scripts/degrade_audio.py --views) for the recipes that use it; "
+                         "repeatable")
     ap.add_argument("--val-data", action="append",
                     help="validation folder (default: 80/20 split of the training data)")
     ap.add_argument("--test", action="append",
@@ -263,7 +308,7 @@ def main(argv=None):
     args, train_flags = ap.parse_known_args(argv)
     if args.list:
         for name, r in RECIPES.items():
-            data = " + --vocoded-data" if r.vocoded else ""
+            data = "".join(f" + {DATA_GROUPS[g]}" for g in r.groups())
             how = "scripts/lfcc_gmm.py" if r.kind == "lfcc_gmm" else \
                 f"train.py {r.flags or '(defaults)'}"
             print(f"{name:>17s}: {r.what}\n{'':>19s}{how}{data}; judged at {r.at}")
@@ -277,12 +322,16 @@ def main(argv=None):
     common = [*(a for d in args.data or ["data/features/train"] for a in ("--data", d)),
               *(a for d in args.val_data or [] for a in ("--val-data", d)), "--quiet",
               *train_flags]
+    groups = {"tts": args.tts_data, "augmented": args.augmented_data}
     try:
         seeds = C.parse_seeds(args.seeds)
-        for name in recipes:  # flags checked up front, with each recipe's own
-            recipe_config(common, name, seeds[0], args.vocoded_data)
+        for name in recipes:  # flags and data checked up front, with each recipe's own
+            try:
+                recipe_config(common, name, seeds[0], args.vocoded_data, groups)
+            except ValueError as e:
+                raise ValueError(f"recipe {name}: {e}") from None
         per_run, table = compare(recipes, common, seeds, args.test, args.out, args.asv_scores,
-                                 2 if args.verbose else 0, args.vocoded_data)
+                                 2 if args.verbose else 0, args.vocoded_data, groups)
     except (model.WeightsUnavailable, FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     command = "python scripts/compare_recipes.py " + " ".join(

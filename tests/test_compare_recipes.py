@@ -10,12 +10,23 @@ import compare_recipes
 
 
 def test_recipes_are_valid_train_flags():
+    groups = {"tts": ["t"], "augmented": ["g1", "g2"]}
     for name, recipe in compare_recipes.RECIPES.items():
         common = ["--preset", "random:mini"] if name.startswith("whisper") else ["--weights",
                                                                                   "none"]
-        cfg, _ = compare_recipes.recipe_config(common, recipe, 1)
+        cfg, _ = compare_recipes.recipe_config(common + ["--data", "a"], recipe, 1, ["v"],
+                                               groups)
         assert recipe.at in ("0.5", "calibrated") and recipe.what
         assert (cfg.model == "whisper") == name.startswith("whisper")
+        assert (cfg.model == "aasist") == name.startswith("aasist")
+        extra = {"vocoded": ["v"], **groups}
+        assert cfg.data == ["a"] + [f for g in recipe.groups() for f in extra[g]]
+    robust, _ = compare_recipes.recipe_config(["--data", "a"], "aasist_l_robust", 1, ["v"],
+                                              groups)
+    assert robust.freeze_encoder and robust.init == "AASIST-L" and robust.preset == "AASIST-L"
+    assert robust.data == ["a", "v", "t", "g1", "g2"]
+    with pytest.raises(ValueError, match="trains on --tts-data too"):
+        compare_recipes.recipe_config(["--preset", "p"], "whisper_robust", 1, ["v"])
     ft, _ = compare_recipes.recipe_config(["--preset", "p"], "whisper_vocoded_ft", 1, ["v"])
     assert ft.fine_tune_blocks == 2 and ft.preset == "p" and ft.data[-1] == "v"
     fine, _ = compare_recipes.recipe_config([], "fine_tuned", 1)
@@ -27,6 +38,8 @@ def test_recipes_are_valid_train_flags():
     assert voc.data == ["a", "v"] and voc.model == "lcnn"
     plain, _ = compare_recipes.recipe_config(["--data", "a"], "lcnn", 1, vocoded=["v"])
     assert plain.data == ["a"]  # only the recipes marked vocoded add the vocoded folders
+    with pytest.raises(ValueError, match="trains on --vocoded-data too"):
+        compare_recipes.recipe_config(["--data", "a"], "lcnn_vocoded", 1)
 
 
 def test_compare_table(demo_features, tmp_path, capsys):
