@@ -20,11 +20,13 @@ from . import augment, cli, datasets, metrics
 from . import models as M
 from .distribute import STRATEGIES
 
-# The recommended recipe without network (scripts/train_offline.py, docs/recipes.md): the LCNN
-# trained from scratch, on the training data plus vocoded spoofs, with SpecAugment masks (best of
-# the offline recipes on genuine mini ASVspoof dev, WaveFake and a channel-degraded dev, 3 seeds;
-# adding noise, low-pass and random crop measured worse on all three)
-OFFLINE_RECIPE = "--model lcnn --freq-mask 16 --time-mask 16"
+# The recommended robust recipes without network (scripts/train_offline.py, docs/recipes.md,
+# "Robustness"), trained on the data + vocoded + synthesizer spoofs + RawBoost/codec views:
+# the imported Whisper tiny.en encoder (--preset), head then top 2 layers fine-tuned one epoch
+# (compare_recipes.py whisper_robust_ft); with --init, the imported AASIST with its encoder
+# frozen and cached, the graph back end fine-tuned (aasist_l_robust)
+OFFLINE_RECIPE = "--model whisper --fine-tune-blocks 2 --fine-tune-epochs 1"
+OFFLINE_INIT_RECIPE = "--model aasist --freeze-encoder --batch-size 32"
 # validation metric -> (Keras log key, better direction); selects best.keras and early stopping
 MONITORS = {"loss": ("val_loss", "min"), "eer": ("val_eer", "min"), "auc": ("val_auc", "max")}
 # argument groups of --help

@@ -21,8 +21,10 @@ for bonafide and spoof, so a detector cannot read the label off the channel:
 - ``channel``: a random codec, packet loss and room (`deepfake_detector.channel`), each with
   probability ``--channel-p``.
 
-With ``--views K`` (K > 1) every utterance gets K copies, ``<id>_v<k>``, each drawn from its own
-seed; their labels, attacks and speakers are the source's. Example (the training views of the
+With ``--views K`` every utterance gets K copies, each drawn from its own seed; their labels,
+attacks and speakers are the source's. Copies made with a random step (``rawboost``,
+``channel``) or K > 1 are named ``<id>_v<k>`` (they train beside their sources); a copy of the
+fixed test chain keeps its source's id. Example (the training views of the
 robust recipe, docs/recipes.md)::
 
     python scripts/degrade_audio.py --protocol data/train_labels.csv --audio-dir AUDIO \
@@ -117,7 +119,7 @@ def degrade(y, chain=CHAIN, snr_db=SNR_DB, mp3_quality=MP3_QUALITY, rng=None,
 
 def degrade_corpus(protocol, audio_dir, out_dir, chain=CHAIN, snr_db=SNR_DB,
                    mp3_quality=MP3_QUALITY, seed=0, limit=None, views=1, rawboost=RAWBOOST,
-                   channel_p=CHANNEL_P):
+                   channel_p=CHANNEL_P, fmt=None, progress=True):
     """Write degraded copies (``views`` per utterance) of every file a protocol lists (module
     docstring). Copy k of utterance u is drawn from the seed (``seed``, crc32(u), k), so a
     rerun, or a run with more views, writes the same copies.
@@ -130,7 +132,7 @@ def degrade_corpus(protocol, audio_dir, out_dir, chain=CHAIN, snr_db=SNR_DB,
     import soundfile as sf
     from tqdm import tqdm
 
-    df = protocols.parse_protocol(protocol)
+    df = protocols.parse_protocol(protocol, fmt)
     if limit:
         df = df.iloc[:limit]
     out_dir, counts, errors = Path(out_dir), {"written": 0, "kept": 0, "failed": 0}, []
@@ -138,16 +140,19 @@ def degrade_corpus(protocol, audio_dir, out_dir, chain=CHAIN, snr_db=SNR_DB,
     (out_dir / "flac").mkdir(parents=True, exist_ok=True)
     if views < 1:
         raise ValueError(f"--views must be >= 1, got {views}")
+    # augmented views get ids of their own (they train beside their sources); a test copy
+    # keeps its source's id
+    views_named = views > 1 or bool(set(chain) & {"rawboost", "channel"})
     tasks = [(row, k) for row in df.to_dict("records") for k in range(views)]
-    for row, k in tqdm(tasks, desc="degrading", unit="file"):
-        name = row["utt_id"] if views == 1 else f"{row['utt_id']}_v{k}"
+    for row, k in tqdm(tasks, desc="degrading", unit="file", disable=not progress):
+        name = f"{row['utt_id']}_v{k}" if views_named else row["utt_id"]
         dest = out_dir / "flac" / f"{name}.flac"
         try:
             if dest.exists() and sf.info(str(dest)).frames > 0:
                 counts["kept"] += 1
             else:
                 y = features.load_audio(protocols.audio_path(row, audio_dir))
-                key = [seed, zlib.crc32(row["utt_id"].encode())] + ([k] if views > 1 else [])
+                key = [seed, zlib.crc32(row["utt_id"].encode())] + ([k] if views_named else [])
                 out = degrade(y, chain, snr_db, mp3_quality, np.random.default_rng(key),
                               rawboost=rawboost, channel_p=channel_p)
                 with atomic_output(dest, suffix=".flac") as tmp:

