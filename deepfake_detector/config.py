@@ -105,7 +105,7 @@ class TrainConfig:
                              "a run folder (e.g. made by scripts/import_aasist.py), an official "
                              "checkpoint (.pth) or its name AASIST, AASIST-L or "
                              "AASIST-ASVspoof5", metavar="RUN|CHECKPOINT")
-    freeze_encoder: bool = option(False, "--model aasist: freeze the sinc front end and the "
+    freeze_encoder: bool = option(False, "AASIST only: freeze the sinc front end and the "
                                          "residual encoder (with --init: the imported "
                                          "ones); train only the graph attention back end, on "
                                          "encoder features computed once and cached")

@@ -85,6 +85,10 @@ RECIPES = {
     "lcnn_vocoded_aug": Recipe("LCNN + vocoded spoofs + random crop, noise, low-pass and "
                                "SpecAugment", "--model lcnn --random-crop --noise-snr 10,40 "
                                "--lowpass 3400,7800 --freq-mask 16 --time-mask 16", vocoded=True),
+    "lcnn_robust": Recipe("lcnn_vocoded_spec + Debian TTS spoofs + RawBoost/codec/channel "
+                          "views (mel arrays of scripts/degrade_audio.py --views)",
+                          "--model lcnn --freq-mask 16 --time-mask 16", vocoded=True,
+                          extra=("tts", "augmented")),
     # the Whisper rows read --features waveform folders; choose the encoder with a common
     # --preset (e.g. one written by scripts/import_whisper.py)
     "whisper": Recipe("frozen Whisper encoder + the design-card head, calibrated",
@@ -101,9 +105,9 @@ RECIPES = {
                           "--model whisper", vocoded=True, extra=("tts",)),
     "whisper_robust": Recipe("whisper_tts + RawBoost/codec/channel views of all of it",
                              "--model whisper", vocoded=True, extra=("tts", "augmented")),
-    # 2 fine-tuning epochs on three times the utterances: about the steps of whisper_ft's 5
-    "whisper_robust_ft": Recipe("whisper_robust, top 2 layers fine-tuned 2 epochs",
-                                "--model whisper --fine-tune-blocks 2 --fine-tune-epochs 2",
+    # 1 fine-tuning epoch on 3.4 times the utterances: 2/3 of the steps of whisper_vocoded_ft
+    "whisper_robust_ft": Recipe("whisper_robust, top 2 layers fine-tuned 1 epoch",
+                                "--model whisper --fine-tune-blocks 2 --fine-tune-epochs 1",
                                 vocoded=True, extra=("tts", "augmented")),
     # the imported AASIST-L (scripts/import_aasist.py; found through $AASIST_WEIGHTS or
     # downloaded) with its encoder frozen and cached: only the graph attention back end trains

@@ -11,6 +11,8 @@ import evaluate
 import import_aasist
 import lfcc_gmm
 import make_demo_corpus
+import degrade_audio
+import make_tts_spoofs
 import make_vocoded_spoofs
 import predict
 import preprocess
@@ -19,7 +21,8 @@ import train
 import train_offline
 
 SCRIPTS = [preprocess, data_loader, train, compare_recipes, evaluate, make_demo_corpus, predict,
-           serve, make_vocoded_spoofs, lfcc_gmm, train_offline, import_aasist]
+           serve, make_vocoded_spoofs, lfcc_gmm, train_offline, import_aasist, make_tts_spoofs,
+           degrade_audio]
 
 
 def documented_actions(parser):
