@@ -290,3 +290,26 @@ def test_best_checkpoint_keeps_the_batchnorm_statistics_of_its_epoch(tmp_path):
     np.testing.assert_array_equal(best.get_layer("bn").moving_mean, np.full(3, 2.0))
     np.testing.assert_array_equal(best.get_layer("d").bias, np.full(3, 2.0))
     np.testing.assert_array_equal(bn.moving_mean, np.full(3, 3.0))  # the model itself: last
+
+
+def test_cacheable_encoders_are_recognized():
+    """`encoder_frozen`: what train.py's feature cache depends on. A frozen backbone or a frozen
+    AASIST encoder is cacheable (fixed mel filters do not count as training); a trainable one
+    never is."""
+    from deepfake_detector import features
+
+    model = model_mod
+    mel = features.feature_params()
+    wave = features.feature_params(kind="waveform", clip_samples=64_600)
+    assert model.encoder_frozen(model.build("efficientnetb0", mel, weights="none"))
+    assert model.encoder_frozen(model.build("aasist", wave, preset="AASIST-L",
+                                            freeze_encoder=True))
+    assert not model.encoder_frozen(model.build("aasist", wave, preset="AASIST-L"))
+    with pytest.raises(ValueError, match="--freeze-encoder applies to --model aasist"):
+        model.build("lcnn", mel, freeze_encoder=True)
+    pytest.importorskip("keras_hub", reason="--model whisper needs requirements-whisper.txt")
+    whisper = model.build("whisper", features.feature_params(kind="waveform"),
+                          preset="random:mini")
+    assert model.encoder_frozen(whisper)
+    model.unfreeze_top_blocks(whisper, 1)
+    assert not model.encoder_frozen(whisper)

@@ -234,7 +234,7 @@ def encoder_frozen(model):
     ``--freeze-encoder``): its features can then be computed once and cached."""
     first = model.get_layer(head_layers(model)[0])
     before = model.layers[:model.layers.index(first)]
-    return all(not (layer.trainable and layer.weights) for layer in before)
+    return all(not layer.trainable_weights for layer in before)  # fixed mel filters are fine
 
 
 def head_model(model, learning_rate=LEARNING_RATE, steps_per_execution=32, weight_decay=0.0,
