@@ -20,12 +20,12 @@ from . import augment, cli, datasets, metrics
 from . import models as M
 from .distribute import STRATEGIES
 
-# The recommended robust recipes without network (scripts/train_offline.py, docs/recipes.md,
-# "Robustness"), trained on the data + vocoded + synthesizer spoofs + RawBoost/codec views:
-# the imported Whisper tiny.en encoder (--preset), head then top 2 layers fine-tuned one epoch
-# (compare_recipes.py whisper_robust_ft); with --init, the imported AASIST with its encoder
-# frozen and cached, the graph back end fine-tuned (aasist_l_robust)
-OFFLINE_RECIPE = "--model whisper --fine-tune-blocks 2 --fine-tune-epochs 1"
+# The recommended recipes without network (scripts/train_offline.py; docs/recipes.md,
+# "Robustness": the best out of domain of the measured rows, 3 seeds), both trained on the data
+# and their vocoded copies: the imported Whisper tiny.en encoder (--preset), head then top two
+# layers fine-tuned (compare_recipes.py whisper_vocoded_ft); with --init, the imported AASIST
+# with its encoder frozen and cached, the graph back end fine-tuned (aasist_l_vocoded)
+OFFLINE_RECIPE = "--model whisper --fine-tune-blocks 2"
 OFFLINE_INIT_RECIPE = "--model aasist --freeze-encoder --batch-size 32"
 # validation metric -> (Keras log key, better direction); selects best.keras and early stopping
 MONITORS = {"loss": ("val_loss", "min"), "eer": ("val_eer", "min"), "auc": ("val_auc", "max")}

@@ -105,6 +105,9 @@ RECIPES = {
                           "--model whisper", vocoded=True, extra=("tts",)),
     "whisper_robust": Recipe("whisper_tts + RawBoost/codec/channel views of all of it",
                              "--model whisper", vocoded=True, extra=("tts", "augmented")),
+    "whisper_tts_ft": Recipe("whisper_tts, top 2 layers fine-tuned",
+                             "--model whisper --fine-tune-blocks 2", vocoded=True,
+                             extra=("tts",)),
     # 1 fine-tuning epoch on 3.4 times the utterances: 2/3 of the steps of whisper_vocoded_ft
     "whisper_robust_ft": Recipe("whisper_robust, top 2 layers fine-tuned 1 epoch",
                                 "--model whisper --fine-tune-blocks 2 --fine-tune-epochs 1",

