@@ -17,7 +17,7 @@ values of its experiments (`DEFAULTS`):
 
 `ALGORITHMS` numbers them and their combinations as the paper's ablation does (1-3 alone,
 4 = 1+2+3 in series, 5 = 1+2, 6 = 1+3, 7 = 2+3 in series, 8 = 1 and 2 in parallel, summed);
-algorithm 3 (SSI) and 5 (LnL + ISD) were the best single settings on ASVspoof 2021 LA and DF.
+the authors' wav2vec 2.0 recipes train with 5 (LnL + ISD) for LA and 3 (SSI) for DF.
 Every random draw comes from the ``numpy.random.Generator`` passed in: the same generator state
 gives the same output. Output: same length as the input, float32; divided by its peak when
 that exceeds 1 (after LnL, ISD and their parallel sum as in the paper, and at the end, so

@@ -54,7 +54,7 @@ from deepfake_detector.cli import HelpFormatter  # noqa: E402
 # -----------------------------------------------------------------------------
 CHAIN = ("telephone", "noise", "mp3")  # the degraded test copy
 STEPS = CHAIN + ("rawboost", "channel")
-RAWBOOST = 5  # LnL + ISD in series (RawBoost's best on ASVspoof 2021 LA)
+RAWBOOST = 5  # LnL + ISD in series (what RawBoost's authors train LA models with)
 CHANNEL_P = 0.5
 SNR_DB = 20.0
 MP3_QUALITY = 0.9  # libsndfile compression level: about 16 kbit/s at 8 kHz
