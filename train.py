@@ -146,9 +146,11 @@ def training_inputs(cfg, model, data, dist, verbose):
                                shuffle=True, seed=cfg.seed, balanced=cfg.balanced_batches,
                                clock=clock)
     val_ds = feature_dataset(parts[1], rows[1], data.val_df["target"], cfg.batch_size)
-    order = epoch_order(data.train_df["target"], cfg.batch_size, BN_KEY, cfg.seed)
-    bn_ds = feature_batches(parts[0], order[:cfg.bn_batches * cfg.batch_size],
-                            cfg.batch_size)  # precise BN of a head with BatchNorm (AASIST's)
+    bn_ds = None  # precise BN of a head with BatchNorm (AASIST's), built only when needed
+    if cfg.bn_batches and M.trainable_batchnorms(head):
+        order = epoch_order(data.train_df["target"], cfg.batch_size, BN_KEY, cfg.seed)
+        bn_ds = feature_batches(parts[0], order[:cfg.bn_batches * cfg.batch_size],
+                                cfg.batch_size)
     return Inputs(head, train_ds, val_ds, clock, True, None if cfg.fine_tune_blocks else parts[1],
                   bn_ds)
 

@@ -85,12 +85,11 @@ done
 # channel-degraded copy of mini dev (both make errors there), applied to WaveFake (no utterance
 # in common)
 mkdir -p runs/fused_robust
-python -c "import sys, pandas as pd; m = pd.read_csv(sys.argv[1])
+for t in wavefake:wavefake mini_dev_degraded:degraded; do
+    python -c "import sys, pandas as pd; m = pd.read_csv(sys.argv[1])
 m.rename(columns={'path': 'file'})[['file', 'label', 'attack']].to_csv(sys.argv[2], index=False)" \
-    "$TEST/wavefake/manifest.csv" runs/fused_robust/wavefake.labels.csv
-python -c "import sys, pandas as pd; m = pd.read_csv(sys.argv[1])
-m.rename(columns={'path': 'file'})[['file', 'label', 'attack']].to_csv(sys.argv[2], index=False)" \
-    "$TEST/mini_dev_degraded/manifest.csv" runs/fused_robust/degraded.labels.csv
+        "$TEST/${t%%:*}/manifest.csv" "runs/fused_robust/${t##*:}.labels.csv"
+done
 for pair in aasist_l_vocoded:whisper_vocoded_ft aasist_l_robust:whisper_robust_ft; do
     for seed in 1 2 3; do
         a="runs/compare_aasist/${pair%%:*}/seed$seed"

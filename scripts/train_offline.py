@@ -85,9 +85,9 @@ def make_tts(work, per_engine, seed, workers, progress):
     return make_tts_spoofs.run(engines, per_engine, work / "tts", seed, workers or 2, progress)
 
 
-def preprocess_part(protocol, audio, out, split, workers, progress):
+def preprocess_part(protocol, audio, out, split, workers, progress, fmt=None):
     """One folder of 64,600-sample waveform windows (resumable)."""
-    preprocess.preprocess(protocol, audio, out, split=split, workers=workers,
+    preprocess.preprocess(protocol, audio, out, fmt=fmt, split=split, workers=workers,
                           progress=progress, kind="waveform", clip_samples=CLIP_SAMPLES)
     return out
 
@@ -100,9 +100,7 @@ def steps(protocol, audio_dir, run, work, fmt=None, workers=None, seed=0, train_
     feats = work / "features"
     say = print if progress else (lambda *a, **k: None)
     say(f"[1/5] preprocess {protocol} -> {feats / 'real'}", flush=True)
-    preprocess.preprocess(protocol, audio_dir, feats / "real", fmt=fmt, split="train",
-                          workers=workers, progress=progress, kind="waveform",
-                          clip_samples=CLIP_SAMPLES)
+    preprocess_part(protocol, audio_dir, feats / "real", "train", workers, progress, fmt)
     sources = make_vocoded_spoofs.bonafide_sources(manifest=[feats / "real"])
     say(f"[2/5] vocode the {len(sources)} bonafide utterances -> {work / 'vocoded'}", flush=True)
     voc = make_vocoded_spoofs.run(sources, work / "vocoded", vocoders, seed, workers, progress)
