@@ -81,10 +81,21 @@ def fit_llr(scores, targets, prior=PRIOR):
         raise ValueError(f"prior must be in (0, 1), got {prior}")
     bona = t == 0
     weight = np.where(bona, prior / n_bona, (1 - prior) / n_spoof) * len(t)
+    # each system's scores divided by their largest magnitude: the solver works on numbers
+    # near 1 whatever the scores' scale (scores of 1e300 stopped it at iteration 0 with all
+    # weights 0), and the weights are scaled back
+    scale = np.abs(x).max(axis=0)
+    scale[scale == 0] = 1.0
     fit = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000)
-    fit.fit(x, bona.astype(int), sample_weight=weight)
+    fit.fit(x / scale, bona.astype(int), sample_weight=weight)
+    weights = fit.coef_[0] / scale
+    if not np.isfinite([*weights, fit.intercept_[0]]).all() or not np.any(weights):
+        raise ValueError(f"the calibration fit failed (weights {list(weights)}, bias "
+                         f"{fit.intercept_[0]:.4g} after {int(fit.n_iter_[0])} iterations): "
+                         "the scores carry no usable information, or are of a scale the "
+                         "solver cannot use; nothing was written")
     # the fitted log-odds are posterior log-odds at the effective prior: remove it
-    cal = {"weights": [float(w) for w in fit.coef_[0]],
+    cal = {"weights": [float(w) for w in weights],
            "bias": float(fit.intercept_[0]) - _logit(prior), "prior": float(prior),
            "n_bonafide": n_bona, "n_spoof": n_spoof}
     llr = apply_llr(cal, x)
@@ -127,7 +138,10 @@ def check_calibration(cal, where, systems=1):
         raise ValueError(f"{where}: calibration numbers must be finite, prior_spoof in (0, 1)")
     if len(w) != systems:
         raise ValueError(f"{where}: a calibration of {len(w)} systems, expected {systems}")
-    if systems == 1 and w[0] <= 0:
+    if systems == 1 and w[0] == 0:
+        raise ValueError(f"{where}: the calibration's slope is 0: the scores carry no usable "
+                         "information (or the fit failed); not applied")
+    if systems == 1 and w[0] < 0:
         raise ValueError(f"{where}: the calibration's slope is {w[0]:.4g}: on its data "
                          "bonafide scored lower than spoof; check their labels")
     return cal

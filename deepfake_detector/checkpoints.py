@@ -122,6 +122,12 @@ def load_state_dict(model, state, source="checkpoint"):
         raise ArchitectureMismatch(f"{source}: not an AASIST checkpoint of this configuration: "
                                    f"{what}")
     values = []
+    for name in sorted(used):
+        with np.errstate(over="ignore", invalid="ignore"):  # float32 overflow is inf too
+            finite = np.isfinite(np.asarray(state[name]).astype(np.float32)).all()
+        if not finite:
+            raise ArchitectureMismatch(f"{source}: tensor {name} holds NaN or infinite values "
+                                       "(a damaged or crafted checkpoint); not imported")
     for name, (var, transform) in targets.items():
         value = transform(np.asarray(state[name], np.float32))
         if tuple(value.shape) != tuple(var.shape):
@@ -226,13 +232,18 @@ def resolve(source, conf=None):
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {text} not found (a .pth file, or one of "
                                 f"{', '.join(OFFICIAL)})")
+    if conf is not None and not Path(conf).is_file():  # a typo must not fall back silently
+        raise FileNotFoundError(f"--conf {conf}: no such file (the official .conf of "
+                                f"{path.name})")
     conf = Path(conf) if conf else path.with_suffix(".conf")
     config = aasist.resolve_config("AASIST")
     if conf.is_file():
         try:
-            config = aasist.resolve_config(json.loads(conf.read_text())["model_config"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{conf}: not an AASIST configuration file ({e})") from None
+            config = aasist.resolve_config(json.loads(conf.read_bytes().decode("utf-8"))
+                                           ["model_config"])
+        except (ValueError, KeyError, TypeError) as e:  # UnicodeDecodeError is a ValueError
+            raise ValueError(f"{conf}: not an AASIST configuration file "
+                             f"({type(e).__name__}: {str(e)[:300]})") from None
     return path, config, {"source": str(path.resolve()), "sha256": sha256(path),
                           "config_file": str(conf) if conf.is_file() else None,
                           "licence": LICENCE}

@@ -12,6 +12,7 @@ dtype ids follow CTranslate2's ``DataType`` enum: 0 float32, 1 int8, 2 int16, 3 
 damaged or hostile file costs at most its own size in memory and fails with one line.
 """
 
+import math
 import struct
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def _array(raw, dims, dtype_id, name, source):
         raise CT2FormatError(f"{source}: variable {name} has unknown dtype id {dtype_id}")
     dtype = DTYPES[dtype_id]
     item = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
-    count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+    count = math.prod(dims)  # Python ints: a product of large dims cannot wrap to 0
     if count * item != len(raw):
         raise CT2FormatError(f"{source}: variable {name}: shape {tuple(dims)} x {item} bytes "
                              f"does not match its {len(raw)} bytes")

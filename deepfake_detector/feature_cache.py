@@ -7,6 +7,8 @@ training the head on them is the same training, minus
 is trained too and is what gets saved.
 """
 
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +32,10 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None,
     name covers the backbone's weights (`model.backbone_key`) and the data (`data_key`:
     features.json, every array's size and time), so later runs with the same backbone and
     arrays (any seed, split or head) reuse them, and arrays computed again are never served
-    from an old cache. One process writes a cache folder at a time (`atomic.exclusive`), and
-    the leftovers of a killed one are removed.
+    from an old cache. ``<key>.json`` records the file's size, shape and sha256 when it is
+    written; a cache whose file differs from its record (truncated, zeroed, replaced) is
+    computed again with a warning, never trained on. One process writes a cache folder at a
+    time (`atomic.exclusive`), and the leftovers of a killed one are removed.
 
     Parameters
     ----------
@@ -60,9 +64,14 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None,
     backbone = backbone_key(model)
     key = f"{backbone}-{data_key(data_dir, manifest)}"
     path, ids_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.ids"
+    record_path = cache_dir / f"{key}.json"
     ids = list(manifest["utt_id"])
     with exclusive(cache_dir, "the backbone feature cache"):
-        if not (path.exists() and ids_path.exists() and ids_path.read_text().split() == ids):
+        problem = verify_cache(path, ids_path, record_path, ids)
+        if problem:
+            if path.exists() or ids_path.exists():
+                print(f"warning: {path}: {problem}; computing the features again",
+                      file=sys.stderr)
             for stale in cache_dir.glob(f"{backbone}-*"):  # this backbone, other data: outdated
                 stale.unlink()
             extractor = feature_extractor(model)
@@ -79,8 +88,49 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None,
                 _write_features(extractor, ds, tmp, len(ids), batch_size,
                                 f"backbone features {Path(data_dir).name}", progress)
             write_text_atomic(ids_path, "\n".join(ids) + "\n")
+            write_text_atomic(record_path, json.dumps(file_record(path), indent=1) + "\n")
     array = np.load(path, mmap_mode="r")
     return pd.DataFrame({"row": np.arange(len(ids))}, index=pd.Index(ids, name="utt_id")), array
+
+
+def file_record(path):
+    """What a cache file is: its size in bytes, its array's shape and dtype, its sha256."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+        f.seek(0)
+        version = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read(f)
+    return {"bytes": Path(path).stat().st_size, "shape": list(shape), "dtype": str(dtype),
+            "sha256": h.hexdigest()}
+
+
+def verify_cache(path, ids_path, record_path, ids):
+    """Why a cache cannot be reused (None when it can): missing, for other utterances, or
+    not the file that was written (size, shape or sha256 differ from ``<key>.json``:
+    truncated, overwritten or corrupted since)."""
+    if not (path.exists() and ids_path.exists() and record_path.exists()):
+        return "incomplete (a file of the cache is missing)"
+    if ids_path.read_text().split() != ids:
+        return "cached for other utterances"
+    try:
+        want = json.loads(record_path.read_text())
+        if Path(path).stat().st_size != want["bytes"]:
+            return (f"{Path(path).stat().st_size} bytes, {want['bytes']} were written "
+                    "(truncated or replaced)")
+        have = file_record(path)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"unreadable ({type(e).__name__}: {e})"
+    if have["shape"][:1] != [len(ids)]:
+        return f"shape {have['shape']} for {len(ids)} utterances"
+    if have != want:
+        return "its content differs from what was written (sha256): corrupted or modified"
+    return None
 
 
 def part_features(model, df, features, cache_dir=None, progress=True, distributed=False,

@@ -90,10 +90,17 @@ class Detector:
 
     def spectrogram(self, window):
         """What the model saw of one window, as an image (frequency x time): the mel array
-        itself, or for a waveform model the log-mel its own front end (layer ``log_mel``)
-        computes, shape (num_mels, frames)."""
+        itself; for a waveform model the log-mel its own front end (layer ``log_mel``)
+        computes, shape (num_mels, frames); for one without a mel front end (AASIST's sinc
+        filters) the project's 128 x 128 log-mel of the same samples."""
         if runs.input_kind(self.meta) != "waveform":
             return window
+        names = {layer.name for layer in self.model.layers}
+        if "log_mel" not in names:
+            from .features import INT16_SCALE, feature_params
+
+            y = np.asarray(window, np.float32) / INT16_SCALE
+            return compute_features(y, feature_params("resize"))
         x = datasets.to_model_input(np.asarray(window)[None], "waveform")
         return np.asarray(self.model.get_layer("log_mel")(x))[0].T
 

@@ -147,7 +147,13 @@ def load_run(run_dir, which="best"):
     path = model_file(run_dir, which)
     try:
         meta = check_meta(read_model_meta(path), path)
-        return load_model(path, meta), meta, path
+        model = load_model(path, meta)
+        bad = next((w.path for w in model.weights if not np.isfinite(np.asarray(w)).all()),
+                   None)
+        if bad:  # NaN weights give NaN scores, which would read as silence
+            raise ModelFileError(f"{path}: weight {bad} holds NaN or infinite values (a damaged "
+                                 "or crafted model); not used")
+        return model, meta, path
     except ModelFileError:
         raise
     except WeightsUnavailable as e:  # a Whisper model without KerasHub installed

@@ -90,7 +90,11 @@ def encoder_architecture(spec, variables, source="model.bin"):
         return value
 
     h, mels, _ = get("encoder/conv1/weight", 3).shape  # the width is checked below
-    heads = int(get("encoder/num_heads", 0))
+    heads = get("encoder/num_heads", 0)
+    if heads.dtype.kind not in "iu":
+        raise ct2.CT2FormatError(f"{source}: encoder/num_heads is a {heads.dtype} value, not "
+                                 "an integer")
+    heads = int(heads)
     positions = get("encoder/position_encodings/encodings", 2).shape[0]
     layers = 0
     while f"encoder/layer_{layers}/ffn/linear_0/weight" in variables:
@@ -109,6 +113,19 @@ def encoder_architecture(spec, variables, source="model.bin"):
             raise ct2.CT2FormatError(f"{source}: {name} has shape {tuple(variables[name].shape)}"
                                      f", expected {shape} (hidden {h}, {mels} mels, "
                                      f"feed-forward {ffn})")
+    if min(h, mels, positions, ffn) <= 0:
+        raise ct2.CT2FormatError(f"{source}: an encoder of size zero (hidden {h}, {mels} mels, "
+                                 f"{positions} positions, feed-forward {ffn})")
+    for name in expected:
+        value = variables[name]
+        if value.dtype.kind != "f":
+            raise ct2.CT2FormatError(f"{source}: {name} holds {value.dtype} values: quantized "
+                                     "weights (without their scales, or of a kind this "
+                                     "importer does not read); convert the model again with "
+                                     "--quantization float16 (or float32)")
+        if not np.isfinite(value).all():
+            raise ct2.CT2FormatError(f"{source}: {name} holds NaN or infinite values (a "
+                                     "damaged or crafted model)")
     if heads <= 0 or h % heads:
         raise ct2.CT2FormatError(f"{source}: encoder/num_heads = {heads} does not divide the "
                                  f"hidden size {h}")
@@ -223,21 +240,46 @@ def _distribution(module):
     return f"{names[0]} {meta['Version']} ({meta.get('License') or 'licence unstated'})"
 
 
+# preprocessor_config.json key -> (WhisperAudioConverter argument, lowest, highest)
+AUDIO_KEYS = {"n_fft": ("num_fft_bins", 16, 16384), "hop_length": ("stride", 1, 16384),
+              "sampling_rate": ("sampling_rate", 16000, 16000),
+              "chunk_length": ("max_audio_length", 1, 30),
+              "feature_size": ("num_mels", 1, 512)}
+
+
 def _audio_settings(folder, arch, source):
-    """The converter's settings: ``preprocessor_config.json`` when the folder has one."""
+    """The converter's settings: ``preprocessor_config.json`` when the folder has one, every
+    value checked (an integer in the range of `AUDIO_KEYS`; the mel count the encoder reads; a
+    hop no longer than the FFT)."""
     settings = {"num_mels": arch["num_mels"], "num_fft_bins": 400, "stride": 160,
                 "sampling_rate": 16000, "max_audio_length": 30}
     file = folder / "preprocessor_config.json"
-    if file.is_file():
-        pre = json.loads(file.read_text(encoding="utf-8"))
-        settings.update({k: int(pre[j]) for k, j in (
-            ("num_fft_bins", "n_fft"), ("stride", "hop_length"),
-            ("sampling_rate", "sampling_rate"), ("max_audio_length", "chunk_length"))
-            if j in pre})
-        if int(pre.get("feature_size", arch["num_mels"])) != arch["num_mels"]:
-            raise ct2.CT2FormatError(f"{source}: preprocessor_config.json says "
-                                     f"{pre['feature_size']} mels, the encoder reads "
-                                     f"{arch['num_mels']}")
+    if not file.is_file():
+        return settings
+    try:
+        pre = json.loads(file.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ct2.CT2FormatError(f"{file}: not a JSON file ({type(e).__name__}: "
+                                 f"{str(e)[:80]})") from None
+    if not isinstance(pre, dict):
+        raise ct2.CT2FormatError(f"{file}: holds a {type(pre).__name__}, not a JSON object")
+    for key, (arg, low, high) in AUDIO_KEYS.items():
+        if key not in pre:
+            continue
+        value = pre[key]
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if type(value) is not int or not low <= value <= high:
+            raise ct2.CT2FormatError(f"{file}: {key} = {str(value)[:40]} is not an integer in "
+                                     f"[{low}, {high}]")
+        settings[arg] = value
+    if settings["num_mels"] != arch["num_mels"]:
+        raise ct2.CT2FormatError(f"{source}: preprocessor_config.json says "
+                                 f"{settings['num_mels']} mels, the encoder reads "
+                                 f"{arch['num_mels']}")
+    if settings["stride"] > settings["num_fft_bins"]:
+        raise ct2.CT2FormatError(f"{file}: hop_length {settings['stride']} is longer than "
+                                 f"n_fft {settings['num_fft_bins']}")
     return settings
 
 
@@ -263,8 +305,7 @@ def import_preset(source, out, overwrite=False):
     CT2FormatError, FileNotFoundError, FileExistsError
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_output(out, overwrite)
     model_bin, package = find_model_bin(source)
     spec, revision, variables = ct2.read_model_bin(model_bin)
     arch = encoder_architecture(spec, variables, model_bin)
@@ -281,12 +322,46 @@ def import_preset(source, out, overwrite=False):
         tmp.chmod(0o755)  # mkdtemp's 0o700 would make the preset private
         _write_preset(tmp, arch, audio, weights)
         write_json_atomic(tmp / IMPORT_FILE, info)
-        if out.exists():
-            shutil.rmtree(out)
+        old = None
+        if out.exists():  # a preset of ours (check_output): moved aside, removed once replaced
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / out.name)
         os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return info
+
+
+def check_output(out, overwrite=False):
+    """Refuse an ``--out`` this importer may not write: an existing one without
+    ``overwrite``; with it, anything but a preset folder this importer wrote (its
+    ``import.json`` naming a source and a sha256), the current folder or one above it, a file
+    or a link. Nothing is ever deleted that the importer did not make.
+
+    Raises
+    ------
+    FileExistsError
+    """
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if out.is_symlink() or not out.is_dir():
+        raise FileExistsError(f"{out} is not a preset folder (a file or a link); not replaced")
+    here, target = Path.cwd().resolve(), out.resolve()
+    if target == here or target in here.parents:
+        raise FileExistsError(f"{out} is the current folder or one above it; not replaced")
+    try:
+        made = json.loads((out / IMPORT_FILE).read_text(encoding="utf-8"))
+        ours = isinstance(made, dict) and {"source", "sha256", "architecture"} <= set(made)
+    except (OSError, UnicodeDecodeError, ValueError):
+        ours = False
+    if not ours:
+        raise FileExistsError(f"{out} is not a preset this importer wrote (no {IMPORT_FILE} of "
+                              "its own); not replaced: choose another --out, or remove it "
+                              "yourself")
 
 
 def _write_preset(folder, arch, audio, weights):

@@ -34,10 +34,13 @@ The noise is drawn from a generator seeded by ``--seed`` and the utterance id, s
 same on every run. Copies are written as 16-bit FLAC, atomically; existing ones are kept (run it
 again after an interruption), and a file that cannot be read is listed in ``errors.csv`` without
 stopping the others. ``labels.csv`` (``file,label,attack,speaker``, the csv format of
-preprocess.py) lists the written copies with the labels of their sources.
+preprocess.py) lists the written copies with the labels of their sources. ``settings.json``
+records what made the copies; a rerun into the same ``--out`` with other settings is refused
+(its old copies would be listed as the new run's).
 """
 
 import argparse
+import json
 import sys
 import zlib
 from pathlib import Path
@@ -49,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepfake_detector import features, protocols  # noqa: E402
 from deepfake_detector.atomic import atomic_output, write_text_atomic  # noqa: E402
-from deepfake_detector.cli import HelpFormatter  # noqa: E402
+from deepfake_detector.cli import HelpFormatter, number  # noqa: E402
 
 # -----------------------------------------------------------------------------
 CHAIN = ("telephone", "noise", "mp3")  # the degraded test copy
@@ -133,13 +136,25 @@ def degrade_corpus(protocol, audio_dir, out_dir, chain=CHAIN, snr_db=SNR_DB,
     from tqdm import tqdm
 
     df = protocols.parse_protocol(protocol, fmt)
-    if limit:
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {limit}")
         df = df.iloc[:limit]
-    out_dir, counts, errors = Path(out_dir), {"written": 0, "kept": 0, "failed": 0}, []
-    keep = []
-    (out_dir / "flac").mkdir(parents=True, exist_ok=True)
     if views < 1:
         raise ValueError(f"--views must be >= 1, got {views}")
+    out_dir, counts, errors = Path(out_dir), {"written": 0, "kept": 0, "failed": 0}, []
+    keep = []
+    # what decides the copies (the settings of steps not in the chain do not; more views do
+    # not change the first ones)
+    settings = {"chain": list(chain), "seed": seed,
+                **{k: v for step, k, v in (("noise", "snr_db", snr_db),
+                                           ("mp3", "mp3_quality", mp3_quality),
+                                           ("rawboost", "rawboost", rawboost),
+                                           ("channel", "channel_p", channel_p))
+                   if step in chain}}
+    check_settings(out_dir, settings)
+    (out_dir / "flac").mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / SETTINGS, json.dumps(settings, indent=1) + "\n")
     # augmented views get ids of their own (they train beside their sources); a test copy
     # keeps its source's id
     views_named = views > 1 or bool(set(chain) & {"rawboost", "channel"})
@@ -170,6 +185,32 @@ def degrade_corpus(protocol, audio_dir, out_dir, chain=CHAIN, snr_db=SNR_DB,
     return {**counts, "protocol": str(out_dir / "labels.csv"), "audio": str(out_dir / "flac")}
 
 
+SETTINGS = "settings.json"  # what made the copies of an --out folder
+
+
+def check_settings(out_dir, settings):
+    """Refuse to add to (or keep the copies of) an ``--out`` folder made with other settings:
+    its copies would be listed as this run's. A folder of copies without ``settings.json``
+    (an older release's) is refused too; an empty or new folder is fine."""
+    record = Path(out_dir) / SETTINGS
+    if record.is_file():
+        try:
+            old = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            old = None
+        if old == settings:
+            return
+        if isinstance(old, dict):
+            diff = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items()
+                             if old.get(k) != v)
+            raise ValueError(f"{out_dir} holds copies made with other settings ({diff}; "
+                             f"{record}): choose another --out, or remove it to start again")
+        raise ValueError(f"{record} is not readable: choose another --out")
+    if any((Path(out_dir) / "flac").glob("*.flac")):
+        raise ValueError(f"{out_dir} holds copies but no {SETTINGS} (made by an older "
+                         "release, or not by this script): choose another --out")
+
+
 def build_parser():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=HelpFormatter)
@@ -180,18 +221,20 @@ def build_parser():
     ap.add_argument("--out", required=True, help="output folder (flac/, labels.csv)")
     ap.add_argument("--chain", default=",".join(CHAIN),
                     help="comma-separated steps, in order, from: " + ", ".join(STEPS))
-    ap.add_argument("--snr", type=float, default=SNR_DB, help="noise level, dB below the signal")
-    ap.add_argument("--mp3-quality", type=float, default=MP3_QUALITY,
+    ap.add_argument("--snr", type=number(float, -60, 120), default=SNR_DB,
+                    help="noise level, dB below the signal (-60 to 120)")
+    ap.add_argument("--mp3-quality", type=number(float, 0, 1), default=MP3_QUALITY,
                     help="libsndfile MP3 compression level, 0 (best) to 1 (smallest)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the noise and random steps")
-    ap.add_argument("--views", type=int, default=1,
+    ap.add_argument("--seed", type=number(int, 0), default=0,
+                    help="seed of the noise and random steps (>= 0)")
+    ap.add_argument("--views", type=number(int, 1, 1000), default=1,
                     help="copies per utterance (K > 1 names them <id>_v<k>)")
-    ap.add_argument("--rawboost", type=int, default=RAWBOOST,
+    ap.add_argument("--rawboost", type=number(int, 1, 8), default=RAWBOOST,
                     help="RawBoost algorithm (1-8) of the rawboost step")
-    ap.add_argument("--channel-p", type=float, default=CHANNEL_P,
+    ap.add_argument("--channel-p", type=number(float, 0, 1), default=CHANNEL_P,
                     help="probability of each codec / dropout / reverb draw of the channel "
                          "step")
-    ap.add_argument("--limit", type=int, help="only the first N protocol entries")
+    ap.add_argument("--limit", type=number(int, 1), help="only the first N protocol entries")
     return ap
 
 
@@ -213,6 +256,8 @@ def main(argv=None):
                                  args.views, args.rawboost, args.channel_p)
     except (protocols.ProtocolError, FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:  # --out under a file, no permission, a full disk
+        raise SystemExit(f"error: {args.out}: cannot write ({e.strerror or e})") from None
     print(f"written {summary['written']}, kept {summary['kept']}, failed {summary['failed']}; "
           f"next: python preprocess.py --protocol {summary['protocol']} --audio-dir "
           f"{summary['audio']} --features waveform --clip-samples 64600")

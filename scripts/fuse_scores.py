@@ -19,6 +19,7 @@ and fused. Fitting and applying on the same utterances is refused unless ``--all
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -103,6 +104,9 @@ def fuse(dev, protocol, apply, out, prior=C.PRIOR, allow_same_data=False):
                          "same systems in the same order")
     if len(dev) < 1:
         raise ValueError("no systems given")
+    if Path(out).is_dir() or str(out).endswith(("/", os.sep)):
+        raise ValueError(f"--out {out} is a folder; name the fused score file to write (e.g. "
+                         f"{Path(out) / 'fused_scores.txt'})")
     fusion, dev_ids = fit_fusion(dev, protocol, prior)
     x = score_matrix(apply)
     shared = x.index[x.index.isin(dev_ids)]
@@ -146,6 +150,8 @@ def main(argv=None):
                              allow_same_data=args.allow_same_data)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:  # --out under a file, no permission, a full disk
+        raise SystemExit(f"error: {args.out}: cannot write ({e.strerror or e})") from None
     cllr, eer = fusion["cllr_dev"], fusion["eer_dev"]
     for i, s in enumerate(fusion["dev"]):
         print(f"system{i + 1} {s}: weight {fusion['weights'][i]:.4g}, dev EER "

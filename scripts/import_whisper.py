@@ -42,6 +42,9 @@ def main(argv=None):
         info = whisper_import.import_preset(args.source, args.out, args.overwrite)
     except (ct2.CT2FormatError, FileNotFoundError, FileExistsError) as e:
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:  # --out under a file, a full disk, no permission
+        raise SystemExit(f"error: {args.out}: cannot write the preset ({e.strerror or e})") \
+            from None
     arch = info["architecture"]
     print(f"imported Whisper {info['model']} ({arch['num_layers']} layers, "
           f"{arch['hidden_dim']} wide, {arch['num_mels']} mels, {info['dtype']} weights) from "

@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepfake_detector import features  # noqa: E402
 from deepfake_detector.atomic import atomic_output, write_text_atomic  # noqa: E402
-from deepfake_detector.cli import HelpFormatter  # noqa: E402
+from deepfake_detector.cli import HelpFormatter, number  # noqa: E402
 
 # -----------------------------------------------------------------------------
 FESTIVAL_VOICES = Path("/usr/share/festival/voices")
@@ -196,6 +196,8 @@ def synthesize(engine, voice, text, rate, pitch, rng, sr=features.SAMPLE_RATE):
 def plan(engines, per_engine, seed=0):
     """Every utterance to make: a DataFrame with ``utt_id`` (``TTS_<engine>_<seed>_<i>``),
     engine, voice, text, rate, pitch; the same for the same arguments."""
+    if len(set(engines)) != len(engines):
+        raise ValueError(f"engines named more than once: {list(engines)}")
     rows = []
     texts = sentences(per_engine * len(engines), seed)
     for e, engine in enumerate(engines):
@@ -272,13 +274,15 @@ def build_parser():
                                  formatter_class=HelpFormatter)
     ap.add_argument("--engines", default=",".join(TRAIN_ENGINES),
                     help="comma-separated engines, from: " + ", ".join(ENGINES))
-    ap.add_argument("--per-engine", type=int, default=60, help="utterances per engine")
+    ap.add_argument("--per-engine", type=number(int, 1, 100_000), default=60,
+                    help="utterances per engine")
     ap.add_argument("--out", help="output folder (flac/, labels.csv, ...); required unless "
                                   "--list")
-    ap.add_argument("--seed", type=int, default=0,
+    ap.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0,
                     help="seed of the texts, voices, rates, pitches and levels (use another "
                          "seed for a test set, so that no sentence repeats)")
-    ap.add_argument("--workers", type=int, default=2, help="engines run at once")
+    ap.add_argument("--workers", type=number(int, 1, 64), default=2,
+                    help="engines run at once")
     ap.add_argument("--list", action="store_true", help="list the engines and whether each "
                                                         "runs here, then exit")
     return ap
@@ -297,12 +301,17 @@ def main(argv=None):
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown or not engines:
         raise SystemExit(f"error: --engines: unknown {unknown}; choose from {', '.join(ENGINES)}")
-    if args.per_engine < 1:
-        raise SystemExit("error: --per-engine must be >= 1")
+    repeated = sorted({e for e in engines if engines.count(e) > 1})
+    if repeated:  # each would plan the same ids with other texts
+        raise SystemExit(f"error: --engines names {', '.join(repeated)} more than once")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise SystemExit(f"error: --out {args.out} is a file, not a folder")
     try:
         summary = run(engines, args.per_engine, args.out, args.seed, args.workers)
     except RuntimeError as e:
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:  # --out under a file, no permission, a full disk
+        raise SystemExit(f"error: {args.out}: cannot write ({e.strerror or e})") from None
     print(f"written {summary['written']}, kept {summary['kept']}, failed {summary['failed']}; "
           f"next: python preprocess.py --protocol {summary['labels']} --audio-dir "
           f"{summary['audio']}")

@@ -161,6 +161,54 @@ def reference(name):
     return ref[ref["checkpoint"] == name].set_index("input")
 
 
+@needs_mini
+def test_the_page_and_the_spectrogram_work_with_an_imported_aasist_run(imported_run, tmp_path):
+    """Issue 32, item 5: the page always asks for the spectrogram, which looked for a
+    ``log_mel`` layer AASIST has not (HTTP 500 on every upload). The API with
+    ``?spectrogram=true`` and the page in Chromium, on a bonafide and a spoofed utterance."""
+    import base64
+    import shutil
+
+    import test_serve
+
+    flac = MINI_LA / "ASVspoof2019_LA_dev" / "flac"
+    proto = pd.read_csv(MINI_LA / "ASVspoof2019_LA_cm_protocols" /
+                        "ASVspoof2019.LA.cm.dev.trl.txt", sep=" ", header=None)
+    labels = dict(zip(proto[1], proto[4]))
+    picks = {k: next(u for u, v in labels.items() if v == k) for k in ("bonafide", "spoof")}
+    url, proc = test_serve.start_server(imported_run, tmp_path / "serve.log")
+    try:
+        for label, u in picks.items():
+            r = test_serve.post(url, f"{u}.flac", (flac / f"{u}.flac").read_bytes(),
+                                spectrogram="true")
+            assert r.status_code == 200, r.text
+            result = r.json()["results"][0]
+            assert result["label"] == label
+            png = base64.b64decode(result["spectrogram_png"])
+            assert png.startswith(b"\x89PNG") and int.from_bytes(png[16:20], "big") == 128
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        if not chromium and not os.environ.get("CI"):
+            pytest.skip("no system Chromium for the page half (CI installs it)")
+        sync_api = pytest.importorskip("playwright.sync_api")
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium,
+                                         args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(url + "/")
+            for label, u in picks.items():
+                page.set_input_files("#file", str(flac / f"{u}.flac"))
+                page.wait_for_function(
+                    f"document.getElementById('verdict').dataset.verdict == '{label}'",
+                    timeout=120000)
+                assert page.inner_text("#error") == ""
+                assert page.evaluate(
+                    "document.getElementById('spectrogram').naturalWidth") == 128
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 @needs_aasist
 @needs_mini
 @pytest.mark.parametrize("name", CHECKPOINTS)

@@ -88,3 +88,36 @@ def test_augmented_views_are_distinct_seeded_copies_with_their_sources_labels(tm
     with pytest.raises(SystemExit, match="unknown degradation"):
         degrade_audio.main(["--protocol", str(tmp_path / "labels.csv"), "--audio-dir",
                             str(audio), "--out", str(tmp_path / "d"), "--chain", "radio"])
+
+
+def test_a_rerun_with_other_settings_or_bad_numbers_is_refused(tmp_path, capsys):
+    """Issue 32, items 10, 11 and 13: copies made with --snr 40 are not kept and labelled as
+    a --snr 0 run's; --limit -1 does not drop the last utterance; nan/inf/negative numbers
+    get one line at parse time."""
+    import degrade_audio
+    from conftest import tone, write_wav
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(3):
+        write_wav(audio / f"u{i}.wav", tone(1.0, seed=i))
+    (tmp_path / "labels.csv").write_text("file,label\nu0.wav,bonafide\nu1.wav,spoof\n"
+                                         "u2.wav,bonafide\n")
+    common = ["--protocol", str(tmp_path / "labels.csv"), "--audio-dir", str(audio),
+              "--out", str(tmp_path / "out"), "--chain", "noise"]
+    summary = degrade_audio.main(common + ["--snr", "40"])
+    assert summary["written"] == 3
+    assert degrade_audio.main(common + ["--snr", "40"])["kept"] == 3  # a resume is fine
+    with pytest.raises(SystemExit, match=r"other settings \(snr_db 40.0 -> 0.0; .*settings"
+                                         r"\.json\): choose another --out"):
+        degrade_audio.main(common + ["--snr", "0"])
+    for bad in (["--snr", "nan"], ["--snr=-inf"], ["--limit", "-1"], ["--limit", "0"],
+                ["--seed", "-1"], ["--views", "0"]):
+        with pytest.raises(SystemExit) as e:
+            degrade_audio.main(common + bad)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert bad[0].split("=")[0] in err and ("finite" in err or "out of range" in err)
+    summary = degrade_audio.main(common[:4] + ["--out", str(tmp_path / "two"), "--limit",
+                                               "2", "--chain", "noise"])
+    assert summary["written"] == 2

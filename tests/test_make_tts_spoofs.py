@@ -95,3 +95,22 @@ def test_one_failed_synthesis_is_listed_and_the_others_are_written(tmp_path, mon
     assert list(errors["utt_id"]) == ["TTS_espeakng_0_0001"]
     assert "boom; twice" in errors["error"][0]
     assert len(pd.read_csv(tmp_path / "labels.csv")) == 2
+
+
+def test_repeated_engines_and_bad_numbers_get_one_line(tmp_path, capsys):
+    """Issue 32, items 11 and 13: a repeated engine listed each file twice with two texts per
+    id; --seed -1 and --out FILE gave tracebacks."""
+    import make_tts_spoofs
+
+    with pytest.raises(SystemExit, match="--engines names espeak-ng more than once"):
+        make_tts_spoofs.main(["--engines", "espeak-ng,espeak-ng", "--out", str(tmp_path / "o")])
+    with pytest.raises(ValueError, match="more than once"):
+        make_tts_spoofs.plan(["espeak-ng", "espeak-ng"], 2)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit, match="is a file, not a folder"):
+        make_tts_spoofs.main(["--engines", "espeak-ng", "--out", str(tmp_path / "file")])
+    for bad in (["--seed", "-1"], ["--per-engine", "0"], ["--workers", "nan"]):
+        with pytest.raises(SystemExit) as e:
+            make_tts_spoofs.main(["--out", str(tmp_path / "o"), *bad])
+        assert e.value.code == 2 and bad[0] in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -313,3 +313,66 @@ def test_cacheable_encoders_are_recognized():
     assert model.encoder_frozen(whisper)
     model.unfreeze_top_blocks(whisper, 1)
     assert not model.encoder_frozen(whisper)
+
+
+def test_a_damaged_feature_cache_is_computed_again_never_used(informative_weights,
+                                                               demo_features, tmp_path, capsys):
+    """Issue 32, item 10: a cache zeroed in part, truncated, or left half-written by a killed
+    writer is verified against the record written with it (size, shape, sha256): it is
+    computed again with a warning naming the file, never trained or scored on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    import data_loader
+    from conftest import REPO
+    from deepfake_detector import feature_cache
+
+    model = efficientnet.build_model(informative_weights)
+    data = demo_features["dev"]
+    df = data_loader.load_manifest(data)
+    params = data_loader.load_features_json(data)
+    cache = tmp_path / "cache"
+    _, first = feature_cache.cached_features(model, data, df, params, cache, progress=False)
+    first = np.array(first)
+    (npy,) = cache.glob("*.npy")
+    size = npy.stat().st_size
+    for damage in ("zeroed", "truncated"):
+        with open(npy, "r+b") as f:
+            if damage == "zeroed":
+                f.seek(size // 2)
+                f.write(bytes(4096))
+            else:
+                f.truncate(size - 1000)
+        _, again = feature_cache.cached_features(model, data, df, params, cache, progress=False)
+        err = capsys.readouterr().err
+        assert f"warning: {npy}:" in err and "computing the features again" in err
+        assert ("sha256" in err) if damage == "zeroed" else ("truncated" in err)
+        np.testing.assert_allclose(np.array(again), first, atol=1e-6)
+    # a writer killed half-way leaves a temporary file: the next use removes it
+    npy.unlink()
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(REPO)!r})
+        import numpy as np
+        from deepfake_detector import feature_cache, datasets
+        from deepfake_detector.models import efficientnet
+        def killed(*a, **k):
+            os.kill(os.getpid(), signal.SIGKILL)
+        feature_cache._write_features = killed
+        model = efficientnet.build_model({str(informative_weights)!r})
+        df = datasets.load_manifest({str(data)!r})
+        feature_cache.cached_features(model, {str(data)!r}, df,
+                                      datasets.load_features_json({str(data)!r}),
+                                      {str(cache)!r}, progress=False)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
+    assert list(cache.glob(".*.tmp-*")), "the killed writer should have left its temporary file"
+    _, again = feature_cache.cached_features(model, data, df, params, cache, progress=False)
+    np.testing.assert_allclose(np.array(again), first, atol=1e-6)
+    assert not list(cache.glob(".*.tmp-*"))
+    assert sorted(p.suffix for p in cache.glob("*-*")) == [".ids", ".json", ".npy"]
