@@ -345,6 +345,10 @@ def check_output(out, overwrite=False):
     FileExistsError
     """
     if not (out.exists() or out.is_symlink()):
+        above = next(p for p in out.absolute().parents if p.exists())
+        if not above.is_dir():
+            raise FileExistsError(f"{out}: {above} is a file, not a folder; cannot write the "
+                                  "preset there")
         return
     if not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")

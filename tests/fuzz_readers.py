@@ -12,7 +12,8 @@ cut; for ``.pth`` also inside the pickle, re-zipped with a correct CRC, and inte
 values). Every case must end in a valid result or the reader's own one-line error naming the
 file; anything else is printed as ``BAD <case> <what>`` and the child exits 1. Before each case
 its number is written to ``<work>/current`` so a crash names it. Memory is capped
-(``RLIMIT_AS``, `MEMORY_CAP`), and the peak resident size is printed at the end.
+(``RLIMIT_AS``, `MEMORY_CAP`), and the peak resident size is printed at the end with how much
+the cases added to it (the peak after the imports is the baseline).
 """
 
 import io
@@ -90,7 +91,7 @@ class Pickle:
             self.value(n).op(b"tQ")
         else:
             self.op(storage_ops)
-        self.value(offset).tuple(size).tuple(stride).op(b"\x89}t")  # False, {} ; TUPLE
+        self.value(offset).value(size).value(stride).op(b"\x89}t")  # False, {} ; TUPLE
         return self.op(b"R")
 
     def state_dict(self, entries):
@@ -227,12 +228,23 @@ def _one_line(error, path):
 
 # -----------------------------------------------------------------------------
 
+def peak_rss_mb():
+    """This process's peak resident memory (``VmHWM``; ``ru_maxrss`` would carry the parent's
+    peak across fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main(argv=None):
     kind, seed, cases, folder = (argv or sys.argv[1:])[:4]
     seed, cases, folder = int(seed), int(cases), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
     base = base_model_bin() if kind == "ct2" else None
+    import deepfake_detector.pth, deepfake_detector.whisper_import  # noqa: F401,E401 - baseline
+    start_mb = peak_rss_mb()
     bad = 0
     for case in range(cases):
         (folder / "current").write_text(f"{seed} {case}\n")
@@ -245,8 +257,9 @@ def main(argv=None):
         if problem:
             bad += 1
             print(f"BAD {seed} {case} {problem}", flush=True)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"DONE {cases} cases, {bad} bad, peak {peak_mb:.0f} MB", flush=True)
+    peak_mb = peak_rss_mb()
+    print(f"DONE {cases} cases, {bad} bad, peak {peak_mb:.0f} MB, grew "
+          f"{peak_mb - start_mb:.0f} MB", flush=True)
     return 1 if bad else 0
 
 
