@@ -18,7 +18,9 @@ Cost is bounded before work starts: the upload size is counted while the body st
 request without Content-Length, chunked, is cut off the moment it passes ``--max-upload-mb``),
 a recording's duration is read from its header before decoding (and decoding stops at
 ``--max-seconds`` whatever the header says), at most ``--decoders`` uploads are decoded at
-once, and only the model calls hold the model lock. The model loads once, at start-up, in Keras
+once, and only the model calls hold the model lock, one batch at a time and first come, first
+served: a request waits for at most the batch in progress and one batch of each request before
+it, never for a whole long recording (docs/reference.md, "Fairness"). The model loads once, at start-up, in Keras
 safe mode; uploads go to a private temporary folder that is removed after each request; the
 server never reads a path sent by a client, never echoes its own paths or a client's bytes
 back; it binds to 127.0.0.1 unless told otherwise.
@@ -45,7 +47,8 @@ PORT = 8000
 MAX_UPLOAD_MB = 50.0
 MAX_SECONDS = 600.0  # longest recording accepted (10 minutes)
 DECODERS = max(1, (os.cpu_count() or 1))  # uploads decoded at once
-WAIT_SECONDS = 30.0  # longest wait for a decoding slot or the model before a 503
+WAIT_SECONDS = 30.0  # longest wait for a decoding slot or the model's first batch before a 503
+PENDING_PER_DECODER = 4  # decoded recordings that may wait for the model, per decoder
 CHUNK = 1 << 20
 HEADER_SECONDS = 10.0  # a request's headers must be complete this long after they start
 BODY_SECONDS = 30.0  # longest silence between two pieces of a request body (an upload)
@@ -211,8 +214,11 @@ def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_M
     from fastapi.responses import FileResponse, JSONResponse
 
     detector = inference.Detector(run_dir, which, threshold)
-    model_lock = threading.Lock()  # one model call at a time
+    model_lock = inference.FairLock()  # one batch at a time, first come first served
     slots = threading.BoundedSemaphore(decoders)  # bounded decoding memory and CPU
+    # recordings decoded and waiting for (or being scored by) the model: their features are
+    # held in memory (at most max_seconds each)
+    pending = threading.BoundedSemaphore(PENDING_PER_DECODER * decoders)
     max_bytes = int(max_upload_mb * 2**20)
     app = FastAPI(title="Audio deepfake detector",
                   description="P(spoof) of recordings and ASVspoof scores (higher = more "
@@ -244,22 +250,36 @@ def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_M
         deadline = time.monotonic() + wait_seconds
         suffix = Path(file.filename or "").suffix.lower()
         suffix = suffix if suffix in inference.AUDIO_EXTENSIONS else ""
-        # the slot first: at most `decoders` copies of uploads on disk at once
-        if not slots.acquire(timeout=wait_seconds):
-            raise HTTPException(503, "busy: too many recordings are being decoded; try again")
+        if not pending.acquire(timeout=wait_seconds):
+            raise HTTPException(503, f"busy: {PENDING_PER_DECODER * decoders} recordings are "
+                                     f"waiting for the model ({model_lock.waiting} batches "
+                                     "queued); try again in a minute")
         try:
-            with tempfile.TemporaryDirectory(prefix="deepfake-upload-") as tmp:
-                path = Path(tmp) / f"upload{suffix}"
-                if save_upload(file, path, max_bytes) == 0:
-                    raise HTTPException(422, "empty upload")
-                result, mels = score_upload(path, detector, model_lock, max_seconds,
-                                            deadline - time.monotonic(), decode_in_lock)
-        except OSError as e:  # a full temporary folder: the server's fault, said as such
-            raise HTTPException(507, "the server has no room for the upload right now "
-                                     f"({e.strerror or type(e).__name__}); try again later") \
-                from None
+            # a decoding slot: at most `decoders` uploads on disk and being decoded at once
+            if not slots.acquire(timeout=max(deadline - time.monotonic(), 0)):
+                raise HTTPException(503, f"busy: {decoders} other recordings are being "
+                                         "decoded; try again")
+            try:
+                with tempfile.TemporaryDirectory(prefix="deepfake-upload-") as tmp:
+                    path = Path(tmp) / f"upload{suffix}"
+                    if save_upload(file, path, max_bytes) == 0:
+                        raise HTTPException(422, "empty upload")
+                    if decode_in_lock:
+                        result, mels = score_upload(path, detector, model_lock, max_seconds,
+                                                    None, True)
+                    else:
+                        analyzed = decode_upload(path, detector, max_seconds)
+            except OSError as e:  # a full temporary folder: the server's fault, said as such
+                raise HTTPException(507, "the server has no room for the upload right now "
+                                         f"({e.strerror or type(e).__name__}); try again "
+                                         "later") from None
+            finally:
+                slots.release()
+            if not decode_in_lock:  # the model, one batch at a time, shared fairly
+                result, mels = score_decoded(analyzed, detector, model_lock,
+                                             deadline - time.monotonic())
         finally:
-            slots.release()
+            pending.release()
         result["file"] = file.filename or "upload"
         if spectrogram:
             add_spectrogram(result, mels, detector)
@@ -268,13 +288,42 @@ def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_M
     return app
 
 
-def score_upload(path, detector, model_lock, max_seconds, timeout, decode_in_lock=False):
-    """`inference.score_one` of a saved upload, its failures turned into HTTP errors (by the
-    kind of the error, `STATUS`; 503 when the model stays busy past ``timeout``)."""
+def decode_upload(path, detector, max_seconds):
+    """`inference.analyze` of a saved upload (decoding and features, no model), its failures
+    turned into HTTP errors by their kind (`STATUS`)."""
     from fastapi import HTTPException
 
     try:
-        if decode_in_lock:  # the old way, for benchmarks: everything under the model lock
+        return inference.analyze(path, detector, max_seconds=max_seconds)
+    except AudioError as e:
+        raise HTTPException(STATUS.get(e.kind, 422), str(e)) from None
+    except MemoryError:
+        raise HTTPException(413, "recording too large to decode") from None
+
+
+def score_decoded(analyzed, detector, model_lock, timeout):
+    """`inference.score_windows` of a decoded upload; 503 naming the true reason when the
+    model stays busy past ``timeout`` before its first batch."""
+    from fastapi import HTTPException
+
+    info, spans, mels = analyzed
+    try:
+        result = inference.score_windows(info, spans, mels, detector,
+                                         model_lock=model_lock, timeout=timeout)
+    except inference.Busy:
+        raise HTTPException(503, f"busy: the model is scoring other recordings "
+                                 f"({model_lock.waiting} batches queued); try again") from None
+    return {"file": "upload", **result}, mels
+
+
+def score_upload(path, detector, model_lock, max_seconds, timeout, decode_in_lock=False):
+    """`inference.score_one` of a saved upload, its failures turned into HTTP errors (by the
+    kind of the error, `STATUS`; 503 when the model stays busy past ``timeout``);
+    ``decode_in_lock``: everything under the model lock, the old way (benchmarks only)."""
+    from fastapi import HTTPException
+
+    try:
+        if decode_in_lock:
             with model_lock:
                 return inference.score_one(path, detector, max_seconds=max_seconds)
         return inference.score_one(path, detector, max_seconds=max_seconds,

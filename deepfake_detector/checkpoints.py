@@ -220,11 +220,16 @@ def resolve(source, conf=None):
     if text in OFFICIAL:
         info = OFFICIAL[text]
         found = [d / f"{text}.pth" for d in search_dirs() if (d / f"{text}.pth").is_file()]
-        path = found[0] if found else _download(text, info)
+        # the first copy with the pinned sha256: a wrong one earlier in $AASIST_WEIGHTS is
+        # passed over (and named if no copy is right)
+        path = next((p for p in found if sha256(p) == info["sha256"]), None)
+        if path is None and found:
+            raise CheckpointUnavailable(
+                f"{found[0]}: sha256 {sha256(found[0])[:12]}... is not that of the official "
+                f"{text} ({info['sha256'][:12]}...)"
+                + (f", nor are the {len(found) - 1} other copies" if len(found) > 1 else ""))
+        path = path or _download(text, info)
         digest = sha256(path)
-        if digest != info["sha256"]:
-            raise CheckpointUnavailable(f"{path}: sha256 {digest[:12]}... is not that of the "
-                                        f"official {text} ({info['sha256'][:12]}...)")
         return path, aasist.resolve_config(info["config"]), {
             "source": text, "url": _RAW.format(**info), "sha256": digest,
             "trained_on": info["trained_on"], "licence": LICENCE}

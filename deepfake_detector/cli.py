@@ -3,6 +3,13 @@
 import argparse
 
 
+def printable(text):
+    """``text`` with every character that is not printable (newlines, escape sequences,
+    other control characters) shown as its escape, e.g. ``\\n``: names read from a hostile
+    file stay on one line and cannot drive a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` of every script: each flag's default once, as ``(default: X)``, unless the
     help text already says it or there is none to say (None, a switch that is off)."""

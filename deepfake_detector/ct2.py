@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import printable
+
 # -----------------------------------------------------------------------------
 VERSIONS = (5, 6)  # binary versions with this layout (CTranslate2 >= 2.x .. 4.x)
 DTYPES = {0: "<f4", 1: "i1", 2: "<i2", 3: "<i4", 4: "<f2", 5: "bfloat16"}
@@ -29,6 +31,9 @@ MAX_BYTES = 8 << 30  # a large-v3 float32 model is ~6 GB
 
 class CT2FormatError(ValueError):
     """A file that is not a readable CTranslate2 model (the message says why in one line)."""
+
+    def __init__(self, message):
+        super().__init__(printable(message))  # names read from the file may hold anything
 
 
 class _Reader:

@@ -279,6 +279,56 @@ class Busy(RuntimeError):
     """The model stayed busy longer than a caller was willing to wait."""
 
 
+class FairLock:
+    """A lock that serves its waiters in arrival order (first come, first served).
+
+    ``threading.Lock`` is not fair: a thread that releases it and asks again at once (a long
+    recording scored batch by batch) mostly wins it back, so a short request could wait for a
+    whole long one. Holding this lock per batch, every request waits at most for the batch in
+    progress and one batch of each request that queued before it.
+    """
+
+    def __init__(self):
+        import collections
+        import threading
+
+        self._cond = threading.Condition()
+        self._queue = collections.deque()
+        self._held = False
+
+    def acquire(self, timeout=-1):
+        """Wait for the lock (at most ``timeout`` seconds; negative or None: no limit, as
+        ``threading.Lock``); True if held."""
+        me = object()
+        limit = None if timeout is None or timeout < 0 else timeout
+        with self._cond:
+            self._queue.append(me)
+            if self._cond.wait_for(lambda: not self._held and self._queue[0] is me, limit):
+                self._queue.popleft()
+                self._held = True
+                return True
+            self._queue.remove(me)
+            self._cond.notify_all()  # the next in line may be free to go now
+            return False
+
+    def release(self):
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    @property
+    def waiting(self):
+        """How many callers are waiting for the lock."""
+        return len(self._queue)
+
+
 def analyze(path, detector, hop_seconds=HOP_SECONDS, max_seconds=None):
     """Decode one file and compute the features of every window, without calling the model
     (so a server can do it outside its model lock).
@@ -304,15 +354,15 @@ def analyze(path, detector, hop_seconds=HOP_SECONDS, max_seconds=None):
 
 def score_one(path, detector, hop_seconds=HOP_SECONDS, aggregate=AGGREGATE, max_seconds=None,
               model_lock=None, timeout=None, batch_size=None):
-    """Score one file; decoding and features happen before ``model_lock`` is taken, only the
-    model calls inside it.
+    """Score one file; decoding and features happen before ``model_lock`` is taken, and the
+    model calls take it one batch at a time (`score_windows`).
 
     Parameters
     ----------
-    model_lock : threading.Lock, optional
-        Held around the model calls.
+    model_lock : FairLock or threading.Lock, optional
+        Held around each batch's model call.
     timeout : float, optional
-        Longest wait for ``model_lock`` in seconds; `Busy` after that.
+        Longest wait for ``model_lock`` before the first batch, in seconds; `Busy` after that.
 
     Returns
     -------
@@ -326,20 +376,41 @@ def score_one(path, detector, hop_seconds=HOP_SECONDS, aggregate=AGGREGATE, max_
     features.AudioError, Busy
     """
     info, spans, mels = analyze(path, detector, hop_seconds, max_seconds)
+    result = score_windows(info, spans, mels, detector, aggregate, model_lock, timeout,
+                           batch_size)
+    return {"file": str(path), **result}, mels
+
+
+def score_windows(info, spans, mels, detector, aggregate=AGGREGATE, model_lock=None,
+                  timeout=None, batch_size=None):
+    """The model's verdict on the windows `analyze` made, batch by batch.
+
+    With a ``model_lock``, each batch takes the lock and gives it back, so with a `FairLock`
+    a long recording shares the model with the requests that arrive while it is scored
+    (each waits for at most the batch in progress and one batch of each request before it).
+    ``timeout`` bounds the wait for the first batch (`Busy` after it); once scoring has
+    begun, later batches wait their turn without a limit.
+
+    Returns
+    -------
+    result : dict
+        `summarize`'s fields.
+    """
     batch_size = batch_size or detector.batch_size
     scored = [j for j, m in enumerate(mels) if m is not None]
     logits = np.full(len(spans), np.nan)
-    if model_lock is not None and not model_lock.acquire(timeout=-1 if timeout is None
-                                                         else max(timeout, 0)):
-        raise Busy("the model is busy; try again")
-    try:
-        for i in range(0, len(scored), batch_size):
+    for i in range(0, len(scored), batch_size):
+        if model_lock is not None:
+            wait = max(timeout, 0) if i == 0 and timeout is not None else -1
+            if not model_lock.acquire(timeout=wait):
+                raise Busy("the model is scoring other recordings; try again")
+        try:
             part = scored[i:i + batch_size]
             logits[part] = detector.logits([mels[j] for j in part])
-    finally:
-        if model_lock is not None:
-            model_lock.release()
-    return {"file": str(path), **summarize(info, spans, logits, detector, aggregate)}, mels
+        finally:
+            if model_lock is not None:
+                model_lock.release()
+    return summarize(info, spans, logits, detector, aggregate)
 
 
 def expand_inputs(items):

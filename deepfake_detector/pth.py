@@ -41,6 +41,8 @@ import zlib
 
 import numpy as np
 
+from .cli import printable
+
 # -----------------------------------------------------------------------------
 # storage types a state_dict may hold -> NumPy dtype of their bytes
 STORAGE_DTYPES = {"FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2",
@@ -63,6 +65,9 @@ DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, struct
 
 class CheckpointError(ValueError):
     """A file that is not a readable, safe PyTorch state_dict (the message says why)."""
+
+    def __init__(self, message):
+        super().__init__(printable(message))  # names read from the file may hold anything
 
 
 class _StorageType:

@@ -103,6 +103,9 @@ def main(argv=None):
             checkpoints.CheckpointUnavailable, features.FeatureMismatch, FileNotFoundError,
             FileExistsError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:  # --run under a file, no permission, a full disk
+        raise SystemExit(f"error: {args.run}: cannot write the run ({e.strerror or e})") \
+            from None
     how = ("calibrated at the EER point of " + args.calibrate_on if args.calibrate_on
            else "0.5, the official argmax")
     print(f"imported {args.source} into {run_dir}/ (threshold {cal['threshold']:.6g}: {how})")

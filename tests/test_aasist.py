@@ -439,6 +439,55 @@ def test_a_named_checkpoint_is_found_in_aasist_weights(monkeypatch, tmp_path):
 
 
 @needs_aasist
+def test_a_wrong_copy_first_in_aasist_weights_is_passed_over(monkeypatch, tmp_path):
+    """Issue 32, minor: $AASIST_WEIGHTS=wrongdir:rightdir stopped at the first (bad) copy."""
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "AASIST-L.pth").write_bytes(b"not the checkpoint")
+    monkeypatch.setattr(checkpoints, "CACHE", tmp_path / "cache")
+    monkeypatch.setenv("AASIST_WEIGHTS", f"{wrong}:{AASIST_DIR}")
+    path, _, info = checkpoints.resolve("AASIST-L")
+    assert path == AASIST_DIR / "AASIST-L.pth"
+    assert info["sha256"] == checkpoints.OFFICIAL["AASIST-L"]["sha256"]
+    monkeypatch.setenv("AASIST_WEIGHTS", str(wrong))
+    with pytest.raises(checkpoints.CheckpointUnavailable, match="is not that of the official"):
+        checkpoints.resolve("AASIST-L")
+
+
+@needs_aasist
+def test_conf_typos_and_impossible_configurations_are_refused(tmp_path, capsys):
+    """Issue 32, items 7 and 13: a mistyped --conf silently fell back to the default (and
+    ignored the real .conf); first_conv "abc", filts 5, pool_ratios 0 or a NaN temperature
+    gave tracebacks or a degenerate graph; --run under a file gave a traceback."""
+    import json
+    import shutil
+
+    import import_aasist
+
+    pth_file = tmp_path / "custom.pth"
+    shutil.copy(AASIST_DIR / "AASIST-L.pth", pth_file)
+    good = json.loads((AASIST_DIR / "AASIST-L.conf").read_text())
+    (tmp_path / "custom.conf").write_text(json.dumps(good))
+    with pytest.raises(SystemExit, match=r"--conf .*cusotm\.conf: no such file"):
+        import_aasist.main([str(pth_file), "--run", str(tmp_path / "r"), "--conf",
+                            str(tmp_path / "cusotm.conf")])
+    bad_values = {"first_conv": "abc", "filts": 5, "pool_ratios": [0, 0.5, 0.7, 0.5],
+                  "temperatures": [float("nan"), 2.0, 100.0, 100.0], "gat_dims": [24]}
+    for key, value in bad_values.items():
+        conf = {**good, "model_config": {**good["model_config"], key: value}}
+        (tmp_path / "custom.conf").write_text(json.dumps(conf))
+        with pytest.raises(SystemExit, match=rf"not an AASIST model_config this architecture "
+                                             rf"admits: {key} = ") as e:
+            import_aasist.main([str(pth_file), "--run", str(tmp_path / "r")])
+        assert "\n" not in str(e.value)
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "custom.conf").write_text(json.dumps(good))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit, match="cannot write the run"):
+        import_aasist.main([str(pth_file), "--run", str(tmp_path / "file" / "run")])
+
+
+@needs_aasist
 @needs_mini
 def test_calibrate_on_a_labelled_folder_is_one_flag(tmp_path):
     """--calibrate-on FOLDER: the threshold at FOLDER's EER point, FOLDER as the run's held-out

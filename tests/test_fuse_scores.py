@@ -108,3 +108,40 @@ def test_perfectly_separated_development_data_are_warned_about(tmp_path, capsys)
     assert "warning: the calibration data are perfectly separated" in err
     fusion = json.loads((tmp_path / "fused.txt.fusion.json").read_text())
     assert "perfectly separated" in fusion["warning"]
+
+
+def test_a_system_of_huge_scale_is_fused_like_the_same_at_scale_one(tmp_path):
+    """Issue 32, item 9: one system scaled by 1e300 stopped the optimiser at iteration 0 and
+    weights [0, 0], bias 0 were written as the fusion (every fused score 0), exit 0."""
+    files, proto, t = complementary_systems(tmp_path)
+    for part in ("dev", "eval"):
+        table = pd.read_csv(files["s1", part], sep=" ", header=None)
+        huge = tmp_path / f"huge_{part}.txt"
+        huge.write_text("".join(f"{u} {v * 1e300!r}\n" for u, v in zip(table[0], table[1])))
+        files["huge", part] = huge
+    plain, fused = fuse_scores.fuse([files["s1", "dev"], files["s2", "dev"]], proto,
+                                    [files["s1", "eval"], files["s2", "eval"]],
+                                    tmp_path / "plain.txt")
+    scaled, fused_huge = fuse_scores.fuse([files["huge", "dev"], files["s2", "dev"]], proto,
+                                          [files["huge", "eval"], files["s2", "eval"]],
+                                          tmp_path / "huge.txt")
+    assert scaled["weights"][0] * 1e300 == pytest.approx(plain["weights"][0], rel=1e-4)
+    np.testing.assert_allclose(fused_huge.to_numpy(), fused.to_numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_a_fit_that_finds_nothing_is_refused_and_out_must_be_a_file(tmp_path, capsys):
+    files, proto, _ = complementary_systems(tmp_path)
+    ids = pd.read_csv(files["s1", "dev"], sep=" ", header=None)[0]
+    (tmp_path / "flat.txt").write_text("".join(f"{u} 0.0\n" for u in ids))
+    with pytest.raises(ValueError, match="the calibration fit failed .* nothing was written"):
+        C.fit_llr(np.zeros(10), [0, 1] * 5)
+    with pytest.raises(SystemExit, match="fit failed"):
+        fuse_scores.main(["--dev", str(tmp_path / "flat.txt"), "--dev-protocol", str(proto),
+                          "--apply", str(files["s1", "eval"]), "--out",
+                          str(tmp_path / "f.txt")])
+    assert not (tmp_path / "f.txt").exists()
+    with pytest.raises(SystemExit, match="is a folder; name the fused score file"):
+        fuse_scores.main(["--dev", str(files["s1", "dev"]), "--dev-protocol", str(proto),
+                          "--apply", str(files["s1", "eval"]), "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="slope is 0: the scores carry no usable information"):
+        C.check_calibration({"weights": [0.0], "bias": 0.0}, "calibration.json")

@@ -3,8 +3,9 @@ and 13): every case ends in one line naming the file, never a crash, a traceback
 taken from elsewhere or state that outlives the load; and a seeded fuzzer of both readers in a
 child process (tests/fuzz_readers.py).
 
-The fuzz runs `FUZZ_CASES` mutated files per reader here (``$DEEPFAKE_FUZZ_CASES`` to change
-it; docs/reference.md states the long run's command and result).
+The fuzz runs `FUZZ_CASES` mutated files per reader here (``$DEEPFAKE_FUZZ_CASES`` and
+``$DEEPFAKE_FUZZ_SEED`` to change it; docs/reference.md states the long run's command and
+result).
 """
 
 import json
@@ -23,6 +24,7 @@ from deepfake_detector import checkpoints, ct2, pth
 from fuzz_readers import Pickle, base_pth, write_pth
 
 FUZZ_CASES = int(os.environ.get("DEEPFAKE_FUZZ_CASES", "3000"))
+FUZZ_SEED = os.environ.get("DEEPFAKE_FUZZ_SEED", "0")
 FUZZ_GROWTH_MB = 200  # resident memory the cases may add to the child's (its imports' peak)
 
 
@@ -279,7 +281,7 @@ def test_fuzzed_files_end_in_a_result_or_one_line(kind, tmp_path):
     """Thousands of seeded mutations of a valid file per reader, in a child process: no
     signal, no exception but the reader's own one-line error, and the cases add less than
     `FUZZ_GROWTH_MB` to the child's resident memory."""
-    out = subprocess.run([sys.executable, str(REPO / "tests" / "fuzz_readers.py"), kind, "0",
+    out = subprocess.run([sys.executable, str(REPO / "tests" / "fuzz_readers.py"), kind, FUZZ_SEED,
                           str(FUZZ_CASES), str(tmp_path)], capture_output=True, text=True,
                          timeout=1800, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     current = (tmp_path / "current").read_text().strip() if (tmp_path / "current").exists() \

@@ -449,3 +449,68 @@ def test_stalled_and_drip_fed_clients_are_disconnected(trained_run, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_long_recording_shares_the_model_batch_by_batch(monkeypatch):
+    """Issue 32, item 12: one long upload held the model for its whole length (about 110 s
+    for 9.5 minutes), so short uploads meanwhile waited it out or got 503. Now every batch
+    takes the fair lock anew: a short request that arrives while a long one is scored waits
+    for at most the batch in progress (here: finishes within 3 batches' time, long before the
+    long one)."""
+    import threading
+
+    batch_seconds = 0.05
+    started = threading.Event()
+    done = {}
+
+    class SlowDetector:
+        batch_size = 2
+
+        def logits(self, mels):
+            started.set()
+            time.sleep(batch_seconds)
+            return np.zeros(len(mels))
+
+    monkeypatch.setattr(inference, "summarize", lambda *a: {"scored": True})
+    lock, detector = inference.FairLock(), SlowDetector()
+
+    def score(name, n_windows):
+        t0 = time.monotonic()
+        result = inference.score_windows({}, [(0, 1)] * n_windows, [np.zeros(1)] * n_windows,
+                                         detector, model_lock=lock, timeout=10)
+        done[name] = (t0, time.monotonic(), result)
+
+    long = threading.Thread(target=score, args=("long", 60))  # 30 batches, ~1.5 s
+    long.start()
+    started.wait(5)
+    time.sleep(3 * batch_seconds)
+    short = threading.Thread(target=score, args=("short", 1))
+    short.start()
+    short.join(10)
+    long.join(10)
+    (s0, s1, s_result), (_, l1, l_result) = done["short"], done["long"]
+    assert s_result == l_result == {"scored": True}
+    assert s1 < l1 - 10 * batch_seconds  # answered long before the long one
+    assert s1 - s0 < 3 * batch_seconds + 0.2  # the batch in progress, its own, scheduling
+    # a caller that cannot wait gets Busy naming the model, not the decoders
+    assert lock.acquire()
+    with pytest.raises(inference.Busy, match="the model is scoring other recordings"):
+        inference.score_windows({}, [(0, 1)], [np.zeros(1)], detector, model_lock=lock,
+                                timeout=0.05)
+    lock.release()
+    assert lock.waiting == 0
+
+
+def test_short_uploads_during_a_long_one_are_answered_not_refused(default_server, clips):
+    """Issue 32, item 12 over HTTP: three short uploads sent while a 10-minute one is being
+    scored all get their verdict (they got 503 blaming decoding), and the long one too."""
+    url, _ = default_server
+    long_wav = wav_bytes(tone(600.0), 16000)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        long = pool.submit(post, url, "long.wav", long_wav)
+        time.sleep(2.0)
+        shorts = [pool.submit(post, url, f"s{i}.wav", clips["good"].read_bytes())
+                  for i in range(3)]
+        answers = [f.result() for f in shorts]
+        assert [a.status_code for a in answers] == [200] * 3, [a.text for a in answers]
+        assert long.result().status_code == 200
