@@ -176,6 +176,31 @@ def test_threshold_falls_back_to_0_5_without_calibration(trained_run, tmp_path):
 # ----------------------------------------------------------------------------- hostile input
 
 
+def test_a_model_with_nan_weights_is_refused_in_one_line(trained_run, audio_files, tmp_path):
+    """Issue 32, item 8: NaN weights gave NaN logits, taken for silent windows, and predict.py
+    died with 'zero-size array to reduction operation maximum'."""
+    import shutil
+
+    from deepfake_detector import models, runs
+
+    run = tmp_path / "nan_run"
+    shutil.copytree(trained_run, run)
+    for name in ("best.keras", "model.keras"):
+        path = run / name
+        if not path.exists():
+            continue
+        model, meta, _ = runs.load_run(run, "best" if name == "best.keras" else "final")
+        weight = model.get_layer("head_dense").kernel if any(
+            layer.name == "head_dense" for layer in model.layers) else model.trainable_weights[0]
+        value = np.array(weight)
+        value.flat[0] = np.nan
+        weight.assign(value)
+        models.save_model_atomic(model, path, meta)
+    with pytest.raises(SystemExit, match=r"holds NaN or infinite values .*not used") as e:
+        predict.main(["--run", str(run), str(audio_files["8000"])])
+    assert "\n" not in str(e.value) and "best.keras" in str(e.value)
+
+
 def test_nan_samples_are_a_file_error_never_a_skipped_window(detector, tmp_path):
     y = tone(9.0, seed=3)
     y[5 * 16000:5 * 16000 + 8] = np.nan  # 8 NaN samples inside the third window
