@@ -20,10 +20,10 @@ a recording's duration is read from its header before decoding (and decoding sto
 ``--max-seconds`` whatever the header says), at most ``--decoders`` uploads are decoded at
 once, and only the model calls hold the model lock, one batch at a time and first come, first
 served: a request waits for at most the batch in progress and one batch of each request before
-it, never for a whole long recording (docs/reference.md, "Fairness"). The model loads once, at start-up, in Keras
-safe mode; uploads go to a private temporary folder that is removed after each request; the
-server never reads a path sent by a client, never echoes its own paths or a client's bytes
-back; it binds to 127.0.0.1 unless told otherwise.
+it, never for a whole long recording (docs/reference.md, "Fairness"). The model loads once,
+at start-up, in Keras safe mode; uploads go to a private temporary folder that is removed
+after each request; the server never reads a path sent by a client, never echoes its own
+paths or a client's bytes back; it binds to 127.0.0.1 unless told otherwise.
 """
 
 import argparse
@@ -209,16 +209,12 @@ def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_M
         Decode inside the model lock, as this server did before: for benchmarks/run.py's
         before/after comparison only.
     """
-    from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+    from fastapi import FastAPI, File, Query, UploadFile
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse
 
     detector = inference.Detector(run_dir, which, threshold)
-    model_lock = inference.FairLock()  # one batch at a time, first come first served
-    slots = threading.BoundedSemaphore(decoders)  # bounded decoding memory and CPU
-    # recordings decoded and waiting for (or being scored by) the model: their features are
-    # held in memory (at most max_seconds each)
-    pending = threading.BoundedSemaphore(PENDING_PER_DECODER * decoders)
+    locks = Locks(decoders)
     max_bytes = int(max_upload_mb * 2**20)
     app = FastAPI(title="Audio deepfake detector",
                   description="P(spoof) of recordings and ASVspoof scores (higher = more "
@@ -247,39 +243,8 @@ def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_M
     def predict_file(file: UploadFile = File(..., description="an audio file"),
                      spectrogram: bool = Query(False, description="add spectrogram_png")):
         """Score one uploaded recording (any format ffmpeg/libsndfile decode, any rate)."""
-        deadline = time.monotonic() + wait_seconds
-        suffix = Path(file.filename or "").suffix.lower()
-        suffix = suffix if suffix in inference.AUDIO_EXTENSIONS else ""
-        if not pending.acquire(timeout=wait_seconds):
-            raise HTTPException(503, f"busy: {PENDING_PER_DECODER * decoders} recordings are "
-                                     f"waiting for the model ({model_lock.waiting} batches "
-                                     "queued); try again in a minute")
-        try:
-            # a decoding slot: at most `decoders` uploads on disk and being decoded at once
-            if not slots.acquire(timeout=max(deadline - time.monotonic(), 0)):
-                raise HTTPException(503, f"busy: {decoders} other recordings are being "
-                                         "decoded; try again")
-            try:
-                with tempfile.TemporaryDirectory(prefix="deepfake-upload-") as tmp:
-                    path = Path(tmp) / f"upload{suffix}"
-                    if save_upload(file, path, max_bytes) == 0:
-                        raise HTTPException(422, "empty upload")
-                    if decode_in_lock:
-                        result, mels = score_upload(path, detector, model_lock, max_seconds,
-                                                    None, True)
-                    else:
-                        analyzed = decode_upload(path, detector, max_seconds)
-            except OSError as e:  # a full temporary folder: the server's fault, said as such
-                raise HTTPException(507, "the server has no room for the upload right now "
-                                         f"({e.strerror or type(e).__name__}); try again "
-                                         "later") from None
-            finally:
-                slots.release()
-            if not decode_in_lock:  # the model, one batch at a time, shared fairly
-                result, mels = score_decoded(analyzed, detector, model_lock,
-                                             deadline - time.monotonic())
-        finally:
-            pending.release()
+        result, mels = handle_upload(file, detector, locks, max_bytes, max_seconds,
+                                     wait_seconds, decode_in_lock)
         result["file"] = file.filename or "upload"
         if spectrogram:
             add_spectrogram(result, mels, detector)
@@ -314,6 +279,62 @@ def score_decoded(analyzed, detector, model_lock, timeout):
         raise HTTPException(503, f"busy: the model is scoring other recordings "
                                  f"({model_lock.waiting} batches queued); try again") from None
     return {"file": "upload", **result}, mels
+
+
+class Locks:
+    """What a server's requests share: the model (`inference.FairLock`: one batch at a time,
+    first come, first served), ``decoders`` decoding slots (bounded decoding memory and CPU),
+    and `PENDING_PER_DECODER` x ``decoders`` places for decoded recordings waiting for the
+    model (their features in memory, at most ``max_seconds`` each)."""
+
+    def __init__(self, decoders):
+        self.decoders = decoders
+        self.model = inference.FairLock()
+        self.slots = threading.BoundedSemaphore(decoders)
+        self.pending = threading.BoundedSemaphore(PENDING_PER_DECODER * decoders)
+
+
+def handle_upload(file, detector, locks, max_bytes, max_seconds, wait_seconds,
+                  decode_in_lock=False):
+    """One upload: saved and decoded in a decoding slot, then scored batch by batch; returns
+    `inference.score_one`'s ``(result, mels)``, or raises an ``HTTPException`` (413, 415, 422,
+    503 naming the true reason, 507)."""
+    from fastapi import HTTPException
+
+    deadline = time.monotonic() + wait_seconds
+    suffix = Path(file.filename or "").suffix.lower()
+    suffix = suffix if suffix in inference.AUDIO_EXTENSIONS else ""
+    if not locks.pending.acquire(timeout=wait_seconds):
+        raise HTTPException(503, f"busy: {PENDING_PER_DECODER * locks.decoders} recordings are "
+                                 f"waiting for the model ({locks.model.waiting} batches "
+                                 "queued); try again in a minute")
+    try:
+        # a decoding slot: at most `decoders` uploads on disk and being decoded at once
+        if not locks.slots.acquire(timeout=max(deadline - time.monotonic(), 0)):
+            raise HTTPException(503, f"busy: {locks.decoders} other recordings are being "
+                                     "decoded; try again")
+        try:
+            with tempfile.TemporaryDirectory(prefix="deepfake-upload-") as tmp:
+                path = Path(tmp) / f"upload{suffix}"
+                if save_upload(file, path, max_bytes) == 0:
+                    raise HTTPException(422, "empty upload")
+                if decode_in_lock:
+                    result, mels = score_upload(path, detector, locks.model, max_seconds,
+                                                None, True)
+                else:
+                    analyzed = decode_upload(path, detector, max_seconds)
+        except OSError as e:  # a full temporary folder: the server's fault, said as such
+            raise HTTPException(507, "the server has no room for the upload right now "
+                                     f"({e.strerror or type(e).__name__}); try again "
+                                     "later") from None
+        finally:
+            locks.slots.release()
+        if not decode_in_lock:  # the model, one batch at a time, shared fairly
+            result, mels = score_decoded(analyzed, detector, locks.model,
+                                         deadline - time.monotonic())
+    finally:
+        locks.pending.release()
+    return result, mels
 
 
 def score_upload(path, detector, model_lock, max_seconds, timeout, decode_in_lock=False):

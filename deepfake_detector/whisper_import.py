@@ -116,16 +116,7 @@ def encoder_architecture(spec, variables, source="model.bin"):
     if min(h, mels, positions, ffn) <= 0:
         raise ct2.CT2FormatError(f"{source}: an encoder of size zero (hidden {h}, {mels} mels, "
                                  f"{positions} positions, feed-forward {ffn})")
-    for name in expected:
-        value = variables[name]
-        if value.dtype.kind != "f":
-            raise ct2.CT2FormatError(f"{source}: {name} holds {value.dtype} values: quantized "
-                                     "weights (without their scales, or of a kind this "
-                                     "importer does not read); convert the model again with "
-                                     "--quantization float16 (or float32)")
-        if not np.isfinite(value).all():
-            raise ct2.CT2FormatError(f"{source}: {name} holds NaN or infinite values (a "
-                                     "damaged or crafted model)")
+    _check_values(variables, expected, source)
     if heads <= 0 or h % heads:
         raise ct2.CT2FormatError(f"{source}: encoder/num_heads = {heads} does not divide the "
                                  f"hidden size {h}")
@@ -136,6 +127,21 @@ def encoder_architecture(spec, variables, source="model.bin"):
     return {"num_layers": layers, "num_heads": heads, "hidden_dim": int(h),
             "intermediate_dim": int(ffn), "num_mels": int(mels),
             "max_encoder_sequence_length": 2 * int(positions), "name": name}
+
+
+def _check_values(variables, names, source):
+    """Every variable of ``names`` floating point (an integer weight is quantized, with or
+    without its scale) and finite."""
+    for name in names:
+        value = variables[name]
+        if value.dtype.kind != "f":
+            raise ct2.CT2FormatError(f"{source}: {name} holds {value.dtype} values: quantized "
+                                     "weights (without their scales, or of a kind this "
+                                     "importer does not read); convert the model again with "
+                                     "--quantization float16 (or float32)")
+        if not np.isfinite(value).all():
+            raise ct2.CT2FormatError(f"{source}: {name} holds NaN or infinite values (a "
+                                     "damaged or crafted model)")
 
 
 def keras_encoder_weights(variables, arch):
