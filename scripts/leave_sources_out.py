@@ -1,0 +1,335 @@
+"""Choose recipes by what they do out of domain: train on some sources, test on the ones left out.
+
+    python scripts/leave_sources_out.py --preset models/whisper_base \\
+        --data diverse=../shared/data/diverse_speech/manifest.csv \\
+        --data asvspoof=../shared/data/asvspoof2019_la_mini/LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.train.trn.txt:../shared/data/asvspoof2019_la_mini/LA/ASVspoof2019_LA_train/flac \\
+        --data wavefake=../shared/data/wavefake_ljspeech/labels.csv \\
+        --train-only piper=data/tts/piper/labels.csv:data/tts/piper/flac \\
+        --folds 4 --seeds 1 2 3 --out runs/leave_out/base
+
+A **source** is a group of recordings that must never be on both sides of a split: a corpus of
+genuine speech, or one synthesizer or voice-conversion system. Each ``--data NAME=PROTOCOL
+[:AUDIO_DIR]`` (any protocol preprocess.py reads; relative files against AUDIO_DIR, default the
+protocol's folder) gives sources by its ``system`` column when it has one (diverse_speech's
+manifest: the corpus or system of every file), else ``NAME`` for its bonafide files and the
+attack for its spoofs (``asvspoof:A01``). Sources that may share speakers are joined into one
+unit, which is never split: those published by one repository (its ``source_repo`` column: a
+demo page's real reference recordings and the clones made from them), transitively, or else
+a whole data set (ASVspoof's spoofs are of its bonafide speakers, WaveFake's of LJSpeech). The
+units are dealt into ``--folds`` folds (largest first, each to the fold holding the least of
+the classes it has, ties by a seeded shuffle), so every fold tests on genuine speech and
+spoofs whose corpora, systems and speakers the recipe never saw, and trains on the others. ``--train-only`` sources are always in training
+(e.g. spoofs the project makes itself); ``--test-only`` sources always left out.
+
+The recipe measured is the frozen encoder of a Whisper preset (`scripts/import_whisper.py`) with
+a logistic-regression probe (scikit-learn; standardized features, classes balanced): every
+recording's embedding is the mean over time of the encoder's output on each window of
+`features.CLIP_SAMPLES` samples (at most `MAX_WINDOWS`, no overlap), averaged over its windows;
+computed once per preset and kept in ``<out>/embeddings.npz`` with a record of what made it
+(verified when reused). As a run of train.py would, the probe chooses its **own threshold** at
+the EER point of a random 20% of its training recordings (held out of the fit), and that
+threshold is applied unchanged to the left-out sources: ``accepted`` is the share of a left-out
+genuine source called bonafide there (what a user lives with), ``detected`` the share of a
+left-out spoof system called spoof. EER is pooled over each fold's left-out recordings.
+
+Writes ``<out>/results.csv`` (one row per seed, fold and left-out source) and
+``<out>/summary.md`` (per source: accepted or detected, mean and spread over seeds; per fold:
+EER), and prints the summary.
+"""
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from deepfake_detector import features, metrics, protocols  # noqa: E402
+from deepfake_detector.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from deepfake_detector.cli import HelpFormatter, number  # noqa: E402
+
+# -----------------------------------------------------------------------------
+FOLDS = 4
+SEEDS = (1, 2, 3)
+MAX_WINDOWS = 8  # windows per recording embedded (8 x ~4 s: the first 32 s)
+VALIDATION = 0.2  # share of the training recordings that choose the threshold
+BATCH = 16
+# -----------------------------------------------------------------------------
+
+
+def read_source(spec, role="data"):
+    """One ``NAME=PROTOCOL[:AUDIO_DIR]`` argument -> a table of its recordings: ``path``,
+    ``label``, ``source`` (module docstring), ``data`` (NAME) and ``role``."""
+    if "=" not in spec:
+        raise ValueError(f"--{role} {spec}: expected NAME=PROTOCOL[:AUDIO_DIR]")
+    name, rest = spec.split("=", 1)
+    protocol, _, audio = rest.partition(":")
+    protocol = Path(protocol)
+    audio = Path(audio) if audio else protocol.parent
+    df = protocols.parse_protocol(protocol)
+    systems = repos = None
+    if protocol.suffix.lower() == ".csv":
+        raw = pd.read_csv(protocol, dtype=str, keep_default_na=False)
+        raw.columns = [c.strip().lower() for c in raw.columns]
+        if "system" in raw.columns and len(raw) == len(df):
+            systems = list(raw["system"])
+            if "source_repo" in raw.columns:
+                repos = [f"{name}:repo:{r}" for r in raw["source_repo"]]
+    if systems is None:
+        systems = [name if lab == "bonafide" else a for lab, a in zip(df["label"], df["attack"])]
+    return pd.DataFrame({
+        "path": [str(protocols.audio_path(row, audio)) for row in df.to_dict("records")],
+        "label": df["label"].to_numpy(), "source": [f"{name}:{s}" for s in systems],
+        # what links sources that may share speakers: the repository a file came from (a
+        # demo page's real references and its clones), else the whole data set (ASVspoof's
+        # spoofs are of its bonafide speakers, WaveFake's of LJSpeech)
+        "link": repos or f"{name}:data", "data": name, "role": role})
+
+
+def units(table):
+    """Sources joined into units that must stay on one side of every split: sources that
+    share a ``link`` (a repository, a data set), transitively (a system published in two
+    repositories joins them). Returns {source: unit name}."""
+    parent = {}
+
+    def find(a):
+        while parent.setdefault(a, a) != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for source, link in zip(table["source"], table["link"]):
+        parent[find(source)] = find(link)
+    roots = {}
+    for source in pd.unique(table["source"]):
+        roots.setdefault(find(source), []).append(source)
+    return {src: " + ".join(sorted({s.split(":", 1)[0] + ":" + l.split(":")[-1] for s, l in
+                                    zip(table["source"], table["link"]) if s in members}))
+            for members in roots.values() for src in members}
+
+
+def deal_folds(table, n_folds, seed):
+    """Assign every unit of sources (`units`: never a recording alone, never one source of
+    linked ones) to a fold, so that no corpus, synthesizer or shared speaker is on both sides
+    of any split; largest units first, each to the fold that holds the least of the classes
+    the unit has (seeded ties). Every fold must test on both classes.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        ``source``, ``link``, ``label`` and ``role`` columns (`read_source`); ``train-only``
+        sources get fold -1 (always trained on), ``test-only`` ones fold -2 (always left out).
+    n_folds : int
+    seed : int
+
+    Returns
+    -------
+    fold : dict of str -> int
+        Source -> fold.
+
+    Raises
+    ------
+    ValueError
+        Too few independent units for ``n_folds`` folds with both classes in each.
+    """
+    rng = np.random.default_rng(seed)
+    fold = {}
+    for role, value in (("train-only", -1), ("test-only", -2)):
+        fold.update({s: value for s in table.loc[table["role"] == role, "source"]})
+    dealt = table[table["role"] == "data"]
+    unit_of = units(dealt)
+    counts = pd.crosstab(dealt["source"].map(unit_of), dealt["label"]).reindex(
+        columns=["bonafide", "spoof"], fill_value=0)
+    total = counts.sum().clip(lower=1).to_numpy()
+    order = counts.index[rng.permutation(len(counts))]
+    order = sorted(order, key=lambda u: -counts.loc[u].sum())  # stable: largest first
+    load = np.zeros((n_folds, 2))
+    place = {}
+    for u in order:
+        n = counts.loc[u].to_numpy()
+        cost = (load / total) @ (n / total)  # the fold with least of the classes this unit has
+        k = int(np.argmin(cost + rng.random(n_folds) * 1e-9))
+        place[u] = k
+        load[k] += counts.loc[u].to_numpy()
+    if (load == 0).any():
+        raise ValueError(f"{len(counts)} independent units of sources cannot give {n_folds} "
+                         "folds with both bonafide and spoof recordings: give fewer --folds "
+                         "or more sources")
+    fold.update({s: place[unit_of[s]] for s in unit_of})
+    return fold
+
+
+def window_batches(path, window=features.CLIP_SAMPLES, max_windows=MAX_WINDOWS):
+    """The windows of one recording, shape (n, window), float32, at most ``max_windows``
+    (the last one repeat-padded, as in training)."""
+    y = features.load_audio(path)
+    n = max(1, min(max_windows, len(y) // window))
+    return np.stack([features.fit_length(y[i * window:(i + 1) * window], window)
+                     for i in range(n)]).astype(np.float32)
+
+
+def embed(paths, preset, progress=True):
+    """Mean-pooled encoder outputs of every recording (module docstring): (n, hidden); a
+    recording that cannot be read gets a row of NaN (and is dropped by the caller)."""
+    from tqdm import tqdm
+
+    from deepfake_detector.models import whisper
+
+    enc, front = whisper.whisper_encoder(str(preset))
+    layer = whisper.custom_layers()["WhisperLogMel"](front["num_mels"], front["num_fft_bins"],
+                                                    front["stride"])
+    layer(np.zeros((1, features.CLIP_SAMPLES), np.float32))
+    layer.set_weights([front["mel_filters"]])
+    out = np.full((len(paths), enc.output_shape[-1]), np.nan, np.float32)
+    for i, path in enumerate(tqdm(paths, desc="embedding", unit="file", disable=not progress)):
+        try:
+            x = window_batches(path)
+        except (features.AudioError, OSError, ValueError) as e:
+            print(f"warning: {path}: {e}; left out", file=sys.stderr)
+            continue
+        vectors = np.concatenate([np.asarray(enc(layer(x[j:j + BATCH]))).mean(axis=1)
+                                  for j in range(0, len(x), BATCH)])
+        out[i] = vectors.mean(axis=0)
+    return out
+
+
+def cached_embeddings(table, preset, out_dir, progress=True):
+    """`embed` once per preset and set of files: ``<out>/embeddings.npz`` with a record of the
+    preset's import.json sha256, the files and their sizes; recomputed when any differs."""
+    record = {"preset": str(Path(preset).resolve()),
+              "weights": json.loads((Path(preset) / "import.json").read_text())["sha256"]
+              if (Path(preset) / "import.json").is_file() else None,
+              "files": hashlib.sha256("\n".join(
+                  f"{p}\t{Path(p).stat().st_size if Path(p).exists() else -1}"
+                  for p in table["path"]).encode()).hexdigest(),
+              "window": features.CLIP_SAMPLES, "max_windows": MAX_WINDOWS}
+    cache, meta = Path(out_dir) / "embeddings.npz", Path(out_dir) / "embeddings.json"
+    if cache.is_file() and meta.is_file() and json.loads(meta.read_text()) == record:
+        with np.load(cache, allow_pickle=False) as z:
+            if z["x"].shape[0] == len(table):
+                return z["x"]
+    x = embed(list(table["path"]), preset, progress)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(".embeddings.tmp.npz")
+    np.savez(tmp, x=x)
+    tmp.replace(cache)
+    write_json_atomic(meta, record)
+    return x
+
+
+def probe_fold(x, y, train, test, seed):
+    """Fit the probe on ``train`` minus a random `VALIDATION` share, choose the EER threshold
+    on that share, score ``test``. Returns P(spoof) of the test rows and the threshold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    fit_rows, val_rows = train_test_split(np.flatnonzero(train), test_size=VALIDATION,
+                                          random_state=seed, stratify=y[train])
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000,
+                                                               class_weight="balanced"))
+    probe.fit(x[fit_rows], y[fit_rows])
+    p_val = probe.predict_proba(x[val_rows])[:, 1]
+    # the EER point of the validation part, on P(spoof) (score = -P: higher = more bonafide)
+    _, threshold = metrics.compute_eer(-p_val[y[val_rows] == 0], -p_val[y[val_rows] == 1])
+    return probe.predict_proba(x[test])[:, 1], -threshold
+
+
+def evaluate(table, x, n_folds, seeds):
+    """Every seed and fold: the per-source rows of results.csv."""
+    y = (table["label"] == "spoof").to_numpy().astype(int)
+    rows = []
+    for seed in seeds:
+        fold = deal_folds(table, n_folds, seed)
+        unit_of = units(table[table["role"] == "data"])
+        folds = table["source"].map(fold).to_numpy()
+        for k in range(n_folds):
+            test = (folds == k) | (folds == -2)
+            train = ~test
+            p, threshold = probe_fold(x, y, train, test, seed)
+            t = y[test]
+            eer = metrics.compute_eer(-p[t == 0], -p[t == 1])[0]
+            for source in pd.unique(table.loc[test, "source"]):
+                mine = (table.loc[test, "source"] == source).to_numpy()
+                label = table.loc[test, "label"].to_numpy()[mine][0]
+                called_spoof = float(np.mean(p[mine] >= threshold))
+                rows.append({"seed": seed, "fold": k, "source": source, "label": label,
+                             "unit": unit_of.get(source, "-"),
+                             "n": int(mine.sum()), "threshold": threshold, "fold_eer": eer,
+                             "accepted" if label == "bonafide" else "detected":
+                                 1 - called_spoof if label == "bonafide" else called_spoof})
+    return pd.DataFrame(rows)
+
+
+def summarize(results):
+    """The summary.md text: per source, then the folds' EER."""
+    lines = ["| left-out source | label | files | accepted (genuine) / detected (spoof) |",
+             "|---|---|---|---|"]
+    for (source, label), g in results.groupby(["source", "label"], sort=True):
+        col = "accepted" if label == "bonafide" else "detected"
+        lines.append(f"| {source} | {label} | {int(g['n'].iloc[0])} | "
+                     f"{100 * g[col].mean():.1f}% +- {100 * g[col].std(ddof=0):.1f} |")
+    per_fold = results.groupby(["seed", "fold"])["fold_eer"].first()
+    genuine = results[results["label"] == "bonafide"]
+    weights = genuine["n"] / genuine.groupby("seed")["n"].transform("sum")
+    accepted = (genuine["accepted"] * weights).groupby(genuine["seed"]).sum()
+    lines += ["", f"EER of the left-out folds: mean {100 * per_fold.mean():.1f}% (folds "
+                  f"{100 * per_fold.min():.1f}-{100 * per_fold.max():.1f}%); genuine "
+                  f"recordings accepted at each run's own threshold: "
+                  f"{100 * accepted.mean():.1f}% (seeds {100 * accepted.min():.1f}-"
+                  f"{100 * accepted.max():.1f}%)"]
+    return "\n".join(lines) + "\n"
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=HelpFormatter)
+    ap.add_argument("--preset", required=True,
+                    help="a Whisper preset folder (scripts/import_whisper.py) whose frozen "
+                         "encoder embeds every recording")
+    ap.add_argument("--data", action="append", default=[], metavar="NAME=PROTOCOL[:AUDIO]",
+                    help="labelled recordings whose sources are dealt into folds (repeat)")
+    ap.add_argument("--train-only", action="append", default=[], metavar="NAME=PROTOCOL[:AUDIO]",
+                    help="sources always trained on, never left out (repeat)")
+    ap.add_argument("--test-only", action="append", default=[], metavar="NAME=PROTOCOL[:AUDIO]",
+                    help="sources always left out, never trained on (repeat)")
+    ap.add_argument("--folds", type=number(int, 2, 50), default=FOLDS,
+                    help="folds of bonafide and of spoof sources")
+    ap.add_argument("--seeds", type=number(int, 0), nargs="+", default=list(SEEDS),
+                    help="seeds of the dealing and of the validation part")
+    ap.add_argument("--out", required=True, help="folder for embeddings, results.csv, "
+                                                 "summary.md")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        table = pd.concat([read_source(s, role) for role, specs in
+                           (("data", args.data), ("train-only", args.train_only),
+                            ("test-only", args.test_only)) for s in specs], ignore_index=True)
+        if not args.data:
+            raise ValueError("give at least one --data")
+        deal_folds(table, args.folds, args.seeds[0])  # enough sources: checked before work
+        x = cached_embeddings(table, args.preset, args.out, not args.quiet)
+    except (ValueError, FileNotFoundError, protocols.ProtocolError) as e:
+        raise SystemExit(f"error: {e}") from None
+    keep = np.isfinite(x).all(axis=1)
+    table, x = table[keep].reset_index(drop=True), x[keep]
+    results = evaluate(table, x, args.folds, args.seeds)
+    out = Path(args.out)
+    write_text_atomic(out / "results.csv", results.to_csv(index=False))
+    text = summarize(results)
+    write_text_atomic(out / "summary.md", text)
+    print(text, end="")
+    return results
+
+
+if __name__ == "__main__":
+    main()
