@@ -19,10 +19,11 @@ import preprocess
 import serve
 import train
 import train_offline
+import leave_sources_out
 
 SCRIPTS = [preprocess, data_loader, train, compare_recipes, evaluate, make_demo_corpus, predict,
            serve, make_vocoded_spoofs, lfcc_gmm, train_offline, import_aasist, make_tts_spoofs,
-           degrade_audio]
+           degrade_audio, leave_sources_out]
 
 
 def documented_actions(parser):
