@@ -70,6 +70,7 @@ def test_the_run_reports_each_left_out_source_at_its_own_threshold(tmp_path):
     assert np.isfinite(results["threshold"]).all() and results["fold_eer"].between(0, 1).all()
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| gen:sys0 | bonafide | 4 |" in summary and "own threshold" in summary
+    assert "genuine recordings accepted: " in summary and "spoofs detected: " in summary
     stamp = (tmp_path / "out" / "embeddings.npz").stat().st_mtime_ns
     L.main(args)
     assert (tmp_path / "out" / "embeddings.npz").stat().st_mtime_ns == stamp  # reused
