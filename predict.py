@@ -33,7 +33,7 @@ from deepfake_detector.cli import HelpFormatter, number
 MAX_SECONDS = 3600.0  # longest recording scored (an hour)
 CSV_COLUMNS = ["file", "status", "error", "label", "p_spoof", "aggregate", "p_spoof_mean",
                "p_spoof_max", "score", "threshold", "threshold_source", "duration_s",
-               "sample_rate", "channels", "windows_scored", "windows_silent"]
+               "sample_rate", "channels", "windows_scored", "windows_silent", "unfamiliarity"]
 
 
 NAME_WIDTH = 40  # the file column of the table
@@ -77,13 +77,22 @@ def format_table(rows):
             lines.append(f"{name:{NAME_WIDTH}s} {'ERROR':>9s}  {r['error']}")
             continue
         d = r["display"]
-        label = r["label"] + ("?" if d["verdict"] == "uncertain" else "")
+        label = r["label"] + ("!" if d.get("uncertain_reason") == "unfamiliar" else
+                              "?" if d["verdict"] == "uncertain" else "")
         lines.append(f"{name:{NAME_WIDTH}s} {label:>9s} {d['p_spoof']:>10s} {d['margin']:>10s} "
                      f"{d['p_spoof_mean']:>8s} {d['p_spoof_max']:>8s} {r['score']:8.3f} "
                      f"{r['duration_s']:8.2f} {r['windows_scored']:7d}")
-    if any(r["status"] == "ok" and r["display"]["verdict"] == "uncertain" for r in rows):
+    ok = [r for r in rows if r["status"] == "ok"]
+    if any(r["display"].get("uncertain_reason") == "near_threshold" for r in ok):
         lines.append(f"? uncertain: P(spoof) within {runs.UNCERTAIN_MARGIN:g} of the threshold "
                      "(the label is the side it leans to)")
+    if any(r["display"].get("uncertain_reason") == "unfamiliar" for r in ok):
+        lines.append("! UNCERTAIN: unlike the recordings this detector was trained on "
+                     "(unfamiliarity above 1: " + ", ".join(
+                         f"{runs.display_name(Path(r['file']).name)} "
+                         f"{r['display']['unfamiliarity']}" for r in ok
+                         if r["display"].get("uncertain_reason") == "unfamiliar")[:300]
+                     + "); its P(spoof) means little (the label is the side it leans to)")
     lines += ["P(spoof): the window aggregate that decides the label (3 decimals, more where "
               "fewer would hide its side of the threshold)",
               "margin: P(spoof) - threshold (> 0: spoof side); mean, max: over the windows; "

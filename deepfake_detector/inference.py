@@ -20,6 +20,7 @@ import numpy as np
 
 from . import calibration as C
 from . import datasets
+from . import familiarity
 from . import runs
 from .features import AudioError, compute_features, load_audio
 from .models import logit_parts, logits_from_hidden, predict_batch_size
@@ -64,6 +65,11 @@ class Detector:
         if self.calibration:
             saved = C.translate_threshold(saved, self.calibration)
         self.threshold, kind = runs.decision_threshold(threshold, saved)
+        self.familiarity, problem = familiarity.load(self.run_dir, self.model_path)
+        if problem:
+            import sys
+
+            print(f"warning: {problem}", file=sys.stderr)
         self.threshold_source = (f"calibrated ({saved['method']}, threshold.json)"
                                  if kind == "calibrated" else self.SOURCES[kind])
 
@@ -72,16 +78,23 @@ class Detector:
         p = self.features
         return p["clip_samples"] if p["fit"] == "window" else None
 
-    def logits(self, mels):
+    def logits(self, mels, with_unfamiliarity=False):
         """Log-odds of spoof for a batch of windows' arrays (`features.compute_features`: mel
         arrays (n, 128, 128), or int16 waveforms (n, 64524)) -> (n,); posterior log-odds at
-        the calibration's prior when the run is calibrated."""
+        the calibration's prior when the run is calibrated. ``with_unfamiliarity``: also each
+        window's unfamiliarity (`familiarity`: distance / threshold, (n,); NaN when the run
+        has no familiarity fit)."""
         x = datasets.to_model_input(np.asarray(mels), runs.input_kind(self.meta))
-        z = logits_from_hidden(self._hidden.predict_on_batch(x), self._kernel, self._bias)
-        if self.calibration is None:
+        hidden = self._hidden.predict_on_batch(x)
+        z = logits_from_hidden(hidden, self._kernel, self._bias)
+        if self.calibration is not None:
+            z = C.posterior_logit(C.apply_llr(self.calibration, -np.asarray(z, np.float64)),
+                                  self.calibration.get("prior_spoof", C.PRIOR_SPOOF))
+        if not with_unfamiliarity:
             return z
-        return C.posterior_logit(C.apply_llr(self.calibration, -np.asarray(z, np.float64)),
-                                 self.calibration.get("prior_spoof", C.PRIOR_SPOOF))
+        if self.familiarity is None:
+            return z, np.full(len(z), np.nan)
+        return z, familiarity.distances(self.familiarity, hidden) / self.familiarity["threshold"]
 
     def score(self, logit):
         """The ASVspoof score of a spoof log-odds from `logits`: ``-logit`` (the LLR when the
@@ -114,6 +127,11 @@ class Detector:
                           f"prior {self.calibration.get('prior_spoof', C.PRIOR_SPOOF):g}"
                           if self.calibration else "log-odds of bonafide (not calibrated)"),
                 "trained_on": self.trained_on, "warning": self.warning,
+                "familiarity": None if self.familiarity is None else {
+                    "threshold": self.familiarity["threshold"],
+                    "quantile": self.familiarity["record"].get("quantile"),
+                    "fitted_on": [Path(d).name if public else d for d in
+                                  self.familiarity["record"].get("data", [])]},
                 "features": self.features}
 
 
@@ -187,12 +205,17 @@ def open_windows(path, detector, hop_seconds=HOP_SECONDS, max_seconds=None):
     return info, [(a / sr, b / sr) for a, b in spans], mels()
 
 
-def summarize(info, spans, logits, detector, aggregate=AGGREGATE):
+def summarize(info, spans, logits, detector, aggregate=AGGREGATE, unfamiliarity=None):
     """Per-file result from its window logits (log-odds of spoof; NaN for silent windows), with
-    the texts people read about it (``display``, `runs.display`)."""
+    the texts people read about it (``display``, `runs.display`); ``unfamiliarity`` per window
+    (`Detector.logits`; NaN when unknown) gives the file's, the mean over its scored windows
+    (above 1: ``unfamiliar``, the verdict shown as uncertain)."""
     from scipy.special import expit, logit
 
     scored = ~np.isnan(logits)
+    u = np.full(len(logits), np.nan) if unfamiliarity is None else np.asarray(unfamiliarity)
+    u_file = float(np.mean(u[scored])) if scored.any() and np.isfinite(u[scored]).all() \
+        else None
     p = expit(logits[scored])
     if aggregate == "max":
         agg = float(np.max(logits[scored]))
@@ -206,10 +229,12 @@ def summarize(info, spans, logits, detector, aggregate=AGGREGATE):
         "aggregate": aggregate, "p_spoof": p_agg, "score": detector.score(agg),
         "label": "spoof" if p_agg >= detector.threshold else "bonafide",
         "threshold": detector.threshold, "threshold_source": detector.threshold_source,
+        "unfamiliarity": u_file, "unfamiliar": None if u_file is None else u_file > 1,
         "windows": [{"start_s": round(a, 3), "end_s": round(b, 3),
                      "p_spoof": None if np.isnan(z) else float(expit(z)),
-                     "score": None if np.isnan(z) else detector.score(z)}
-                    for (a, b), z in zip(spans, logits)],
+                     "score": None if np.isnan(z) else detector.score(z),
+                     "unfamiliarity": None if np.isnan(z) or not np.isfinite(v) else float(v)}
+                    for (a, b), z, v in zip(spans, logits, u)],
     }
     return {**result, "display": runs.display(result)}
 
@@ -240,8 +265,9 @@ def score_files(paths, detector, hop_seconds=HOP_SECONDS, batch_size=None,
 
     def flush():
         if batch:
-            for (slot, j, _), z in zip(batch, detector.logits([m for _, _, m in batch])):
-                slot["logits"][j] = z
+            z, u = detector.logits([m for _, _, m in batch], with_unfamiliarity=True)
+            for (slot, j, _), zj, uj in zip(batch, z, u):
+                slot["logits"][j], slot["unfamiliarity"][j] = zj, uj
             batch.clear()
 
     def finished(slot):
@@ -249,13 +275,14 @@ def score_files(paths, detector, hop_seconds=HOP_SECONDS, batch_size=None,
             return {"file": slot["file"], "status": "error", "error": slot["error"],
                     "error_kind": slot["error_kind"]}
         return {"file": slot["file"], **summarize(slot["info"], slot["spans"], slot["logits"],
-                                                  detector, aggregate)}
+                                                  detector, aggregate, slot["unfamiliarity"])}
 
     for path in paths:
         slot = {"file": str(path)}
         try:
             info, spans, mels = open_windows(path, detector, hop_seconds, max_seconds)
-            slot.update(info=info, spans=spans, logits=np.full(len(spans), np.nan))
+            slot.update(info=info, spans=spans, logits=np.full(len(spans), np.nan),
+                        unfamiliarity=np.full(len(spans), np.nan))
             silent = True
             for j, mel in enumerate(mels):
                 if mel is not None:
@@ -398,7 +425,7 @@ def score_windows(info, spans, mels, detector, aggregate=AGGREGATE, model_lock=N
     """
     batch_size = batch_size or detector.batch_size
     scored = [j for j, m in enumerate(mels) if m is not None]
-    logits = np.full(len(spans), np.nan)
+    logits, unfamiliarity = np.full(len(spans), np.nan), np.full(len(spans), np.nan)
     for i in range(0, len(scored), batch_size):
         if model_lock is not None:
             wait = max(timeout, 0) if i == 0 and timeout is not None else -1
@@ -406,11 +433,12 @@ def score_windows(info, spans, mels, detector, aggregate=AGGREGATE, model_lock=N
                 raise Busy("the model is scoring other recordings; try again")
         try:
             part = scored[i:i + batch_size]
-            logits[part] = detector.logits([mels[j] for j in part])
+            logits[part], unfamiliarity[part] = detector.logits([mels[j] for j in part],
+                                                                with_unfamiliarity=True)
         finally:
             if model_lock is not None:
                 model_lock.release()
-    return summarize(info, spans, logits, detector, aggregate)
+    return summarize(info, spans, logits, detector, aggregate, unfamiliarity)
 
 
 def expand_inputs(items):

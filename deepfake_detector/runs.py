@@ -318,15 +318,20 @@ def display_name(name):
 def display(result, margin=UNCERTAIN_MARGIN):
     """The texts people read about one scored file (`inference.summarize`): P(spoof), its mean
     and max over windows and the threshold with the digits that show the decision, the margin
-    to the threshold, and the verdict, ``uncertain`` when P(spoof) is within ``margin`` of the
-    threshold."""
+    to the threshold, and the verdict: ``uncertain`` when P(spoof) is within ``margin`` of the
+    threshold (``uncertain_reason`` "near_threshold") or when the recording is unlike the
+    training recordings (``unfamiliar``; reason "unfamiliar", with its unfamiliarity)."""
     p, t = result["p_spoof"], result["threshold"]
+    reason = ("unfamiliar" if result.get("unfamiliar") else
+              "near_threshold" if abs(p - t) < margin else None)
     return {"p_spoof": format_probability(p, t), "threshold": format_threshold(t),
             "margin": f"{p - t:+.{decision_digits(p, t)}f}",
             "p_spoof_mean": format_probability(result["p_spoof_mean"], t),
             "p_spoof_max": format_probability(result["p_spoof_max"], t),
-            "verdict": "uncertain" if abs(p - t) < margin else result["label"],
-            "uncertain_margin": f"{margin:g}"}
+            "verdict": "uncertain" if reason else result["label"],
+            "uncertain_reason": reason, "uncertain_margin": f"{margin:g}",
+            "unfamiliarity": None if result.get("unfamiliarity") is None
+            else f"{result['unfamiliarity']:.2f}"}
 
 
 def heldout_manifest(run_dir):

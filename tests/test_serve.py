@@ -466,10 +466,10 @@ def test_a_long_recording_shares_the_model_batch_by_batch(monkeypatch):
     class SlowDetector:
         batch_size = 2
 
-        def logits(self, mels):
+        def logits(self, mels, with_unfamiliarity=False):
             started.set()
             time.sleep(batch_seconds)
-            return np.zeros(len(mels))
+            return np.zeros(len(mels)), np.full(len(mels), np.nan)
 
     monkeypatch.setattr(inference, "summarize", lambda *a: {"scored": True})
     lock, detector = inference.FairLock(), SlowDetector()
