@@ -20,10 +20,11 @@ import serve
 import train
 import train_offline
 import leave_sources_out
+import fit_familiarity
 
 SCRIPTS = [preprocess, data_loader, train, compare_recipes, evaluate, make_demo_corpus, predict,
            serve, make_vocoded_spoofs, lfcc_gmm, train_offline, import_aasist, make_tts_spoofs,
-           degrade_audio, leave_sources_out]
+           degrade_audio, leave_sources_out, fit_familiarity]
 
 
 def documented_actions(parser):
