@@ -196,8 +196,32 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None,
         calibrate_on, calibrate_protocol, calibration, prior_spoof, force_calibration,
         batch_size, progress)
     asv = protocols.read_asv_scores(asv_scores) if asv_scores else None
-    return report.write_report(table, source, out_dir, name, threshold, asv, calibrated,
-                               plots, history, cal, warnings)
+    metrics = report.write_report(table, source, out_dir, name, threshold, asv, calibrated,
+                                  plots, history, cal, warnings)
+    if "unfamiliarity" in table.columns:  # a run with a familiarity fit: what abstaining buys
+        from deepfake_detector import familiarity
+        from deepfake_detector.atomic import write_json_atomic
+
+        metrics["selective"] = familiarity.selective(table, metrics["threshold"]["value"])
+        write_json_atomic(Path(metrics["out_dir"]) / "selective.json", metrics["selective"])
+        metrics["files"].append("selective.json")
+    return metrics
+
+
+def format_selective(selective):
+    """The risk-coverage lines of the report (`familiarity.selective`), or none."""
+    if not selective:
+        return []
+    lines = ["", "answered vs left uncertain (most familiar first; unfamiliarity: "
+                 "scripts/fit_familiarity.py):",
+             f"{'answered':>9s} {'n':>6s} {'EER':>8s} {'accuracy':>9s} {'unfamiliarity<=':>16s}"]
+    for key, r in [(f"{r['coverage']:.0%}", r) for r in selective["levels"]] + [
+            ("<= 1", selective["at_fit"])]:
+        eer = f"{r['eer']:.2%}" if r["eer"] is not None else "-"
+        acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-"
+        top = f"{r['max_unfamiliarity']:.3g}" if r["max_unfamiliarity"] is not None else "-"
+        lines.append(f"{key:>9s} {r['n']:6d} {eer:>8s} {acc:>9s} {top:>16s}")
+    return lines
 
 
 def format_asvspoof5(block, mark=""):
@@ -286,7 +310,7 @@ def format_report(metrics):
         if round(m["threshold"] * 100) % 10 == 0:
             lines.append(f"{m['threshold']:10.2f} {m['accuracy']:6.3f} {m['precision']:6.3f} "
                          f"{m['recall']:6.3f} {m['f1']:6.3f}")
-    return "\n".join(lines)
+    return "\n".join(lines + format_selective(metrics.get("selective")))
 
 
 def build_parser():

@@ -118,3 +118,43 @@ def load(run_dir, model_path):
             or not fitted["threshold"] > 0:
         return None, f"{path}: damaged (shapes or values); not used"
     return fitted, None
+
+
+COVERAGES = (1.0, 0.9, 0.8, 0.7, 0.5)  # shares of a test set answered, most familiar first
+
+
+def selective(table, threshold, coverages=COVERAGES):
+    """What abstaining on unfamiliar recordings buys (risk-coverage): the test set's most
+    familiar share answered, the rest left "uncertain".
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        ``label``, ``score`` (higher = more bonafide), ``p_spoof`` and ``unfamiliarity`` per
+        utterance (`report.scores_from_model` of a fitted run).
+    threshold : float
+        The decision threshold on P(spoof) of the accuracy.
+
+    Returns
+    -------
+    result : dict
+        ``levels``: per coverage, ``coverage`` (share answered), ``n``, ``eer`` (None when one
+        class is absent from the answered share), ``accuracy`` and ``max_unfamiliarity``;
+        ``at_fit``: the same for the share with unfamiliarity at most 1 (what predict.py
+        answers without UNCERTAIN).
+    """
+    from .metrics import compute_eer
+
+    t = table.sort_values("unfamiliarity", kind="stable").reset_index(drop=True)
+    spoof = (t["label"] == "spoof").to_numpy()
+
+    def level(n):
+        part, s = t.iloc[:n], spoof[:n]
+        eer = (float(compute_eer(part["score"].to_numpy()[~s], part["score"].to_numpy()[s])[0])
+               if 0 < s.sum() < n else None)
+        acc = float(np.mean((part["p_spoof"].to_numpy() >= threshold) == s)) if n else None
+        return {"coverage": n / len(t), "n": int(n), "eer": eer, "accuracy": acc,
+                "max_unfamiliarity": float(part["unfamiliarity"].max()) if n else None}
+
+    levels = [level(max(1, int(round(c * len(t))))) for c in coverages]
+    return {"levels": levels, "at_fit": level(int((t["unfamiliarity"] <= 1).sum()))}

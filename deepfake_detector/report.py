@@ -13,6 +13,7 @@ import pandas as pd
 
 from . import calibration as C
 from . import datasets
+from . import familiarity
 from .breakdown import per_attack_table, per_condition_table
 from . import metrics as M
 from . import protocols
@@ -59,8 +60,11 @@ def scores_from_model(run_dir, data=None, which="best", batch_size=None, progres
     shape, dtype = array_spec(meta["features"])
     ds = datasets.make_dataset(df, batch_size, shape=shape, with_labels=False,
                                   kind=runs.input_kind(meta), dtype=dtype)
-    table = runs.score_table(df, predict_logits(model, ds, progress,
-                                                -(-len(df) // batch_size)))
+    fitted, _ = familiarity.load(run_dir, model_path)  # its unfamiliarity, when fitted
+    z, hidden = predict_logits(model, ds, progress, -(-len(df) // batch_size), with_hidden=True)
+    table = runs.score_table(df, z)
+    if fitted is not None:
+        table["unfamiliarity"] = familiarity.distances(fitted, hidden) / fitted["threshold"]
     source = {"mode": "model", "run": str(run_dir), "model": model_path.name,
               "data": ", ".join(folders), "heldout": data is None,
               "coverage": coverage(len(df), len(df))}

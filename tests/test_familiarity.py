@@ -129,3 +129,27 @@ def test_the_page_says_unfamiliar_in_words(trained_run, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_evaluate_reports_what_abstaining_buys(fitted_run, demo_features, tmp_path, capsys):
+    """evaluate.py on a fitted run: the share answered (most familiar first) and the EER and
+    accuracy on it, at fixed coverages and at the fit's own threshold (unfamiliarity <= 1)."""
+    import evaluate
+
+    run, _ = fitted_run
+    metrics = evaluate.main(["--run", str(run), "--data", str(demo_features["dev"]),
+                             "--out", str(tmp_path / "eval"), "--no-plots"])
+    sel = metrics["selective"]
+    cov = [r["coverage"] for r in sel["levels"]]
+    assert cov[0] == 1.0 and cov == sorted(cov, reverse=True) and cov[-1] == pytest.approx(
+        0.5, abs=0.05)
+    assert [r["n"] for r in sel["levels"]][0] == metrics["n"]["total"]
+    tops = [r["max_unfamiliarity"] for r in sel["levels"]]
+    assert tops == sorted(tops, reverse=True)  # fewer answered: only the more familiar
+    assert sel["levels"][0]["eer"] == pytest.approx(metrics["eer"])
+    assert 0 < sel["at_fit"]["n"] <= metrics["n"]["total"]
+    assert sel["at_fit"]["max_unfamiliarity"] <= 1
+    out = capsys.readouterr().out
+    assert "answered vs left uncertain" in out and "<= 1" in out
+    saved = json.loads((tmp_path / "eval" / "selective.json").read_text())
+    assert saved["levels"][0]["n"] == metrics["n"]["total"]

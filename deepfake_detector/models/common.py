@@ -302,13 +302,15 @@ def logits_from_hidden(hidden, kernel, bias):
     return (np.asarray(hidden, np.float64) @ kernel + bias).reshape(-1)
 
 
-def predict_logits(model, ds, progress=False, total=None):
+def predict_logits(model, ds, progress=False, total=None, with_hidden=False):
     """Batched log-odds of spoof for every element of ``ds``, in order (see `logit_parts`).
 
     Parameters
     ----------
     progress : bool
         A progress bar over the batches on stderr (``total`` of them).
+    with_hidden : bool
+        Also return the hidden vectors the last layer reads, shape (n, units).
 
     Returns
     -------
@@ -317,13 +319,15 @@ def predict_logits(model, ds, progress=False, total=None):
     """
     hidden, kernel, bias = logit_parts(model)
     if not progress:
-        return logits_from_hidden(hidden.predict(ds, verbose=0), kernel, bias)
-    from tqdm import tqdm
+        h = hidden.predict(ds, verbose=0)
+    else:
+        from tqdm import tqdm
 
-    parts = [hidden.predict_on_batch(x) for x in tqdm(ds, total=total, desc="scoring",
-                                                       unit="batch")]
-    return logits_from_hidden(np.concatenate(parts) if parts else np.zeros((0, 1)), kernel,
-                              bias)
+        parts = [hidden.predict_on_batch(x) for x in tqdm(ds, total=total, desc="scoring",
+                                                           unit="batch")]
+        h = np.concatenate(parts) if parts else np.zeros((0, kernel.shape[0]))
+    z = logits_from_hidden(h, kernel, bias)
+    return (z, np.asarray(h)) if with_hidden else z
 
 
 # ----------------------------------------------------------------------------- files
