@@ -196,9 +196,14 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None,
         calibrate_on, calibrate_protocol, calibration, prior_spoof, force_calibration,
         batch_size, progress)
     asv = protocols.read_asv_scores(asv_scores) if asv_scores else None
-    metrics = report.write_report(table, source, out_dir, name, threshold, asv, calibrated,
-                                  plots, history, cal, warnings)
-    if "unfamiliarity" in table.columns:  # a run with a familiarity fit: what abstaining buys
+    return add_selective(report.write_report(table, source, out_dir, name, threshold, asv,
+                                             calibrated, plots, history, cal, warnings), table)
+
+
+def add_selective(metrics, table):
+    """For a run with a familiarity fit (an ``unfamiliarity`` column): what abstaining buys
+    (`familiarity.selective`), into ``metrics`` and ``selective.json``. Returns ``metrics``."""
+    if "unfamiliarity" in table.columns:
         from deepfake_detector import familiarity
         from deepfake_detector.atomic import write_json_atomic
 
