@@ -297,7 +297,7 @@ class Locks:
 def handle_upload(file, detector, locks, max_bytes, max_seconds, wait_seconds,
                   decode_in_lock=False):
     """One upload: saved and decoded in a decoding slot, then scored batch by batch; returns
-    `inference.score_one`'s ``(result, mels)``, or raises an ``HTTPException`` (413, 415, 422,
+    ``(result, mels)`` as `inference.score_one`, or raises an ``HTTPException`` (413, 415, 422,
     503 naming the true reason, 507)."""
     from fastapi import HTTPException
 
@@ -318,9 +318,10 @@ def handle_upload(file, detector, locks, max_bytes, max_seconds, wait_seconds,
                 path = Path(tmp) / f"upload{suffix}"
                 if save_upload(file, path, max_bytes) == 0:
                     raise HTTPException(422, "empty upload")
-                if decode_in_lock:
-                    result, mels = score_upload(path, detector, locks.model, max_seconds,
-                                                None, True)
+                if decode_in_lock:  # the old way, for benchmarks: all under the model lock
+                    with locks.model:
+                        result, mels = score_decoded(decode_upload(path, detector, max_seconds),
+                                                     detector, None, None)
                 else:
                     analyzed = decode_upload(path, detector, max_seconds)
         except OSError as e:  # a full temporary folder: the server's fault, said as such
@@ -335,26 +336,6 @@ def handle_upload(file, detector, locks, max_bytes, max_seconds, wait_seconds,
     finally:
         locks.pending.release()
     return result, mels
-
-
-def score_upload(path, detector, model_lock, max_seconds, timeout, decode_in_lock=False):
-    """`inference.score_one` of a saved upload, its failures turned into HTTP errors (by the
-    kind of the error, `STATUS`; 503 when the model stays busy past ``timeout``);
-    ``decode_in_lock``: everything under the model lock, the old way (benchmarks only)."""
-    from fastapi import HTTPException
-
-    try:
-        if decode_in_lock:
-            with model_lock:
-                return inference.score_one(path, detector, max_seconds=max_seconds)
-        return inference.score_one(path, detector, max_seconds=max_seconds,
-                                   model_lock=model_lock, timeout=timeout)
-    except AudioError as e:
-        raise HTTPException(STATUS.get(e.kind, 422), str(e)) from None
-    except MemoryError:
-        raise HTTPException(413, "recording too large to decode") from None
-    except inference.Busy as e:
-        raise HTTPException(503, f"busy: {e}") from None
 
 
 def save_upload(file, path, max_bytes):

@@ -88,6 +88,18 @@ def exclusive(folder, what="this folder"):
         yield folder
 
 
+def sha256(*paths):
+    """Hex sha256 of a file, or of several files joined in order (a model split in parts)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
 def save_npy_atomic(path, array, fsync=True):
     """Write ``array`` to ``path`` atomically (see `atomic_output`)."""
     with atomic_output(path, fsync=fsync) as tmp, open(tmp, "wb") as f:

@@ -6,7 +6,6 @@ or one of the names of `OFFICIAL`. A name is looked for in the folders of ``$AAS
 its repository at a pinned commit into that cache and its sha256 checked before use.
 """
 
-import hashlib
 import json
 import math
 import os
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import pth
+from .atomic import sha256
 from .models import aasist
 
 # -----------------------------------------------------------------------------
@@ -195,15 +195,6 @@ def check_config(cfg):
 
 class CheckpointUnavailable(RuntimeError):
     """A named checkpoint that is neither on disk nor downloadable (offline)."""
-
-
-def sha256(path):
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def search_dirs():

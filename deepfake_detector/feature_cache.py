@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import datasets
-from .atomic import atomic_output, exclusive, write_text_atomic
+from .atomic import atomic_output, exclusive, sha256, write_text_atomic
 from .features import array_spec
 from .models import PREDICT_BATCH_SIZE, backbone_key, feature_extractor, load_tensorflow
 
@@ -95,19 +95,13 @@ def cached_features(model, data_dir, manifest, features, cache_dir=None,
 
 def file_record(path):
     """What a cache file is: its size in bytes, its array's shape and dtype, its sha256."""
-    import hashlib
-
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-        f.seek(0)
         version = np.lib.format.read_magic(f)
         read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                 else np.lib.format.read_array_header_2_0)
         shape, _, dtype = read(f)
     return {"bytes": Path(path).stat().st_size, "shape": list(shape), "dtype": str(dtype),
-            "sha256": h.hexdigest()}
+            "sha256": sha256(path)}
 
 
 def verify_cache(path, ids_path, record_path, ids):

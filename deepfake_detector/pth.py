@@ -133,20 +133,21 @@ class _Machine:
     def _depth_of(self, obj):
         return self.depth.get(id(obj), 0) if isinstance(obj, (tuple, list, dict)) else 0
 
-    def _made(self, obj, items):
+    def _nest(self, items):
+        """The depth of a container holding ``items``; refused past `MAX_DEPTH`."""
         d = 1 + max((self._depth_of(x) for x in items), default=0)
         if d > MAX_DEPTH:
             self.fail(f"damaged checkpoint: objects nested more than {MAX_DEPTH} deep (a "
                       "state_dict nests 4)")
-        self.depth[id(obj)] = d
+        return d
+
+    def _made(self, obj, items):
+        self.depth[id(obj)] = self._nest(items)
         self.keep.append(obj)
         return obj
 
     def _grow(self, container, items):
-        d = 1 + max((self._depth_of(x) for x in items), default=0)
-        if d > MAX_DEPTH:
-            self.fail(f"damaged checkpoint: objects nested more than {MAX_DEPTH} deep")
-        self.depth[id(container)] = max(self.depth.get(id(container), 1), d)
+        self.depth[id(container)] = max(self.depth.get(id(container), 1), self._nest(items))
 
     def pop_mark(self):
         if not self.marks:

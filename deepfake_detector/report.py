@@ -61,10 +61,11 @@ def scores_from_model(run_dir, data=None, which="best", batch_size=None, progres
     ds = datasets.make_dataset(df, batch_size, shape=shape, with_labels=False,
                                   kind=runs.input_kind(meta), dtype=dtype)
     fitted, _ = familiarity.load(run_dir, model_path)  # its unfamiliarity, when fitted
-    z, hidden = predict_logits(model, ds, progress, -(-len(df) // batch_size), with_hidden=True)
-    table = runs.score_table(df, z)
+    z = predict_logits(model, ds, progress, -(-len(df) // batch_size),
+                       with_hidden=fitted is not None)
+    table = runs.score_table(df, z if fitted is None else z[0])
     if fitted is not None:
-        table["unfamiliarity"] = familiarity.distances(fitted, hidden) / fitted["threshold"]
+        table["unfamiliarity"] = familiarity.distances(fitted, z[1]) / fitted["threshold"]
     source = {"mode": "model", "run": str(run_dir), "model": model_path.name,
               "data": ", ".join(folders), "heldout": data is None,
               "coverage": coverage(len(df), len(df))}

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import datasets, features
+from .cli import printable
 from .metrics import THRESHOLD, sigmoid
 from .protocols import CONDITIONS
 from .models import (FAMILIES, META_NAME, WeightsUnavailable, load_model, load_tensorflow,
@@ -311,8 +312,8 @@ def display_name(name):
     """A file name as a terminal can show it: bytes that are not UTF-8 (kept by Python as
     surrogates) as ``\\xNN``, control characters (newlines, escape sequences) as ``\\n``,
     ``\\x1b``..., so a hostile name can neither break a table nor drive the terminal."""
-    text = str(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return printable(str(name).encode("utf-8", "surrogateescape").decode("utf-8",
+                                                                          "backslashreplace"))
 
 
 def display(result, margin=UNCERTAIN_MARGIN):

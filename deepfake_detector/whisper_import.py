@@ -13,7 +13,6 @@ key has none, and a bias on the keys adds the same value to every logit of a que
 softmax cancels, so the encoder's output does not depend on it.
 """
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ct2
-from .atomic import write_json_atomic
+from .atomic import sha256, write_json_atomic
 from .models.whisper import IMPORT_FILE, load_keras_hub
 
 # -----------------------------------------------------------------------------
@@ -400,13 +399,8 @@ def import_preset(source, out, overwrite=False):
     arch = encoder_architecture(spec, variables, model_bin)
     audio = _audio_settings(parts[0].parent, arch, model_bin)
     weights = keras_encoder_weights(variables, arch)
-    digest = hashlib.sha256()
-    for part in parts:  # of the joined model.bin
-        with open(part, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
     info = {"source": str(parts[0].resolve()) if len(parts) == 1 else
-            [str(p.resolve()) for p in parts], "sha256": digest.hexdigest(), "package": package,
+            [str(p.resolve()) for p in parts], "sha256": sha256(*parts), "package": package,
             "spec": f"{spec} revision {revision}", "model": arch["name"],
             "dtype": str(variables["encoder/conv1/weight"].dtype), "architecture": arch,
             "audio": audio, "decoder": "not imported: a placeholder of zeros (the detector "

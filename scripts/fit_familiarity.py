@@ -51,17 +51,15 @@ def reference_rows(run_dir, data=None, seed=SEED):
     return train, dev, folders
 
 
-def hidden_vectors(detector, df, params, batch_size=None):
-    """The hidden vectors (`models.logit_parts`) of every array of ``df``: (n, d)."""
+def hidden_vectors(detector, df, params):
+    """The hidden vectors (`models.logit_parts`) of every array of ``df``, as evaluate.py
+    scores them (`models.predict_logits`): (n, d)."""
+    from deepfake_detector.models import predict_logits
+
     shape, dtype = features.array_spec(params)
-    kind = runs.input_kind(detector.meta)
-    out = []
-    batch = batch_size or detector.batch_size
-    for i in range(0, len(df), batch):
-        x = np.stack([features.read_array(p, shape, dtype) for p in df["path"][i:i + batch]])
-        out.append(np.asarray(detector._hidden.predict_on_batch(
-            datasets.to_model_input(x, kind)), np.float64))
-    return np.concatenate(out)
+    ds = datasets.make_dataset(df, detector.batch_size, shape=shape, with_labels=False,
+                               kind=runs.input_kind(detector.meta), dtype=dtype)
+    return predict_logits(detector.model, ds, with_hidden=True)[1]
 
 
 def build_parser():

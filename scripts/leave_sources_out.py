@@ -102,14 +102,13 @@ def units(table):
             a = parent[a]
         return a
 
-    for source, link in zip(table["source"], table["link"]):
+    pairs = set(zip(table["source"], table["link"]))
+    for source, link in pairs:
         parent[find(source)] = find(link)
-    roots = {}
-    for source in pd.unique(table["source"]):
-        roots.setdefault(find(source), []).append(source)
-    return {src: " + ".join(sorted({s.split(":", 1)[0] + ":" + l.split(":")[-1] for s, l in
-                                    zip(table["source"], table["link"]) if s in members}))
-            for members in roots.values() for src in members}
+    names = {}  # unit -> its links, shown as data set:repository (or data set:data)
+    for source, link in pairs:
+        names.setdefault(find(source), set()).add(f"{link.split(':')[0]}:{link.split(':')[-1]}")
+    return {source: " + ".join(sorted(names[find(source)])) for source, _ in pairs}
 
 
 def deal_folds(table, n_folds, seed):
@@ -244,9 +243,9 @@ def evaluate(table, x, n_folds, seeds):
     """Every seed and fold: the per-source rows of results.csv."""
     y = (table["label"] == "spoof").to_numpy().astype(int)
     rows = []
+    unit_of = units(table[table["role"] == "data"])  # the same for every seed
     for seed in seeds:
         fold = deal_folds(table, n_folds, seed)
-        unit_of = units(table[table["role"] == "data"])
         folds = table["source"].map(fold).to_numpy()
         for k in range(n_folds):
             test = (folds == k) | (folds == -2)
