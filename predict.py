@@ -108,8 +108,9 @@ def build_parser():
         formatter_class=HelpFormatter)
     ap.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
     inference.add_model_args(ap)
-    ap.add_argument("--aggregate", choices=("max", "mean"), default=inference.AGGREGATE,
-                    help="window aggregate that decides the file's label")
+    ap.add_argument("--aggregate", choices=("max", "mean"),
+                    help="window aggregate that decides the file's label (default: the run's "
+                         f"own, else {inference.AGGREGATE})")
     ap.add_argument("--hop", type=number(float, 0.1, 3600), default=inference.HOP_SECONDS,
                     help="seconds between window starts in long recordings")
     ap.add_argument("--batch-size", type=number(int, 1, 4096),
@@ -155,7 +156,8 @@ def main(argv=None):
     else:
         print(f"model: {detector.model_path} | threshold "
               f"{runs.format_threshold(detector.threshold)} ({detector.threshold_source}) | "
-              f"label by {args.aggregate} window P(spoof)\n{detector.trained_on}")
+              f"label by {args.aggregate or detector.aggregate} window P(spoof)\n"
+              f"{detector.trained_on}")
         print(format_table(rows))
     if detector.warning:
         print(f"warning: this model was {detector.warning}", file=sys.stderr)

@@ -63,8 +63,10 @@ def fit(train_hidden, dev_hidden, quantile=QUANTILE):
 
 
 def distances(fitted, hidden):
-    """Mahalanobis distance of each row of ``hidden`` (n, d) to the reference: (n,)."""
-    h = np.asarray(hidden, np.float64) - fitted["mean"]
+    """Mahalanobis distance of each row of ``hidden`` (n, d') to the reference: (n,). A
+    reference of d <= d' features reads the first d (a fused run's last layer takes the
+    encoder's embedding followed by the fused logit: the reference is the embedding's)."""
+    h = np.asarray(hidden, np.float64)[:, :len(fitted["mean"])] - fitted["mean"]
     return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", h, fitted["precision"], h), 0.0))
 
 

@@ -57,6 +57,9 @@ class Detector:
         self._hidden, self._kernel, self._bias = logit_parts(self.model)
         self.batch_size = predict_batch_size(self.meta)  # the family's prediction batch
         self.trained_on, self.warning = runs.training_summary(self.meta)
+        # the run's own window aggregate (a linear probe was measured on the mean), else max
+        self.aggregate = self.meta.get("aggregate") if self.meta.get("aggregate") in (
+            "max", "mean") else AGGREGATE
         self.calibration = C.read_calibration(self.run_dir, which)
         # score = -logit + prior_logit: the LLR, when calibrated (`calibration.posterior_logit`)
         self.prior_logit = float(C.posterior_logit(0.0, self.calibration.get(
@@ -205,7 +208,7 @@ def open_windows(path, detector, hop_seconds=HOP_SECONDS, max_seconds=None):
     return info, [(a / sr, b / sr) for a, b in spans], mels()
 
 
-def summarize(info, spans, logits, detector, aggregate=AGGREGATE, unfamiliarity=None):
+def summarize(info, spans, logits, detector, aggregate=None, unfamiliarity=None):
     """Per-file result from its window logits (log-odds of spoof; NaN for silent windows), with
     the texts people read about it (``display``, `runs.display`); ``unfamiliarity`` per window
     (`Detector.logits`; NaN when unknown) gives the file's, the mean over its scored windows
@@ -217,6 +220,7 @@ def summarize(info, spans, logits, detector, aggregate=AGGREGATE, unfamiliarity=
     u_file = float(np.mean(u[scored])) if scored.any() and np.isfinite(u[scored]).all() \
         else None
     p = expit(logits[scored])
+    aggregate = aggregate or detector.aggregate
     if aggregate == "max":
         agg = float(np.max(logits[scored]))
     else:
@@ -250,7 +254,7 @@ def error_kind(exc):
 
 
 def score_files(paths, detector, hop_seconds=HOP_SECONDS, batch_size=None,
-                aggregate=AGGREGATE, max_seconds=None, progress=False):
+                aggregate=None, max_seconds=None, progress=False):
     """Score files, batching windows across files. Yields one result per file, in order.
 
     Each result has ``file`` and ``status`` ("ok" or "error"); errors carry ``error`` (the
@@ -379,7 +383,7 @@ def analyze(path, detector, hop_seconds=HOP_SECONDS, max_seconds=None):
     return info, spans, mels
 
 
-def score_one(path, detector, hop_seconds=HOP_SECONDS, aggregate=AGGREGATE, max_seconds=None,
+def score_one(path, detector, hop_seconds=HOP_SECONDS, aggregate=None, max_seconds=None,
               model_lock=None, timeout=None, batch_size=None):
     """Score one file; decoding and features happen before ``model_lock`` is taken, and the
     model calls take it one batch at a time (`score_windows`).
@@ -408,7 +412,7 @@ def score_one(path, detector, hop_seconds=HOP_SECONDS, aggregate=AGGREGATE, max_
     return {"file": str(path), **result}, mels
 
 
-def score_windows(info, spans, mels, detector, aggregate=AGGREGATE, model_lock=None,
+def score_windows(info, spans, mels, detector, aggregate=None, model_lock=None,
                   timeout=None, batch_size=None):
     """The model's verdict on the windows `analyze` made, batch by batch.
 

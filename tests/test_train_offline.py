@@ -15,6 +15,8 @@ AASIST_DIR = SHARED.parent / "models" / "aasist"
 
 
 def test_the_recipes_are_the_measured_ones():
+    assert train_offline.RECIPE == "probe" and train_offline.PIPER_SPOOFS > 0
+    assert train_offline.PROBE_PRESET.endswith("whisper_base")
     assert C.OFFLINE_RECIPE.startswith("--model whisper")
     assert "--freeze-encoder" in C.OFFLINE_INIT_RECIPE
     flags = train_offline.recipe_flags("AASIST", [])
@@ -28,8 +30,8 @@ def test_one_command_trains_the_robust_recipe_and_resumes(demo_corpus, tmp_path)
     pytest.importorskip("keras_hub", reason="the Whisper recipe needs requirements-whisper.txt")
     work, run = tmp_path / "work", tmp_path / "run"
     argv = ["--dataset-root", str(demo_corpus), "--run", str(run), "--work", str(work),
-            "--vocoders", "world", "--views", "1", "--tts-per-engine", "2", "--workers", "1",
-            "--preset", "random:mini", "--epochs", "1", "--fine-tune-epochs", "1",
+            "--recipe", "whisper-finetune", "--vocoders", "world", "--views", "1",
+            "--tts-per-engine", "2", "--workers", "1", "--preset", "random:mini", "--epochs", "1", "--fine-tune-epochs", "1",
             "--batch-size", "8"]
     out = train_offline.main(argv)
     assert out == run

@@ -239,6 +239,10 @@ def build_whisper(preset=WHISPER_PRESET, input_shape=(CLIP_SAMPLES,), dense_unit
     input_shape : tuple
         (clip_samples,): the waveform window, floats in [-1, 1)
         (`data_loader.to_model_input` ``"waveform"``).
+    dense_units : int
+        Units of the hidden layer of the head; 0 leaves it (and the dropout) out: the pooled
+        encoder output goes straight to the output layer (the linear probe of
+        `deepfake_detector.probe`).
 
     Returns
     -------
@@ -259,8 +263,9 @@ def build_whisper(preset=WHISPER_PRESET, input_shape=(CLIP_SAMPLES,), dense_unit
     log_mel.set_weights([front["mel_filters"]])
     x = inference_mode_layer()(encoder, name="backbone")(x)
     x = layers.GlobalAveragePooling1D(name="avg_pool")(x)
-    x = layers.Dense(dense_units, activation="relu", name="dense")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
+    if dense_units:  # 0: a linear probe on the pooled encoder output (`deepfake_detector.probe`)
+        x = layers.Dense(dense_units, activation="relu", name="dense")(x)
+        x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="p_spoof")(x)
     return keras.Model(inputs, outputs, name="whisper_deepfake_detector")
 

@@ -1,0 +1,164 @@
+"""deepfake_detector.probe and train_offline.py's default recipe (issue 33): the linear probe
+chosen out of domain, written as a run folder that predict.py scores like any other run."""
+
+import json
+
+import numpy as np
+import pytest
+
+import train_offline
+from deepfake_detector import probe
+
+
+def blobs(n=60, d=16, seed=0):
+    """Two shifted Gaussian classes on an uneven scale: (x (n, d), y (n,))."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n // 2)
+    x = rng.normal(size=(n, d)) * np.linspace(0.5, 20, d) + 100 + y[:, None] * 3.0
+    return x, y
+
+
+def test_the_folded_output_layer_is_the_probe_and_its_threshold_the_held_out_eer():
+    x, y = blobs()
+    fitted = probe.fit_probe(x, y, seed=0, c=0.1)
+    kernel, bias = probe.output_weights(fitted["probe"])
+    assert kernel.shape == (16, 1) and bias.shape == (1,)
+    np.testing.assert_allclose(x @ kernel[:, 0] + bias[0],
+                               fitted["probe"].decision_function(x), rtol=1e-4, atol=1e-4)
+    fit, val = fitted["fit_rows"], fitted["val_rows"]
+    assert len(val) == 12 and not set(fit) & set(val) and len(fit) + len(val) == 60
+    assert np.bincount(y[val]).tolist() == [6, 6]  # stratified
+    p = fitted["probe"].predict_proba(x[val])[:, 1]
+    flagged = np.mean(p[y[val] == 0] >= fitted["threshold"])
+    missed = np.mean(p[y[val] == 1] < fitted["threshold"])
+    assert abs(flagged - missed) <= 1 / 6  # the EER point of the held-out rows
+
+
+def test_a_smaller_c_is_a_simpler_probe_and_too_few_recordings_are_refused():
+    x, y = blobs()
+    norms = [np.linalg.norm(probe.fit_probe(x, y, c=c)["probe"][-1].coef_) for c in
+             (1.0, 1e-2, 1e-4)]
+    assert norms[0] > norms[1] > norms[2] > 0
+    with pytest.raises(ValueError, match="4 spoof recordings: the probe needs at least 5"):
+        probe.fit_probe(x[:34], y[:34])
+
+
+def test_the_default_recipe_writes_a_run_that_predict_scores_as_the_probe(
+        demo_corpus, tmp_path, monkeypatch, capsys):
+    """train_offline.py without a recipe flag: embeddings cached in the work folder, a linear
+    probe, a run folder (EER threshold of its held-out part, familiarity reference, the mean
+    aggregate) whose Keras graph reproduces the embedding: predict's P(spoof) of a file is the
+    probe's on that file's embedding; a second call refuses the finished run, and with
+    --overwrite reuses every embedding."""
+    pytest.importorskip("keras_hub", reason="the probe needs requirements-whisper.txt")
+    import keras
+
+    from deepfake_detector import inference
+    from deepfake_detector.models import whisper
+
+    real = whisper.whisper_encoder
+
+    def seeded(preset):  # the untrained encoder, the same each time it is built
+        keras.utils.set_random_seed(0)
+        return real(preset)
+
+    monkeypatch.setattr(whisper, "whisper_encoder", seeded)
+    work, run = tmp_path / "work", tmp_path / "run"
+    argv = ["--dataset-root", str(demo_corpus), "--run", str(run), "--work", str(work),
+            "--piper", "0", "--preset", "random:mini", "--c", "1"]
+    cal = train_offline.main(argv)
+    assert cal["method"] == "eer" and 0 < cal["threshold"] < 1
+    assert "[4/4] linear probe fitted on 19 recordings" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    assert config["head"] == {"kind": "linear probe", "C": 1.0}
+    assert config["split"] == {"train": 19, "validation": 5}
+    assert json.loads((run / "threshold.json").read_text())["best"]["threshold"] == \
+        cal["threshold"]
+    detector = inference.Detector(run)
+    assert detector.aggregate == "mean" and detector.familiarity is not None
+    assert detector.threshold == pytest.approx(cal["threshold"])
+    files = sorted((demo_corpus / "ASVspoof2019_LA_train" / "flac").glob("*.flac"))[:3]
+    x = probe.cached_embeddings(files, "random:mini", work, progress=False)[:, 0]
+    kernel, bias = (np.asarray(w) for w in detector.model.get_layer("p_spoof").weights)
+    want = 1 / (1 + np.exp(-(x @ kernel[:, 0] + bias[0])))
+    got = [inference.score_one(f, detector)[0]["p_spoof"] for f in files]
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+    with pytest.raises(SystemExit, match="already holds a finished run"):
+        train_offline.main(argv)
+    calls = []
+    monkeypatch.setattr(probe, "embed", lambda *a, **k: calls.append(a))
+    assert train_offline.main(argv + ["--overwrite"])["threshold"] == cal["threshold"]
+    assert calls == []  # every embedding reused from the work folder
+
+
+def test_the_fused_run_follows_aasist_where_its_gate_trusts_it_and_the_probe_elsewhere(
+        demo_corpus, tmp_path, monkeypatch):
+    """train_offline.py --fuse RUN: one Keras model whose P(spoof) of a file is the gated
+    formula (`probe.fused_logits`) of the probe, the gate and the expert AASIST; the gate,
+    fitted on the ASVspoof 2019 recordings against the others, sends the demo corpus (of the
+    2019 layout) to the expert and other recordings to the probe; the run loads as any run,
+    with its familiarity reference, and its threshold is the fused decision at 0."""
+    pytest.importorskip("keras_hub", reason="the probe needs requirements-whisper.txt")
+    import keras
+    from scipy.special import expit, logit
+
+    from conftest import tone, write_wav
+    from deepfake_detector import features, inference, runs
+    from deepfake_detector import models as M
+    from deepfake_detector.models import aasist, whisper
+
+    real = whisper.whisper_encoder
+
+    def seeded(preset):
+        keras.utils.set_random_seed(0)
+        return real(preset)
+
+    monkeypatch.setattr(whisper, "whisper_encoder", seeded)
+    keras.utils.set_random_seed(1)
+    expert = aasist.build_aasist("AASIST-L")
+    params = features.feature_params("window", "waveform", aasist.SAMPLES)
+    (tmp_path / "expert").mkdir()
+    M.save_model_atomic(expert, tmp_path / "expert" / "best.keras", {
+        "features": params, "labels": runs.LABELS, "input": M.input_spec("aasist", params),
+        "model": "aasist", "run": "expert", "trained_on": {"data": [], "synthetic_demo": False}})
+    other = tmp_path / "other"
+    other.mkdir()
+    rows = []
+    for i in range(12):
+        write_wav(other / f"o{i}.wav", tone(2.0, freq=300 + 40 * i, seed=i))
+        rows.append(f"o{i}.wav,{'bonafide' if i % 2 else 'spoof'}\n")
+    (other / "labels.csv").write_text("file,label\n" + "".join(rows))
+    work, run = tmp_path / "work", tmp_path / "run"
+    cal = train_offline.main(["--dataset-root", str(demo_corpus), "--extra",
+                              str(other / "labels.csv"), "--run", str(run), "--work", str(work),
+                              "--piper", "0", "--preset", "random:mini", "--fuse",
+                              str(tmp_path / "expert")])
+    assert cal["method"] == "gated" and cal["threshold"] == 0.5
+    config = json.loads((run / "config.json").read_text())
+    assert config["head"]["gate_at"] == probe.GATE_AT
+    assert config["features"]["clip_samples"] == aasist.SAMPLES
+
+    # the same fit again, from the cached embeddings, gives the formula to compare with
+    protocol, audio = train_offline.protocols.resolve_2019_layout(demo_corpus, "train")
+    table = train_offline.read_labelled([(protocol, audio, None),
+                                         train_offline.extra_part(other / "labels.csv")])
+    x = probe.cached_embeddings(list(table["path"]), "random:mini", work, progress=False)[:, 0]
+    fitted = probe.fit_probe(x, train_offline.protocols.targets(table["label"]))
+    domain = (table["format"] == "asvspoof2019").to_numpy()
+    gate = probe.fit_gate(x, domain)
+    g = gate.predict_proba(x)[:, 1]
+    assert (g[domain] > probe.GATE_AT).mean() > 0.9 and (g[~domain] < 0.5).mean() > 0.9
+    picks = [0, 1, len(table) - 2, len(table) - 1]  # two demo files, two others
+    windows = np.stack([features.fit_length(features.load_audio(table["path"][i]),
+                                            aasist.SAMPLES) for i in picks])
+    windows = np.round(windows * 32768).clip(-32768, 32767) / 32768  # as predict.py reads
+    z_expert = logit(np.clip(np.asarray(expert(windows.astype(np.float32)))[:, 0], 1e-7,
+                             1 - 1e-7))
+    want = expit(probe.fused_logits(fitted, gate, x[picks], z_expert))
+    detector = inference.Detector(run)
+    got = [inference.score_one(table["path"][i], detector)[0] for i in picks]
+    np.testing.assert_allclose([r["p_spoof"] for r in got], want, rtol=1e-2, atol=2e-3)
+    assert detector.familiarity is not None and all(np.isfinite(r["unfamiliarity"])
+                                                    for r in got)
+    with pytest.raises(ValueError, match="own training corpus"):
+        probe.fit_gate(x, np.ones(len(x)))
