@@ -60,6 +60,11 @@ class Detector:
         # the run's own window aggregate (a linear probe was measured on the mean), else max
         self.aggregate = self.meta.get("aggregate") if self.meta.get("aggregate") in (
             "max", "mean") else AGGREGATE
+        # the band around the threshold shown as uncertain: the run's own (a probe's P(spoof)
+        # is compressed: `probe.UNCERTAIN_MARGIN`), else runs.UNCERTAIN_MARGIN
+        margin = self.meta.get("uncertain_margin")
+        self.uncertain_margin = float(margin) if isinstance(margin, (int, float)) and \
+            0 <= margin < 0.5 else runs.UNCERTAIN_MARGIN
         self.calibration = C.read_calibration(self.run_dir, which)
         # score = -logit + prior_logit: the LLR, when calibrated (`calibration.posterior_logit`)
         self.prior_logit = float(C.posterior_logit(0.0, self.calibration.get(
@@ -240,7 +245,7 @@ def summarize(info, spans, logits, detector, aggregate=None, unfamiliarity=None)
                      "unfamiliarity": None if np.isnan(z) or not np.isfinite(v) else float(v)}
                     for (a, b), z, v in zip(spans, logits, u)],
     }
-    return {**result, "display": runs.display(result)}
+    return {**result, "display": runs.display(result, detector.uncertain_margin)}
 
 
 def error_kind(exc):

@@ -34,9 +34,16 @@ and that threshold is applied unchanged to the left-out sources: ``accepted`` is
 left-out genuine source called bonafide there (what a user lives with), ``detected`` the share
 of a left-out spoof system called spoof. EER is pooled over each fold's left-out recordings.
 
-Writes ``<out>/results.csv`` (one row per seed, fold and left-out source) and
+It also measures what abstaining buys on the left-out recordings, as a run could abstain:
+leaving unanswered those nearest its threshold (answering the `COVERAGES` shares farthest from
+it), or those its familiarity reference (`deepfake_detector.familiarity`, fitted on the
+embeddings as train_offline.py fits it) calls unfamiliar.
+
+Writes ``<out>/results.csv`` (one row per seed, fold and left-out source),
+``<out>/selective.csv`` (one row per seed, fold, rule and coverage: share answered, share of
+them wrong, genuine accepted and spoofs detected among them, share wrong among the rest) and
 ``<out>/summary.md`` (per source: accepted or detected, mean and spread over seeds; per fold:
-EER), and prints the summary.
+EER; abstaining), and prints the summary.
 """
 
 import argparse
@@ -55,6 +62,7 @@ from deepfake_detector.cli import HelpFormatter, number  # noqa: E402
 # -----------------------------------------------------------------------------
 FOLDS = 4
 SEEDS = (1, 2, 3)
+COVERAGES = (1.0, 0.9, 0.7, 0.5)  # shares answered when abstaining nearest the threshold
 # -----------------------------------------------------------------------------
 
 
@@ -164,22 +172,59 @@ def probe_fold(x, y, train, test, seed, c=probe.PROBE_C, expert=None, domain=Non
     """Fit the probe on ``train`` (`probe.fit_probe`: its threshold from a held-out share of
     them), score ``test``. With ``expert`` (log-odds of every row) the gated fusion
     (`probe.fused_logits`), its gate fitted on ``domain`` (the expert's own corpus) among the
-    training rows (none there: the probe alone). Returns P(spoof) of the test rows and the
-    threshold."""
+    training rows (none there: the probe alone). Returns P(spoof) of the test rows, the
+    threshold, and their unfamiliarity (`familiarity`, fitted as the run fits it: on the
+    embeddings of the probe's fitted and validation rows)."""
     from scipy.special import expit
+
+    from deepfake_detector import familiarity
 
     rows = np.flatnonzero(train)
     fitted = probe.fit_probe(x[rows], y[rows], seed, c)
+    fam = familiarity.fit(x[rows[fitted["fit_rows"]]], x[rows[fitted["val_rows"]]])
+    u = familiarity.distances(fam, x[test]) / fam["threshold"]
     if expert is None:
-        return fitted["probe"].predict_proba(x[test])[:, 1], fitted["threshold"]
+        return fitted["probe"].predict_proba(x[test])[:, 1], fitted["threshold"], u
     gate = probe.fit_gate(x[rows], domain[rows]) if domain[rows].any() else None
-    return expit(probe.fused_logits(fitted, gate, x[test], expert[test])), 0.5
+    return expit(probe.fused_logits(fitted, gate, x[test], expert[test])), 0.5, u
+
+
+def selective_rows(p, threshold, u, t):
+    """What abstaining buys on one fold's left-out recordings (P(spoof) ``p``, unfamiliarity
+    ``u``, targets ``t``): answering only the `COVERAGES` shares farthest from the threshold
+    (in log-odds), only the familiar ones (``u`` <= 1), or only those outside a probe run's
+    uncertain band (`probe.UNCERTAIN_MARGIN`); per rule and coverage, the share
+    answered, the share of those answered wrongly, genuine accepted and spoofs detected among
+    them, and the share wrong among the rest."""
+    from scipy.special import logit
+
+    z = logit(np.clip(p, 1e-12, 1 - 1e-12)) - logit(threshold)
+    wrong = (z >= 0) != (t == 1)
+    order = np.argsort(-np.abs(z), kind="stable")
+    picks = [("margin", cov, order[:int(round(cov * len(z)))]) for cov in COVERAGES]
+    picks.append(("familiar", None, np.flatnonzero(u <= 1)))
+    # the band a probe run shows as uncertain (P(spoof) within it of the threshold)
+    picks.append(("band", probe.UNCERTAIN_MARGIN,
+                  np.flatnonzero(np.abs(p - threshold) >= probe.UNCERTAIN_MARGIN)))
+    rows = []
+    for rule, cov, keep in picks:
+        mask = np.zeros(len(z), bool)
+        mask[keep] = True
+        rows.append({"rule": rule, "coverage": cov, "answered": mask.mean(),
+                     "wrong": wrong[mask].mean() if mask.any() else np.nan,
+                     "accepted": np.mean(z[mask & (t == 0)] < 0) if (mask & (t == 0)).any()
+                     else np.nan,
+                     "detected": np.mean(z[mask & (t == 1)] >= 0) if (mask & (t == 1)).any()
+                     else np.nan,
+                     "wrong_abstained": wrong[~mask].mean() if (~mask).any() else np.nan})
+    return rows
 
 
 def evaluate(table, x, n_folds, seeds, c=probe.PROBE_C, expert=None):
-    """Every seed and fold: the per-source rows of results.csv (``expert``: `probe_fold`)."""
+    """Every seed and fold: the per-source rows of results.csv (``expert``: `probe_fold`) and
+    the rows of selective.csv (`selective_rows`)."""
     y = (table["label"] == "spoof").to_numpy().astype(int)
-    rows = []
+    rows, selective = [], []
     unit_of = units(table[table["role"] == "data"])  # the same for every seed
     domain = (table["format"] == "asvspoof2019").to_numpy()
     for seed in seeds:
@@ -188,8 +233,10 @@ def evaluate(table, x, n_folds, seeds, c=probe.PROBE_C, expert=None):
         for k in range(n_folds):
             test = (folds == k) | (folds == -2)
             train = ~test
-            p, threshold = probe_fold(x, y, train, test, seed, c, expert, domain)
+            p, threshold, u = probe_fold(x, y, train, test, seed, c, expert, domain)
             t = y[test]
+            selective += [{"seed": seed, "fold": k, **r}
+                          for r in selective_rows(p, threshold, u, t)]
             eer = metrics.compute_eer(-p[t == 0], -p[t == 1])[0]
             for source in pd.unique(table.loc[test, "source"]):
                 mine = (table.loc[test, "source"] == source).to_numpy()
@@ -200,11 +247,12 @@ def evaluate(table, x, n_folds, seeds, c=probe.PROBE_C, expert=None):
                              "n": int(mine.sum()), "threshold": threshold, "fold_eer": eer,
                              "accepted" if label == "bonafide" else "detected":
                                  1 - called_spoof if label == "bonafide" else called_spoof})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), pd.DataFrame(selective)
 
 
-def summarize(results):
-    """The summary.md text: per source, then the folds' EER."""
+def summarize(results, selective=None):
+    """The summary.md text: per source, then the folds' EER, then what abstaining buys (the
+    means over seeds and folds of ``selective``)."""
     lines = ["| left-out source | label | files | accepted (genuine) / detected (spoof) |",
              "|---|---|---|---|"]
     for (source, label), g in results.groupby(["source", "label"], sort=True):
@@ -224,6 +272,20 @@ def summarize(results):
                   f"{100 * shares['accepted'].min():.1f}-{100 * shares['accepted'].max():.1f}%), "
                   f"spoofs detected: {100 * shares['detected'].mean():.1f}% (seeds "
                   f"{100 * shares['detected'].min():.1f}-{100 * shares['detected'].max():.1f}%)"]
+    if selective is not None and len(selective):
+        m = selective.groupby(["rule", "coverage"], dropna=False).mean(numeric_only=True)
+        margin = m.loc["margin"].sort_index(ascending=False)
+        fam, band = m.loc["familiar"].iloc[0], m.loc["band"].iloc[0]
+        lines += ["", "Abstaining (share of the left-out recordings answered -> share of them "
+                      "answered wrongly): nearest the threshold left unanswered: " + ", ".join(
+                          f"{100 * r.answered:.0f}% -> {100 * r.wrong:.1f}%"
+                          for r in margin.itertuples()) + "; unfamiliar ones (unfamiliarity "
+                      f"above 1) left unanswered: {100 * fam['answered']:.1f}% -> "
+                      f"{100 * fam['wrong']:.1f}% (wrong among those left: "
+                      f"{100 * fam['wrong_abstained']:.1f}%); P(spoof) within "
+                      f"{probe.UNCERTAIN_MARGIN:g} of the threshold left unanswered: "
+                      f"{100 * band['answered']:.1f}% -> {100 * band['wrong']:.1f}% (wrong among "
+                      f"those left: {100 * band['wrong_abstained']:.1f}%)"]
     return "\n".join(lines) + "\n"
 
 
@@ -274,11 +336,12 @@ def main(argv=None):
         raise SystemExit(f"error: {e}") from None
     keep = np.isfinite(x).all(axis=1) & (np.isfinite(expert) if args.fuse else True)
     table, x = table[keep].reset_index(drop=True), x[keep]
-    results = evaluate(table, x, args.folds, args.seeds, args.c,
-                       None if expert is None else expert[keep])
+    results, selective = evaluate(table, x, args.folds, args.seeds, args.c,
+                                  None if expert is None else expert[keep])
     out = Path(args.out)
     write_text_atomic(out / "results.csv", results.to_csv(index=False))
-    text = summarize(results)
+    write_text_atomic(out / "selective.csv", selective.to_csv(index=False))
+    text = summarize(results, selective)
     write_text_atomic(out / "summary.md", text)
     print(text, end="")
     return results

@@ -72,6 +72,12 @@ def test_the_run_reports_each_left_out_source_at_its_own_threshold(tmp_path, mon
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| gen:sys0 | bonafide | 4 |" in summary and "own threshold" in summary
     assert "genuine recordings accepted: " in summary and "spoofs detected: " in summary
+    selective = pd.read_csv(tmp_path / "out" / "selective.csv")
+    margin = selective[selective["rule"] == "margin"]
+    assert len(margin) == 2 * 3 * len(L.COVERAGES)  # seeds x folds x coverages
+    assert np.allclose(margin.groupby("coverage")["answered"].mean().sort_index().to_numpy(),
+                       sorted(L.COVERAGES), atol=0.13)  # 4 test files a fold: rounded shares
+    assert "Abstaining (share of the left-out recordings answered" in summary
     stamp = (tmp_path / "out" / "embeddings.npz").stat().st_mtime_ns
     L.main(args)
     assert (tmp_path / "out" / "embeddings.npz").stat().st_mtime_ns == stamp  # reused
@@ -88,3 +94,22 @@ def test_the_run_reports_each_left_out_source_at_its_own_threshold(tmp_path, mon
                                                                    index=False)
     L.main(args + ["--train-only", f"x={tmp_path / 'x.csv'}:{audio}"])
     assert embedded[1:] == [[str(audio / "extra.wav")]]  # a new source: only its files
+
+
+def test_abstaining_nearest_the_threshold_leaves_the_least_sure_unanswered():
+    """selective_rows on made-up scores: the margin rule answers the shares farthest from the
+    threshold (the wrong ones, near it, are left), the familiarity rule those at or below 1."""
+    from scipy.special import expit
+
+    t = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    z = np.array([-4.0, -3.0, -2.0, 0.1, 4.0, 3.0, 2.0, -0.1])  # the two wrong: nearest
+    u = np.array([0.5, 0.5, 2.0, 0.5, 0.5, 3.0, 0.5, 0.5])
+    rows = {(r["rule"], r["coverage"]): r for r in L.selective_rows(expit(z), 0.5, u, t)}
+    assert rows[("margin", 1.0)]["wrong"] == 0.25 and rows[("margin", 1.0)]["answered"] == 1.0
+    assert rows[("margin", 0.7)]["answered"] == 0.75 and rows[("margin", 0.7)]["wrong"] == 0
+    assert rows[("margin", 0.7)]["wrong_abstained"] == 1.0
+    fam = rows[("familiar", None)]
+    assert fam["answered"] == 0.75 and fam["wrong"] == pytest.approx(2 / 6)
+    assert fam["wrong_abstained"] == 0.0 and fam["accepted"] == pytest.approx(2 / 3)
+    band = rows[("band", probe.UNCERTAIN_MARGIN)]  # P within 0.1 of 0.5: the two nearest
+    assert band["answered"] == 0.75 and band["wrong"] == 0 and band["wrong_abstained"] == 1

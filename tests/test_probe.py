@@ -76,13 +76,19 @@ def test_the_default_recipe_writes_a_run_that_predict_scores_as_the_probe(
         cal["threshold"]
     detector = inference.Detector(run)
     assert detector.aggregate == "mean" and detector.familiarity is not None
+    assert detector.uncertain_margin == probe.UNCERTAIN_MARGIN
     assert detector.threshold == pytest.approx(cal["threshold"])
     files = sorted((demo_corpus / "ASVspoof2019_LA_train" / "flac").glob("*.flac"))[:3]
     x = probe.cached_embeddings(files, "random:mini", work, progress=False)[:, 0]
     kernel, bias = (np.asarray(w) for w in detector.model.get_layer("p_spoof").weights)
     want = 1 / (1 + np.exp(-(x @ kernel[:, 0] + bias[0])))
-    got = [inference.score_one(f, detector)[0]["p_spoof"] for f in files]
-    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+    results = [inference.score_one(f, detector)[0] for f in files]
+    np.testing.assert_allclose([r["p_spoof"] for r in results], want, rtol=1e-3, atol=1e-4)
+    for r in results:  # the run's own band around its threshold
+        near = abs(r["p_spoof"] - r["threshold"]) < probe.UNCERTAIN_MARGIN
+        assert (r["display"]["uncertain_reason"] == "near_threshold") == (
+            near and not r["unfamiliar"])
+        assert r["display"]["uncertain_margin"] == f"{probe.UNCERTAIN_MARGIN:g}"
     with pytest.raises(SystemExit, match="already holds a finished run"):
         train_offline.main(argv)
     calls = []
