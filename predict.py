@@ -83,9 +83,10 @@ def format_table(rows):
                      f"{d['p_spoof_mean']:>8s} {d['p_spoof_max']:>8s} {r['score']:8.3f} "
                      f"{r['duration_s']:8.2f} {r['windows_scored']:7d}")
     ok = [r for r in rows if r["status"] == "ok"]
-    if any(r["display"].get("uncertain_reason") == "near_threshold" for r in ok):
-        lines.append(f"? uncertain: P(spoof) within {runs.UNCERTAIN_MARGIN:g} of the threshold "
-                     "(the label is the side it leans to)")
+    near = [r for r in ok if r["display"].get("uncertain_reason") == "near_threshold"]
+    if near:
+        lines.append(f"? uncertain: P(spoof) within {near[0]['display']['uncertain_margin']} of "
+                     "the threshold (the run's band; the label is the side it leans to)")
     if any(r["display"].get("uncertain_reason") == "unfamiliar" for r in ok):
         lines.append("! UNCERTAIN: unlike the recordings this detector was trained on "
                      "(unfamiliarity above 1: " + ", ".join(

@@ -78,8 +78,10 @@ class Detector:
             import sys
 
             print(f"warning: {problem}", file=sys.stderr)
-        self.threshold_source = (f"calibrated ({saved['method']}, threshold.json)"
+        self.threshold_source = (f"{runs.saved_threshold_words(saved)}, threshold.json"
                                  if kind == "calibrated" else self.SOURCES[kind])
+        # fitted on labelled data: an EER/F1/FAR point of the run's validation part
+        self.threshold_calibrated = kind == "calibrated" and runs.is_calibrated(saved)
 
     @property
     def window_samples(self):
@@ -131,6 +133,7 @@ class Detector:
         return {"run": self.run_dir.name if public else str(self.run_dir),
                 "model": self.model_path.name,
                 "threshold": self.threshold, "threshold_source": self.threshold_source,
+                "threshold_calibrated": self.threshold_calibrated,
                 "score": ("calibrated log-likelihood ratio, bonafide vs spoof; P(spoof) at "
                           f"prior {self.calibration.get('prior_spoof', C.PRIOR_SPOOF):g}"
                           if self.calibration else "log-odds of bonafide (not calibrated)"),

@@ -133,7 +133,9 @@ def confusion_plot(ax, y, p, threshold, name="", source=""):
         y, (p >= threshold).astype(int), labels=[0, 1],
         display_labels=["bonafide", "spoof"], ax=ax, colorbar=False)
     kind = ("calibrated" if source.startswith("calibrated") else
-             "--threshold" if source.startswith("--threshold") else "default, not calibrated")
+            "--threshold" if source.startswith("--threshold") else
+            "the model's own decision" if source.startswith("the model's own") else
+            "fused decision" if source.startswith("the fused") else "default, not calibrated")
     ax.set_title(titled(f"P(spoof) >= {format_threshold(threshold)} ({kind})", name))
 
 

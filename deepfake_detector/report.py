@@ -198,7 +198,7 @@ def operating_points(y, score, p, sweep, eer_thr, threshold=None, calibrated=Non
         source = "--threshold"
     elif kind == "calibrated":
         points["chosen"] = dict(points["calibrated"])
-        source = f"calibrated on the run's validation data ({calibrated['method']})"
+        source = runs.saved_threshold_words(calibrated)
     else:
         points["chosen"] = dict(points["0.5"])
         source = "default 0.5 (no calibrated threshold saved with the run)"

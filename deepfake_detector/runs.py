@@ -220,6 +220,29 @@ def read_threshold(run_dir, which="best"):
     return cal
 
 
+# how a saved threshold was chosen, in words: only one fitted on labelled data is "calibrated"
+SAVED_THRESHOLD_WORDS = {
+    "argmax": "the model's own decision, argmax of its outputs (not calibrated on your data)",
+    "gated": "the fused decision at 0: the probe's EER point on its validation part, the "
+             "expert's own threshold where the gate trusts it",
+}
+
+
+def saved_threshold_words(saved):
+    """What a saved threshold (`read_threshold`) is, for people: ``calibrated on the run's
+    validation data (METHOD)`` only for a method fitted on labelled data (``eer``, ``f1``,
+    ``far:RATE``); the imported AASIST's ``argmax`` and a fused run's ``gated`` decision say
+    what they are instead (`SAVED_THRESHOLD_WORDS`)."""
+    method = str(saved.get("method", "?"))
+    return SAVED_THRESHOLD_WORDS.get(
+        method, f"calibrated on the run's validation data ({method})")
+
+
+def is_calibrated(saved):
+    """Whether a saved threshold was fitted on labelled data (see `saved_threshold_words`)."""
+    return saved is not None and str(saved.get("method")) not in SAVED_THRESHOLD_WORDS
+
+
 def decision_threshold(explicit=None, calibrated=None):
     """The decision threshold on P(spoof): ``explicit`` (``--threshold``), else the calibrated
     one (`read_threshold`), else 0.5.

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepfake_detector import inference
+from deepfake_detector import inference, runs
 import predict
 from conftest import MINI_LA, REPO, SHARED, needs_mini, tone, write_wav
 
@@ -75,7 +75,8 @@ def test_every_input_gets_a_score_or_the_promised_error(detector, audio_files):
             assert r["windows_scored"] == 1
     by = dict(zip(names, rows))
     assert (by["8000"]["sample_rate"], by["stereo"]["channels"]) == (8000, 2)
-    assert by["44100"]["threshold_source"] == "calibrated (eer, threshold.json)"
+    assert by["44100"]["threshold_source"] == \
+        "calibrated on the run's validation data (eer), threshold.json"
 
 
 def test_same_scores_as_the_training_features(detector, demo_corpus, demo_features):
@@ -115,7 +116,8 @@ def test_cli_table_json_csv_and_exit_status(trained_run, audio_files, capsys):
     assert predict.main(["--run", str(trained_run), *ok]) == 0
     table = capsys.readouterr().out
     saved = json.loads((trained_run / "threshold.json").read_text())["best"]["threshold"]
-    assert f"threshold {saved:g} (calibrated (eer, threshold.json))" in table
+    assert f"threshold {saved:g} (calibrated on the run's validation data (eer), " \
+        "threshold.json)" in table
     assert "tone_22050.wav" in table
     # issue 23: what the model was trained on, and the demo warning (the fixture's run was
     # trained on the synthetic demo corpus), said beside the results; the columns explained
@@ -325,3 +327,17 @@ def test_an_empty_folder_is_an_error_not_an_empty_table(trained_run, tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("no audio here")
     with pytest.raises(SystemExit, match=r"no audio files in .*empty"):
         predict.main(["--run", str(trained_run), str(tmp_path / "empty")])
+
+
+def test_only_a_threshold_fitted_on_labelled_data_is_called_calibrated():
+    """Issue 34 point 3: the imported AASIST's threshold (its argmax) and a fused run's gated
+    decision are worded as what they are; EER/F1/FAR thresholds chosen on labelled validation
+    data are "calibrated"."""
+    words = runs.saved_threshold_words
+    assert words({"method": "eer"}) == "calibrated on the run's validation data (eer)"
+    assert words({"method": "far:0.01"}).startswith("calibrated on the run's validation data")
+    assert not words({"method": "argmax"}).startswith("calibrated")
+    assert "not calibrated on your data" in words({"method": "argmax"})
+    assert words({"method": "gated"}).startswith("the fused decision")
+    assert runs.is_calibrated({"method": "f1"}) and not runs.is_calibrated({"method": "argmax"})
+    assert not runs.is_calibrated(None)

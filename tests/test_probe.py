@@ -78,6 +78,7 @@ def test_the_default_recipe_writes_a_run_that_predict_scores_as_the_probe(
     assert detector.aggregate == "mean" and detector.familiarity is not None
     assert detector.uncertain_margin == probe.UNCERTAIN_MARGIN
     assert detector.threshold == pytest.approx(cal["threshold"])
+    assert detector.identity()["threshold_calibrated"] is True  # an EER point, labelled data
     files = sorted((demo_corpus / "ASVspoof2019_LA_train" / "flac").glob("*.flac"))[:3]
     x = probe.cached_embeddings(files, "random:mini", work, progress=False)[:, 0]
     kernel, bias = (np.asarray(w) for w in detector.model.get_layer("p_spoof").weights)
@@ -162,6 +163,8 @@ def test_the_fused_run_follows_aasist_where_its_gate_trusts_it_and_the_probe_els
                              1 - 1e-7))
     want = expit(probe.fused_logits(fitted, gate, x[picks], z_expert))
     detector = inference.Detector(run)
+    assert detector.threshold_source.startswith("the fused decision at 0")
+    assert detector.identity()["threshold_calibrated"] is False
     got = [inference.score_one(table["path"][i], detector)[0] for i in picks]
     np.testing.assert_allclose([r["p_spoof"] for r in got], want, rtol=1e-2, atol=2e-3)
     assert detector.familiarity is not None and all(np.isfinite(r["unfamiliarity"])
