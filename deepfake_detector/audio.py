@@ -163,8 +163,11 @@ def load_audio(path, sr, max_seconds=None):
             y, file_sr = librosa.load(str(path), sr=None, mono=True,
                                       duration=None if max_seconds is None else max_seconds + 1)
         except Exception as e2:  # audioread raises several unrelated types
-            raise AudioError(f"cannot decode: {msg}; fallback decoder: "
-                             f"{str(e2).replace(str(path), path.name)}") from None
+            why = str(e2).replace(str(path), path.name).strip() or type(e2).__name__
+            # libsndfile says "Error opening b'NAME': REASON": the reason is what a person needs
+            raise AudioError(f"cannot decode: not an audio format this program reads "
+                             f"(libsndfile: {msg.rsplit(': ', 1)[-1].strip()}; ffmpeg/audioread: "
+                             f"{why})") from None
         _decode_budget(file_sr, 1, 0, None)
     if max_seconds is not None and y.size > max_seconds * file_sr:
         raise AudioError(f"too long: more than {max_seconds:.0f} s", "too_long")

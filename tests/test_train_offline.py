@@ -21,7 +21,6 @@ def test_the_recipes_are_the_measured_ones():
     assert "--freeze-encoder" in C.OFFLINE_INIT_RECIPE
     flags = train_offline.recipe_flags("AASIST", [])
     assert flags[-4:] == ["--init", "AASIST", "--preset", "AASIST"]
-    assert train_offline.recipe_flags("runs/x", [])[-2:] == ["--preset", "AASIST-L"]
     assert train_offline.recipe_flags(None, ["--preset", "p"])[-1] != "p"  # train.py gets it
     assert train_offline.VIEWS == train_offline.TTS_PER_ENGINE == 0  # measured: not better
 
@@ -85,3 +84,29 @@ def test_init_fine_tunes_the_imported_aasist_back_end(tmp_path, monkeypatch):
     assert config["args"]["preset"] == "AASIST-L" and config["args"]["init"] == "AASIST-L"
     assert config["weights"]["sha256"]  # the imported checkpoint's provenance
     assert (out / "threshold.json").exists()
+
+
+def test_init_reads_the_aasist_configuration_of_its_source_before_any_work(tmp_path, capsys):
+    """Issue 34 point 15: --init with a .pth of the AASIST configuration passed --preset
+    AASIST-L and failed at step 5; the configuration now comes from the source (a name, a
+    .pth with or without its .conf, a run folder), and train.py's flags are checked before
+    step 1."""
+    assert train_offline.init_preset("AASIST") == "AASIST"
+    assert train_offline.init_preset("AASIST-ASVspoof5") == "AASIST"
+    pth = tmp_path / "mine.pth"
+    pth.write_bytes(b"not read for its configuration")
+    assert train_offline.init_preset(pth) == "AASIST"  # no .conf: the AASIST configuration
+    from deepfake_detector.models import aasist
+    (tmp_path / "mine.conf").write_text(json.dumps({"model_config": aasist.CONFIGS["AASIST-L"]}))
+    assert train_offline.init_preset(pth) == "AASIST-L"
+    assert train_offline.recipe_flags(str(pth), [])[-2:] == ["--preset", "AASIST-L"]
+    with pytest.raises(ValueError, match="not a run of the AASIST family"):
+        train_offline.init_preset(tmp_path)
+    with pytest.raises(ValueError, match="not a run folder, a .pth file or one of"):
+        train_offline.init_preset("AASIST-XL")
+    with pytest.raises(SystemExit):  # a typo in a train.py flag: refused before any work
+        train_offline.main(["--protocol", str(tmp_path / "none.csv"), "--audio-dir",
+                            str(tmp_path), "--run", str(tmp_path / "run"), "--work",
+                            str(tmp_path / "work"), "--init", "AASIST", "--epoks", "3"])
+    assert "unrecognized arguments: --epoks" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "work").exists()
