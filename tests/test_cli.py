@@ -21,10 +21,11 @@ import train
 import train_offline
 import leave_sources_out
 import fit_familiarity
+import long_audio
 
 SCRIPTS = [preprocess, data_loader, train, compare_recipes, evaluate, make_demo_corpus, predict,
            serve, make_vocoded_spoofs, lfcc_gmm, train_offline, import_aasist, make_tts_spoofs,
-           degrade_audio, leave_sources_out, fit_familiarity]
+           degrade_audio, leave_sources_out, fit_familiarity, long_audio]
 
 
 def documented_actions(parser):
