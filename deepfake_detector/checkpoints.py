@@ -248,7 +248,9 @@ def resolve(source, conf=None):
     config : dict
         The model_config (`aasist.resolve_config`).
     info : dict
-        ``source``, ``sha256``, ``licence``, and for names ``url`` and ``trained_on``.
+        ``source``, ``sha256``, ``licence``, and for names ``file`` (the local copy used: found
+        in `search_dirs` or downloaded), ``url`` (where the official copy lives) and
+        ``trained_on``.
     """
     text = str(source)
     if text in OFFICIAL:
@@ -265,8 +267,8 @@ def resolve(source, conf=None):
         path = path or _download(text, info)
         digest = sha256(path)
         return path, aasist.resolve_config(info["config"]), {
-            "source": text, "url": _RAW.format(**info), "sha256": digest,
-            "trained_on": info["trained_on"], "licence": LICENCE}
+            "source": text, "file": str(Path(path).resolve()), "url": _RAW.format(**info),
+            "sha256": digest, "trained_on": info["trained_on"], "licence": LICENCE}
     path = Path(text).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {text} not found (a .pth file, or one of "

@@ -514,3 +514,14 @@ def test_calibrate_on_a_labelled_folder_is_one_flag(tmp_path):
     assert saved["validation"]["calibrated"]["accuracy"] == 1.0  # in domain: separable
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["args"]["val_data"] == [str(folder.resolve())]
+
+
+def test_a_checkpoint_found_offline_is_recorded_as_the_file_used(monkeypatch, tmp_path):
+    """Issue 34 point 9: with $AASIST_WEIGHTS, config.json recorded only the GitHub URL, not
+    the local file that was used."""
+    if not (AASIST_DIR / "AASIST-L.pth").is_file():
+        pytest.skip(f"official AASIST checkpoints not found at {AASIST_DIR}")
+    monkeypatch.setenv("AASIST_WEIGHTS", str(AASIST_DIR))
+    path, _, info = checkpoints.resolve("AASIST-L")
+    assert info["file"] == str((AASIST_DIR / "AASIST-L.pth").resolve()) == str(path.resolve())
+    assert info["url"].startswith("https://") and info["source"] == "AASIST-L"
