@@ -60,6 +60,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -164,8 +165,6 @@ def read_labelled(parts):
     """The recordings of ``parts`` [(protocol, audio_dir, fmt), ...]: a table of ``path``,
     ``label``, ``protocol``, ``format``; a listed file that does not exist is an error naming
     it."""
-    import pandas as pd
-
     tables = []
     for protocol, audio, fmt in parts:
         df = protocols.parse_protocol(protocol, fmt)
@@ -213,9 +212,9 @@ def probe_steps(parts, run, work, seed=0, piper=PIPER_SPOOFS, tts_per_engine=TTS
         say(f"[2/4] Debian synthesizer spoofs -> {work / 'tts'}", flush=True)
         made.append(make_tts(work, tts_per_engine, seed, workers, progress))
     extra = [m for m in made if m]
-    if extra:
-        table = read_labelled([(Path(m["labels"]), Path(m["audio"]), None) for m in extra]
-                              + parts)
+    if extra:  # the made spoofs first, then the labelled audio read above
+        table = pd.concat([read_labelled([(Path(m["labels"]), Path(m["audio"]), None)
+                                          for m in extra]), table], ignore_index=True)
     if str(preset) == PROBE_PRESET and not (Path(preset) / "config.json").exists():
         from deepfake_detector import whisper_import
 

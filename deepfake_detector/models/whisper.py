@@ -225,6 +225,29 @@ def whisper_encoder(preset=WHISPER_PRESET):
     return encoder, front
 
 
+def log_mel_layer(front, name=None):
+    """The preset's log-mel front end (`WhisperLogMel`, ``front`` from `whisper_encoder`),
+    built, with its mel filters set."""
+    layer = custom_layers()["WhisperLogMel"](front["num_mels"], front["num_fft_bins"],
+                                             front["stride"], name=name)
+    layer.build((None, None))
+    layer.set_weights([front["mel_filters"]])
+    return layer
+
+
+def pooled_encoder(preset, waveform):
+    """Waveform tensor (batch, samples) -> ``log_mel`` -> ``backbone`` (the preset's frozen
+    encoder, in inference mode) -> ``avg_pool`` (mean over time): (batch, hidden_dim), the
+    part every model of the family shares (`build_whisper`, `probe.fused_model`)."""
+    _, keras = load_tensorflow()
+
+    encoder, front = whisper_encoder(preset)
+    encoder.trainable = False
+    x = log_mel_layer(front, name="log_mel")(waveform)
+    x = inference_mode_layer()(encoder, name="backbone")(x)
+    return keras.layers.GlobalAveragePooling1D(name="avg_pool")(x)
+
+
 def build_whisper(preset=WHISPER_PRESET, input_shape=(CLIP_SAMPLES,), dense_units=DENSE_UNITS,
                   dropout=DROPOUT):
     """The Whisper family, uncompiled: waveform -> ``log_mel`` (`WhisperLogMel`, the preset's
@@ -253,16 +276,8 @@ def build_whisper(preset=WHISPER_PRESET, input_shape=(CLIP_SAMPLES,), dense_unit
     _, keras = load_tensorflow()
     from keras import layers
 
-    encoder, front = whisper_encoder(preset)
-    encoder.trainable = False
-    LogMel = custom_layers()["WhisperLogMel"]
     inputs = keras.Input(shape=input_shape, name="waveform")
-    log_mel = LogMel(front["num_mels"], front["num_fft_bins"], front["stride"],
-                                      name="log_mel")
-    x = log_mel(inputs)
-    log_mel.set_weights([front["mel_filters"]])
-    x = inference_mode_layer()(encoder, name="backbone")(x)
-    x = layers.GlobalAveragePooling1D(name="avg_pool")(x)
+    x = pooled_encoder(preset, inputs)
     if dense_units:  # 0: a linear probe on the pooled encoder output (`deepfake_detector.probe`)
         x = layers.Dense(dense_units, activation="relu", name="dense")(x)
         x = layers.Dropout(dropout, name="dropout")(x)
