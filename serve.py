@@ -4,10 +4,13 @@
 
 - ``POST /predict`` (multipart field ``file``): the same JSON as ``predict.py --json``
   (``{"model": ..., "results": [one result]}``); ``?spectrogram=true`` adds
-  ``spectrogram_png`` (base64 PNG of the mel-spectrogram window the model found most spoof-like).
+  ``spectrogram_png`` (base64 PNG of the mel-spectrogram of the most spoof-like of the windows
+  that decided the verdict, ``deciding_windows``), ``spectrogram_window`` (its span, s) and
+  ``spectrogram_hz`` (the frequencies it covers).
 - ``GET /health``: the model's identity, threshold and feature parameters.
-- ``GET /``: a page to choose or drop a file and see the verdict, P(spoof), the window timeline
-  and the spectrogram. ``GET /docs``: the OpenAPI documentation.
+- ``GET /``: a page that names the loaded model, takes a chosen or dropped file and shows the
+  verdict, P(spoof), the window timeline (the windows that decided marked) and the spectrogram
+  with its axes. ``GET /docs``: the OpenAPI documentation.
 
 Errors are JSON ``{"detail": ...}`` with a status code, never a 500 for bad input: 413 for an
 upload or a recording over the limits, 415 for what cannot be decoded as audio, 422 for an empty
@@ -180,13 +183,19 @@ def spectrogram_png(mel):
 
 
 def add_spectrogram(result, mels, detector):
-    """Add the PNG (base64) of the window the model found most spoof-like, and its span."""
-    top = max((j for j, m in enumerate(mels) if m is not None),
-              key=lambda j: result["windows"][j]["p_spoof"])
+    """Add the PNG (base64) of the most spoof-like of the windows that decided the verdict
+    (``deciding_windows``), its span in seconds and the frequencies it covers in Hz (every
+    front end here spans 0 to half the sample rate: the mel arrays, Whisper's log-mel and the
+    128 x 128 log-mel drawn for AASIST)."""
+    deciding = [j for j in result["deciding_windows"] if mels[j] is not None]
+    top = max(deciding, key=lambda j: result["windows"][j]["p_spoof"])
     picture = detector.spectrogram(mels[top])
     result["spectrogram_png"] = base64.b64encode(spectrogram_png(picture)).decode()
     w = result["windows"][top]
     result["spectrogram_window"] = [w["start_s"], w["end_s"]]
+    params = detector.features
+    result["spectrogram_hz"] = [float(params.get("fmin") or 0.0),
+                                float(params.get("fmax") or params["sample_rate"] / 2)]
 
 
 def create_app(run_dir, which="best", threshold=None, max_upload_mb=MAX_UPLOAD_MB,

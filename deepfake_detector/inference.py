@@ -4,9 +4,10 @@ Each file is decoded to 16 kHz mono (the run's saved feature parameters decide e
 scored in sliding windows of the training window (about 4 s) with a hop of ``hop_seconds``; the
 last window is aligned with the end of the file, so nothing is left out. A file shorter than
 one window is scored once, repeat-padded exactly as in training. Per file the result gives the
-spoof probability of every window and two aggregates, the mean and the **maximum** (one
-synthetic sentence in a long call is not averaged away); the label uses the chosen aggregate at
-the decision threshold (`runs.decision_threshold`).
+spoof probability of every window, their mean and maximum, and the P(spoof) of the window rule
+that decides the label at the decision threshold (`runs.decision_threshold`): the run's own,
+else `aggregate.DEFAULT`, 4 consecutive windows at or above the threshold (`aggregate`, measured
+on long recordings in docs/recipes.md).
 
 Scores follow ASVspoof: ``score`` = log-odds of bonafide (higher = more bonafide). When the run
 holds a calibration (``calibration.json``, ``evaluate.py --calibrate-on``), ``score`` is the
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import aggregate as A
 from . import calibration as C
 from . import datasets
 from . import familiarity
@@ -27,7 +29,7 @@ from .models import logit_parts, logits_from_hidden, predict_batch_size
 
 # -----------------------------------------------------------------------------
 HOP_SECONDS = 2.0  # window hop for long recordings (the window is the training window, ~4 s)
-AGGREGATE = "max"  # file label from the max (or mean) window spoof probability
+AGGREGATE = A.DEFAULT  # the window rule of runs that do not name their own (`aggregate`)
 MIN_SECONDS = 0.1  # shorter recordings are refused
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".wma",
                     ".aiff", ".aif", ".webm"}
@@ -57,9 +59,11 @@ class Detector:
         self._hidden, self._kernel, self._bias = logit_parts(self.model)
         self.batch_size = predict_batch_size(self.meta)  # the family's prediction batch
         self.trained_on, self.warning = runs.training_summary(self.meta)
-        # the run's own window aggregate (a linear probe was measured on the mean), else max
-        self.aggregate = self.meta.get("aggregate") if self.meta.get("aggregate") in (
-            "max", "mean") else AGGREGATE
+        # the run's own window rule (a linear probe was measured on the mean), else the default
+        try:
+            self.aggregate = A.check(self.meta.get("aggregate") or AGGREGATE)
+        except ValueError:
+            self.aggregate = AGGREGATE
         # the band around the threshold shown as uncertain: the run's own (a probe's P(spoof)
         # is compressed: `probe.UNCERTAIN_MARGIN`), else runs.UNCERTAIN_MARGIN
         margin = self.meta.get("uncertain_margin")
@@ -127,13 +131,23 @@ class Detector:
         x = datasets.to_model_input(np.asarray(window)[None], "waveform")
         return np.asarray(self.model.get_layer("log_mel")(x))[0].T
 
+    def describe_rule(self, hop_seconds=HOP_SECONDS):
+        """`aggregate.describe` of the run's window rule, with the seconds K windows span."""
+        k = self.aggregate.partition(":")[2]
+        win = self.window_samples
+        span = (win / self.features["sample_rate"] + (int(k) - 1) * hop_seconds
+                if k and win else None)
+        return A.describe(self.aggregate, span)
+
     def identity(self, public=False):
         """What /health and the JSON output say about the model; ``public`` (the API): the run
         folder's name only, never the server's paths."""
         return {"run": self.run_dir.name if public else str(self.run_dir),
                 "model": self.model_path.name,
                 "threshold": self.threshold, "threshold_source": self.threshold_source,
+                "threshold_text": runs.format_threshold(self.threshold),
                 "threshold_calibrated": self.threshold_calibrated,
+                "aggregate": self.aggregate, "rule": self.describe_rule(),
                 "score": ("calibrated log-likelihood ratio, bonafide vs spoof; P(spoof) at "
                           f"prior {self.calibration.get('prior_spoof', C.PRIOR_SPOOF):g}"
                           if self.calibration else "log-odds of bonafide (not calibrated)"),
@@ -221,24 +235,22 @@ def summarize(info, spans, logits, detector, aggregate=None, unfamiliarity=None)
     the texts people read about it (``display``, `runs.display`); ``unfamiliarity`` per window
     (`Detector.logits`; NaN when unknown) gives the file's, the mean over its scored windows
     (above 1: ``unfamiliar``, the verdict shown as uncertain)."""
-    from scipy.special import expit, logit
+    from scipy.special import expit
 
     scored = ~np.isnan(logits)
     u = np.full(len(logits), np.nan) if unfamiliarity is None else np.asarray(unfamiliarity)
     u_file = float(np.mean(u[scored])) if scored.any() and np.isfinite(u[scored]).all() \
         else None
     p = expit(logits[scored])
-    aggregate = aggregate or detector.aggregate
-    if aggregate == "max":
-        agg = float(np.max(logits[scored]))
-    else:
-        agg = float(logit(np.clip(np.mean(p), 1e-15, 1 - 1e-15)))
+    aggregate = A.check(aggregate or detector.aggregate)
+    agg, deciding = A.combine(logits, aggregate)
     p_agg = float(expit(agg))
     result = {
         "status": "ok", **info,
         "windows_scored": int(scored.sum()), "windows_silent": int((~scored).sum()),
         "p_spoof_mean": float(np.mean(p)), "p_spoof_max": float(np.max(p)),
-        "aggregate": aggregate, "p_spoof": p_agg, "score": detector.score(agg),
+        "aggregate": aggregate, "deciding_windows": deciding,
+        "p_spoof": p_agg, "score": detector.score(agg),
         "label": "spoof" if p_agg >= detector.threshold else "bonafide",
         "threshold": detector.threshold, "threshold_source": detector.threshold_source,
         "unfamiliarity": u_file, "unfamiliar": None if u_file is None else u_file > 1,

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import datasets, features
+from . import aggregate, datasets, features
 from .cli import printable
 from .metrics import THRESHOLD, sigmoid
 from .protocols import CONDITIONS
@@ -289,14 +289,16 @@ def trained_on(train_df):
 
 def training_summary(meta):
     """One line about what a model was trained on (`trained_on`, from its metadata), and the
-    warning a user must see (`DEMO_WARNING`) or None. Models saved before runs recorded it:
+    warning a user must see (`DEMO_WARNING`, or the ``caveat`` its maker recorded: an
+    imported AASIST's measured failures out of domain) or None. Models saved before runs recorded it:
     "not recorded"."""
     info = (meta or {}).get("trained_on")
     if not info:
         return "training data not recorded (a run made before they were)", None
     parts = ", ".join(d["folder"] + (f" ({d['utterances']} utterances)" if d.get("utterances")
                                      else "") for d in info["data"])
-    return f"trained on {parts}", DEMO_WARNING if info.get("synthetic_demo") else None
+    return f"trained on {parts}", (DEMO_WARNING if info.get("synthetic_demo") else
+                                   info.get("caveat") or None)
 
 
 # ----------------------------------------------------------------------------- display
@@ -344,8 +346,12 @@ def display(result, margin=UNCERTAIN_MARGIN):
     and max over windows and the threshold with the digits that show the decision, the margin
     to the threshold, and the verdict: ``uncertain`` when P(spoof) is within ``margin`` of the
     threshold (``uncertain_reason`` "near_threshold") or when the recording is unlike the
-    training recordings (``unfamiliar``; reason "unfamiliar", with its unfamiliarity)."""
+    training recordings (``unfamiliar``; reason "unfamiliar", with its unfamiliarity); and
+    ``rule``, what the window rule that decided means (`aggregate.describe`)."""
     p, t = result["p_spoof"], result["threshold"]
+    k = result["aggregate"].partition(":")[2]
+    span = (result["window_s"] + (int(k) - 1) * result["hop_s"]
+            if k and result.get("hop_s") and result.get("window_s") else None)
     reason = ("unfamiliar" if result.get("unfamiliar") else
               "near_threshold" if abs(p - t) < margin else None)
     return {"p_spoof": format_probability(p, t), "threshold": format_threshold(t),
@@ -354,6 +360,7 @@ def display(result, margin=UNCERTAIN_MARGIN):
             "p_spoof_max": format_probability(result["p_spoof_max"], t),
             "verdict": "uncertain" if reason else result["label"],
             "uncertain_reason": reason, "uncertain_margin": f"{margin:g}",
+            "rule": aggregate.describe(result["aggregate"], span),
             "unfamiliarity": None if result.get("unfamiliarity") is None
             else f"{result['unfamiliarity']:.2f}"}
 

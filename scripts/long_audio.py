@@ -14,17 +14,22 @@ drawn at random (seeded; none twice in one file), joined with `GAP_S` of silence
 **spliced** ones: the same genuine recording with a **spoofed stretch** of about `STRETCH_S`
 seconds (spoofed utterances of ``--spoof`` joined) inserted at a random point. Every file is
 scored once per run (its windows' P(spoof) kept), then each rule of `RULES` decides at the run's
-threshold:
+threshold (`deepfake_detector.aggregate`, the code predict.py and serve.py decide with):
 
-- ``max``: the most spoof-like window (predict.py's default for most runs);
+- ``max``: the most spoof-like window;
 - ``mean``: the mean of the windows' P(spoof) (a probe run's own);
 - ``run:K``: at least K consecutive windows at or above the threshold (K windows of ~4 s every
-  2 s cover about 2 + 2K seconds).
+  2 s cover about 2 + 2K seconds); ``run:4`` is the default of runs that name no rule.
+
+With ``--short``, the rules are also compared on short recordings as they are (EER, genuine
+accepted, spoofs detected), since a rule for long audio must not spoil the short case.
 
 Writes ``<out>/audio/`` (the long files, FLAC), ``<out>/windows.csv`` (every window's P(spoof)
 per run and file), ``<out>/results.csv`` (per run, rule and length: genuine files flagged,
 spliced files detected, hours of genuine speech) and ``<out>/summary.md`` (false alarms per
 hour of genuine speech: flagged genuine files / hours of them), and prints the summary.
+``--reuse`` takes a run's windows from an earlier ``windows.csv`` in ``--out`` when it holds
+every file of the command, instead of scoring again (to compare rules without re-scoring).
 """
 
 import argparse
@@ -36,7 +41,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepfake_detector import features, protocols  # noqa: E402
+from deepfake_detector import aggregate, features, protocols  # noqa: E402
 from deepfake_detector.atomic import atomic_output, write_text_atomic  # noqa: E402
 from deepfake_detector.cli import HelpFormatter, number  # noqa: E402
 
@@ -45,18 +50,71 @@ LENGTHS = (60, 300, 600)  # seconds of the long recordings
 FILES = 3  # long genuine recordings per length (and as many spliced ones)
 GAP_S = 0.3  # silence between joined utterances
 STRETCH_S = 10.0  # seconds of spoofed speech spliced into a genuine recording
-RULES = ("max", "mean", "run:2", "run:3")
+RULES = ("max", "mean", "run:2", "run:3", "run:4", "run:5")
 SEED = 0
 # -----------------------------------------------------------------------------
 
 
-def utterances(spec, label):
-    """The audio files of one ``PROTOCOL[:AUDIO_DIR]`` with ``label``: a list of paths."""
+def utterances(spec, label=None):
+    """The audio files of one ``PROTOCOL[:AUDIO_DIR]`` with ``label`` (None: all): a list of
+    paths, and their labels."""
     protocol, _, audio = str(spec).partition(":")
     df = protocols.parse_protocol(protocol)
     audio = Path(audio) if audio else Path(protocol).parent
-    return [str(protocols.audio_path(row, audio)) for row in df.to_dict("records")
-            if row["label"] == label]
+    rows = [row for row in df.to_dict("records") if label is None or row["label"] == label]
+    paths = [str(protocols.audio_path(row, audio)) for row in rows]
+    return paths if label else (paths, [row["label"] for row in rows])
+
+
+def short_files(specs):
+    """The recordings of ``--short`` as they are: a table ``file``, ``kind`` (``short``),
+    ``label``, ``set`` (the protocol's file name)."""
+    rows = []
+    for spec in specs:
+        paths, labels = utterances(spec)
+        rows += [{"file": f, "kind": "short", "label": y,
+                  "set": Path(str(spec).partition(":")[0]).name} for f, y in zip(paths, labels)]
+    return pd.DataFrame(rows, columns=["file", "kind", "label", "set"])
+
+
+def evaluate_short(files, windows, thresholds, rules=RULES):
+    """Per run, rule and ``--short`` set: EER, and genuine recordings accepted and spoofs
+    detected at the run's threshold (the rows of short.csv): what a rule does to recordings
+    of one or a few windows, where most detectors are measured."""
+    from scipy.special import logit
+
+    from deepfake_detector import metrics
+
+    rows = []
+    short = files[files["kind"] == "short"]
+    for run, threshold in thresholds.items():
+        mine = windows[windows["run"] == run].groupby("file")["p_spoof"]
+        for rule in rules:
+            p = {}
+            for f, g in mine:
+                z = logit(np.clip(g.to_numpy(dtype=float), 1e-15, 1 - 1e-15))
+                p[f] = aggregate.combine(z, rule)[0]  # log-odds: ranks as P(spoof) does
+            for name, g in short.groupby("set", sort=False):
+                z = g["file"].map(p).to_numpy(dtype=float)
+                bona = (g["label"] == "bonafide").to_numpy()
+                eer = metrics.compute_eer(-z[bona], -z[~bona])[0] if bona.any() and \
+                    (~bona).any() else np.nan
+                cut = logit(threshold)
+                rows.append({"run": run, "rule": rule, "set": name, "files": len(g),
+                             "eer": eer, "accepted": np.mean(z[bona] < cut),
+                             "detected": np.mean(z[~bona] >= cut)})
+    return pd.DataFrame(rows)
+
+
+def summarize_short(table):
+    """The short sets' table, for summary.md."""
+    lines = ["", "Short recordings as they are (`--short`):", "",
+             "| run | rule | set | files | EER | genuine accepted | spoofs detected |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {Path(r.run).name} | {r.rule} | {r.set} | {r.files} | {100 * r.eer:.1f}% | "
+              f"{100 * r.accepted:.1f}% | {100 * r.detected:.1f}% |"
+              for r in table.itertuples()]
+    return "\n".join(lines) + "\n"
 
 
 def join(paths, seconds, rng, sr=features.SAMPLE_RATE):
@@ -97,28 +155,27 @@ def make_files(genuine, spoof, lengths, n_files, out, seed=SEED):
 
 
 def decide(p, threshold, rule):
-    """One verdict (True = spoof) from the windows' P(spoof) ``p`` (NaN: silent) by ``rule``."""
-    p = np.asarray(p, float)
-    p = p[~np.isnan(p)]
-    if rule == "max":
-        return bool(np.max(p) >= threshold)
-    if rule == "mean":
-        return bool(np.mean(p) >= threshold)
-    k = int(rule.split(":")[1])
-    above = np.r_[p >= threshold, False]
-    run = best = 0
-    for a in above:
-        run = run + 1 if a else 0
-        best = max(best, run)
-    return best >= k
+    """One verdict (True = spoof) from the windows' P(spoof) ``p`` (NaN: silent) by ``rule``
+    (`aggregate.combine` of their log-odds)."""
+    from scipy.special import expit, logit
+
+    z = logit(np.clip(np.asarray(p, float), 1e-15, 1 - 1e-15))
+    value, _ = aggregate.combine(z, rule)
+    return bool(expit(value) >= threshold)
 
 
-def score(files, run):
+def score(files, run, reuse=None):
     """Every window's P(spoof) of every file by ``run``: a table ``run``, ``file``, ``window``,
-    ``start_s``, ``p_spoof``, and the run's threshold."""
+    ``start_s``, ``p_spoof``, and the run's threshold. ``reuse``: an earlier table, whose rows
+    of ``run`` are taken when they cover every file (else the files are scored)."""
     from deepfake_detector import inference
 
     detector = inference.Detector(run)
+    if reuse is not None:
+        mine = reuse[reuse["run"] == str(run)]
+        if set(files["file"]) <= set(mine["file"]):
+            print(f"{run}: windows reused from the earlier windows.csv", file=sys.stderr)
+            return mine[mine["file"].isin(set(files["file"]))], detector.threshold
     rows = []
     for result in inference.score_files(list(files["file"]), detector, progress=True):
         if result["status"] != "ok":
@@ -133,6 +190,7 @@ def evaluate(files, windows, thresholds, rules=RULES):
     """Per run, rule and length: genuine files flagged, spliced files detected, hours of
     genuine speech (the rows of results.csv)."""
     rows = []
+    files = files[files["kind"] != "short"]
     for run, threshold in thresholds.items():
         mine = windows[windows["run"] == run]
         for rule in rules:
@@ -184,6 +242,13 @@ def build_parser():
                     help="seed of the utterance draws and splice points")
     ap.add_argument("--out", required=True, help="folder for audio/, windows.csv, results.csv, "
                                                  "summary.md")
+    ap.add_argument("--short", action="append", default=[], metavar="PROTOCOL[:AUDIO_DIR]",
+                    help="also score these recordings as they are (all labels; repeat) and "
+                         "report each rule's EER, genuine accepted and spoofs detected on "
+                         "them (short.csv)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="take a run's windows from <out>/windows.csv (an earlier call with the "
+                         "same seed) when it holds every file, instead of scoring again")
     return ap
 
 
@@ -196,9 +261,15 @@ def main(argv=None):
             raise ValueError(f"{len(genuine)} genuine and {len(spoof)} spoofed utterances: "
                              "need both")
         files = make_files(genuine, spoof, args.lengths, args.files, out / "audio", args.seed)
+        files = pd.concat([files, short_files(args.short)], ignore_index=True)
         parts, thresholds = [], {}
+        earlier = None
+        if args.reuse:
+            if not (out / "windows.csv").is_file():
+                raise ValueError(f"--reuse: no {out / 'windows.csv'} to reuse")
+            earlier = pd.read_csv(out / "windows.csv")
         for run in args.run:
-            table, thresholds[str(run)] = score(files, run)
+            table, thresholds[str(run)] = score(files, run, earlier)
             parts.append(table)
     except (ValueError, FileNotFoundError, protocols.ProtocolError, features.AudioError) as e:
         raise SystemExit(f"error: {e}") from None
@@ -207,6 +278,10 @@ def main(argv=None):
     write_text_atomic(out / "windows.csv", windows.to_csv(index=False))
     write_text_atomic(out / "results.csv", results.to_csv(index=False))
     text = summarize(results)
+    if args.short:
+        short = evaluate_short(files, windows, thresholds)
+        write_text_atomic(out / "short.csv", short.to_csv(index=False))
+        text += summarize_short(short)
     write_text_atomic(out / "summary.md", text)
     print(text, end="")
     return results

@@ -52,3 +52,46 @@ def test_long_files_hold_the_spoofed_stretch_and_the_results_count_per_hour(tmp_
     assert by.loc["max", "genuine_hours"] == pytest.approx(40 / 3600)
     summary = LA.summarize(results)
     assert "| r | max | 180.0 | 2/2 | 2/2 |" in summary  # 2 flagged in 40 s of genuine speech
+
+
+def test_short_sets_are_scored_per_rule_and_windows_are_reused_only_when_they_cover(
+        tmp_path, monkeypatch):
+    """--short: each rule's EER, genuine accepted and spoofs detected on recordings as they
+    are; --reuse takes a run's windows from an earlier windows.csv only when it holds every
+    file, and scores them all again otherwise."""
+    (tmp_path / "labels.csv").write_text("file,label\na.wav,bonafide\nb.wav,bonafide\n"
+                                         "c.wav,spoof\nd.wav,spoof\n")
+    files = LA.short_files([str(tmp_path / "labels.csv")])
+    assert list(files["label"]) == ["bonafide", "bonafide", "spoof", "spoof"]
+    assert set(files["set"]) == {"labels.csv"} and set(files["kind"]) == {"short"}
+    # a: one low window; b: a lone high window among low ones (max flags it, run:2 does not);
+    # c: two high windows; d: one high window (a one-window file: every rule flags it)
+    p = {"a": [0.1], "b": [0.1, 0.8, 0.1], "c": [0.9, 0.7], "d": [0.6]}
+    windows = pd.DataFrame([{"run": "r", "file": str(tmp_path / f"{k}.wav"), "window": j,
+                             "start_s": 2 * j, "p_spoof": v}
+                            for k, vs in p.items() for j, v in enumerate(vs)])
+    table = LA.evaluate_short(files, windows, {"r": 0.5}).set_index("rule")
+    assert table.loc["max", "accepted"] == 0.5 and table.loc["max", "detected"] == 1.0
+    assert table.loc["run:2", "accepted"] == 1.0 and table.loc["run:2", "detected"] == 1.0
+    assert table.loc["run:2", "eer"] == 0.0  # b's lone window outranks d under max:
+    assert table.loc["max", "eer"] == 0.5
+    assert table.loc["mean", "accepted"] == 1.0 and table.loc["mean", "files"] == 4
+    assert "| r | run:2 | labels.csv | 4 | 0.0% | 100.0% | 100.0% |" in LA.summarize_short(
+        table.reset_index())
+    from deepfake_detector import inference
+
+    scored = []
+
+    class Stub:
+        def __init__(self, run):
+            self.threshold = 0.25
+
+    monkeypatch.setattr(inference, "Detector", Stub)
+    monkeypatch.setattr(inference, "score_files", lambda paths, *a, **k: scored.append(
+        paths) or [{"status": "ok", "file": f, "windows": [{"start_s": 0, "p_spoof": 0.3}]}
+                   for f in paths])
+    again, threshold = LA.score(files, "r", reuse=windows)  # every file: taken as it is
+    assert threshold == 0.25 and scored == [] and again.equals(windows)
+    partial = windows[windows["file"] != str(tmp_path / "d.wav")]
+    again, _ = LA.score(files, "r", reuse=partial)  # one file missing: all scored again
+    assert scored == [list(files["file"])] and list(again["p_spoof"]) == [0.3] * 4

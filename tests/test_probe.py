@@ -46,8 +46,8 @@ def test_a_smaller_c_is_a_simpler_probe_and_too_few_recordings_are_refused():
 def test_the_default_recipe_writes_a_run_that_predict_scores_as_the_probe(
         demo_corpus, tmp_path, monkeypatch, capsys):
     """train_offline.py without a recipe flag: embeddings cached in the work folder, a linear
-    probe, a run folder (EER threshold of its held-out part, familiarity reference, the mean
-    aggregate) whose Keras graph reproduces the embedding: predict's P(spoof) of a file is the
+    probe, a run folder (EER threshold of its held-out part, familiarity reference, the default
+    window rule) whose Keras graph reproduces the embedding: predict's P(spoof) of a file is the
     probe's on that file's embedding; a second call refuses the finished run, and with
     --overwrite reuses every embedding."""
     pytest.importorskip("keras_hub", reason="the probe needs requirements-whisper.txt")
@@ -80,7 +80,7 @@ def test_the_default_recipe_writes_a_run_that_predict_scores_as_the_probe(
     assert json.loads((run / "threshold.json").read_text())["best"]["threshold"] == \
         cal["threshold"]
     detector = inference.Detector(run)
-    assert detector.aggregate == "mean" and detector.familiarity is not None
+    assert detector.aggregate == "run:4" and detector.familiarity is not None
     assert detector.uncertain_margin == probe.UNCERTAIN_MARGIN
     assert detector.threshold == pytest.approx(cal["threshold"])
     assert detector.identity()["threshold_calibrated"] is True  # an EER point, labelled data
@@ -176,3 +176,63 @@ def test_the_fused_run_follows_aasist_where_its_gate_trusts_it_and_the_probe_els
                                                     for r in got)
     with pytest.raises(ValueError, match="own training corpus"):
         probe.fit_gate(x, np.ones(len(x)))
+
+
+def test_the_page_works_with_the_recommended_probe_run(demo_corpus, tmp_path):
+    """Issue 34, item 1: the page driven in Chromium with the run README recommends (a linear
+    probe on a Whisper encoder; the untrained mini one here). The model is named before an
+    upload; the verdict, its rule (4 consecutive windows, all of them in a shorter recording)
+    with the windows that decided, and Whisper's own log-mel with its axes are shown, with no
+    error."""
+    pytest.importorskip("keras_hub", reason="the probe needs requirements-whisper.txt")
+    import base64
+
+    import soundfile as sf
+
+    import test_serve
+    from deepfake_detector.models import whisper
+
+    if not test_serve.CHROMIUM and not __import__("os").environ.get("CI"):
+        pytest.skip("no system Chromium (CI installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    run = tmp_path / "run"
+    with pytest.warns(UserWarning, match="the threshold rests on"):
+        train_offline.main(["--dataset-root", str(demo_corpus), "--run", str(run), "--work",
+                            str(tmp_path / "work"), "--piper", "0", "--preset", "random:mini"])
+    flacs = sorted((demo_corpus / "ASVspoof2019_LA_dev" / "flac").glob("*.flac"))
+    joined = np.concatenate([sf.read(str(f))[0] for f in flacs[:4]])
+    sf.write(str(tmp_path / "joined.wav"), joined, 16000)
+    url, proc = test_serve.start_server(run, tmp_path / "serve.log")
+    try:
+        r = test_serve.post(url, "joined.wav", (tmp_path / "joined.wav").read_bytes(),
+                            spectrogram="true")
+        assert r.status_code == 200, r.text
+        res = r.json()["results"][0]
+        assert res["aggregate"] == "run:4" and res["windows_scored"] >= 2
+        k = min(4, res["windows_scored"])  # 4 consecutive windows, all of them when fewer
+        assert len(res["deciding_windows"]) == k and np.ptp(res["deciding_windows"]) == k - 1
+        png = base64.b64decode(res["spectrogram_png"])
+        assert int.from_bytes(png[20:24], "big") == whisper.WHISPER_MELS  # Whisper's log-mel
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=test_serve.CHROMIUM,
+                                         args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(url + "/")
+            page.wait_for_function("document.getElementById('loaded').textContent"
+                                   ".startsWith('Model: ')")
+            assert page.inner_text("#loaded").startswith("Model: run (best.keras), ")
+            assert "windows joined by 4 consecutive windows (about 10 s)" in page.inner_text(
+                "#loaded")
+            page.set_input_files("#file", str(tmp_path / "joined.wav"))
+            page.wait_for_selector("#result:not([hidden])", timeout=120000)
+            assert page.inner_text("#error") == ""
+            assert page.get_attribute("#verdict", "data-label") == res["label"]
+            assert page.inner_text("#rule").startswith("4 consecutive windows")
+            assert page.locator("#timeline line.window.decided").count() == k
+            assert page.evaluate("document.getElementById('spectrogram').naturalHeight") == \
+                whisper.WHISPER_MELS
+            assert page.text_content("#spectime") == "time (s)"
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -71,6 +71,7 @@ def clips(tmp_path_factory):
     return {"good": write_wav(d / "good.wav", tone(3.0, sr=22050), 22050),
             "truncated": d / "truncated.flac",
             "long": write_wav(d / "long.flac", tone(30.0), 16000),
+            "medium": write_wav(d / "medium.wav", tone(12.0), 16000),
             "silent": write_wav(d / "silent.wav", np.zeros(32000), 16000),
             "short": write_wav(d / "short.wav", tone(0.05), 16000)}
 
@@ -193,6 +194,15 @@ def test_page_in_a_real_browser(server, clips, tmp_path):
         page.on("requestfailed", lambda r: failed.append(r.url))
         page.on("response", lambda r: r.status == 404 and failed.append(r.url))
         page.goto(server + "/")
+        # the model is named before anything is uploaded, with its threshold and window rule
+        page.wait_for_function("document.getElementById('loaded').textContent"
+                               ".startsWith('Model: ')")
+        health = httpx.get(server + "/health").json()
+        loaded = page.inner_text("#loaded")
+        assert f"Model: {health['run']} (best.keras), trained on train (" in loaded
+        assert f"Threshold {health['threshold_text']} (" in loaded
+        assert loaded.endswith("windows joined by 4 consecutive windows (about 10 s) at or "
+                               "above the threshold (all of them in a shorter recording).")
         # the demo run's random backbone puts every P(spoof) within 1e-5 of its threshold
         page.set_input_files("#file", str(clips["good"]))
         page.wait_for_selector("#result:not([hidden])", timeout=60000)
@@ -222,7 +232,36 @@ def test_page_in_a_real_browser(server, clips, tmp_path):
         assert page.text_content("#thresholdlabel") == (
             f"threshold {res['display']['threshold']}")
         assert page.locator("#thresholdline").count() == 1
+        assert page.inner_text("#rule").startswith("4 consecutive windows")
+        assert page.text_content("#specfreq") == "frequency (kHz, mel scale)"
+        assert [t.text_content() for t in page.locator("#specaxes text.specy").all()] == [
+            "0", "8"]
+        xs = [t.text_content() for t in page.locator("#specaxes text.specx").all()]
+        assert xs[0] == "0" and float(xs[-1]) == pytest.approx(res["windows"][0]["end_s"])
         page.screenshot(path=str(tmp_path / "uncertain.png"), full_page=True)
+        # several windows: the steps never overlap, the 4 that decided are shaded, and no
+        # label is clipped or drawn over the plot
+        page.set_input_files("#file", str(clips["medium"]))
+        page.wait_for_function("document.getElementById('dur').textContent.includes('12.00')")
+        res = post(server, "medium.wav", clips["medium"].read_bytes()).json()["results"][0]
+        assert res["aggregate"] == "run:4" and len(res["deciding_windows"]) == 4
+        steps = page.evaluate("""[...document.querySelectorAll('#timeline line.window')]
+            .map((l) => [+l.getAttribute('x1'), +l.getAttribute('x2')])""")
+        assert len(steps) == res["windows_scored"] == 5
+        assert all(a[1] <= b[0] + 1e-6 for a, b in zip(steps, steps[1:]))
+        assert page.locator("#timeline line.window.decided").count() == 4
+        assert page.locator("#timeline rect.deciding").count() == 1
+        assert page.text_content("#decidinglabel") == "decided the verdict"
+        boxes = page.evaluate("""(() => {  // as drawn (rotation included), in the svg's pixels
+            const o = document.getElementById('timeline').getBoundingClientRect();
+            return [...document.querySelectorAll('#timeline text')].map((t) => {
+                const b = t.getBoundingClientRect();
+                return [t.id, b.left - o.left, b.top - o.top, b.right - o.left,
+                        b.bottom - o.top]; }); })()""")
+        assert all(0 <= x0 and x1 <= 680 for _, x0, _, x1, _ in boxes), boxes
+        plot_top = 24  # the legend (threshold, shading) stands above the plot area
+        assert all(y1 <= plot_top for name, _, _, _, y1 in boxes
+                   if name in ("thresholdlabel", "decidinglabel"))
         # a confident answer (the same response, P(spoof) far above the threshold)
         confident = {**res, "p_spoof": 0.93, "label": "spoof",
                      "display": {**res["display"], "verdict": "spoof", "p_spoof": "0.930"},
