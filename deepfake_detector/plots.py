@@ -109,19 +109,43 @@ def threshold_bins(score, threshold, n=40):
     return np.arange(round((last - first) / width) + 1) * width + first
 
 
-def histogram_plot(ax, score, labels, eer_threshold, name=""):
+def decision_score(score, p, threshold):
+    """The score at which ``P(spoof) = threshold``, from the table's own relation between them
+    (``score = -logit(p) + c``, ``c`` the prior's log-odds of a calibrated run, else 0)."""
+    from scipy.special import logit
+
+    inside = (p > 0) & (p < 1) & np.isfinite(score)
+    c = float(np.median(score[inside] + logit(p[inside]))) if inside.any() else 0.0
+    return float(-logit(np.clip(threshold, 1e-15, 1 - 1e-15)) + c)
+
+
+def threshold_kind(source):
+    """Where a decision threshold came from, in a few words (titles and legends)."""
+    return ("calibrated" if source.startswith("calibrated") else
+            "--threshold" if source.startswith("--threshold") else
+            "the model's own decision" if source.startswith("the model's own") else
+            "fused decision" if source.startswith("the fused") else "default, not calibrated")
+
+
+def histogram_plot(ax, score, labels, eer_threshold, name="", decision=None):
     """Score distributions per class (each class's share of its utterances per bin), with the
-    threshold at the EER point on a bin edge (`threshold_bins`)."""
-    bins = threshold_bins(score, eer_threshold)
+    decision threshold that confusion.png counts at (``decision``: its score and kind; on a bin
+    edge, `threshold_bins`) and this data's own EER point (dotted): they differ unless the
+    threshold was chosen on this very data."""
+    edge = decision[0] if decision else eer_threshold
+    bins = threshold_bins(score, edge)
     for key, color in (("bonafide", "tab:green"), ("spoof", "tab:red")):
         s = score[labels == key]
         ax.hist(s, bins=bins, alpha=0.6, color=color, label=f"{key} ({len(s)})",
                 weights=np.full(len(s), 1 / max(len(s), 1)))
-    ax.axvline(eer_threshold, color="k", ls="--", label="threshold at the EER")
+    if decision:
+        ax.axvline(decision[0], color="k", ls="--",
+                   label=f"decision threshold ({decision[1]}; confusion.png)")
+    ax.axvline(eer_threshold, color="0.4", ls=":", label="EER point of this data")
     readable_axis(ax.xaxis)
     ax.set(xlabel="score (higher = more bonafide)",
            ylabel="share of the class", title=titled("Score distributions", name))
-    ax.legend()
+    ax.legend(fontsize="small")
 
 
 def confusion_plot(ax, y, p, threshold, name="", source=""):
@@ -132,10 +156,7 @@ def confusion_plot(ax, y, p, threshold, name="", source=""):
     ConfusionMatrixDisplay.from_predictions(
         y, (p >= threshold).astype(int), labels=[0, 1],
         display_labels=["bonafide", "spoof"], ax=ax, colorbar=False)
-    kind = ("calibrated" if source.startswith("calibrated") else
-            "--threshold" if source.startswith("--threshold") else
-            "the model's own decision" if source.startswith("the model's own") else
-            "fused decision" if source.startswith("the fused") else "default, not calibrated")
+    kind = threshold_kind(source)
     ax.set_title(titled(f"P(spoof) >= {format_threshold(threshold)} ({kind})", name))
 
 
@@ -171,14 +192,17 @@ def figures(table, report, history_csv=None):
     score, p = table["score"].to_numpy(np.float64), table["p_spoof"].to_numpy(np.float64)
     data = report.get("name", "")  # which data: every title says it
     source = report.get("threshold", {}).get("source", "")
+    chosen = report["operating_points"]["chosen"]["threshold"]
+    decision = (decision_score(score, p, chosen), threshold_kind(source))
     out = {}
     for name, size, draw in (
             ("roc.png", (5, 5), lambda ax: roc_plot(ax, y, p, report["roc_auc"], data)),
             ("det.png", (5, 5), lambda ax: det_plot(ax, score, y, report["eer"], data)),
             ("score_hist.png", (6, 4),
-             lambda ax: histogram_plot(ax, score, labels, report["eer_threshold"], data)),
-            ("confusion.png", (4.5, 4), lambda ax: confusion_plot(
-                ax, y, p, report["operating_points"]["chosen"]["threshold"], data, source))):
+             lambda ax: histogram_plot(ax, score, labels, report["eer_threshold"], data,
+                                       decision)),
+            ("confusion.png", (4.5, 4), lambda ax: confusion_plot(ax, y, p, chosen, data,
+                                                                  source))):
         fig, ax = plt.subplots(figsize=size)
         draw(ax)
         out[name] = fig

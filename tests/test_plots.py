@@ -114,3 +114,29 @@ def test_the_histogram_threshold_is_a_bin_edge(threshold):
     assert bins[0] <= score.min() and bins[-1] >= score.max()
     assert np.isclose(bins, threshold, atol=1e-9).any()
     assert 38 <= len(bins) - 1 <= 42 and np.allclose(np.diff(bins), np.diff(bins)[0])
+
+
+def test_the_histogram_draws_the_threshold_confusion_counts_at_and_the_eer_point():
+    """Issue 34, item 6: score_hist.png drew the data's own EER point while confusion.png
+    counted at the calibrated threshold, without saying so. Now both lines are drawn and
+    named, and the utterances on each side of the decision line are confusion.png's counts."""
+    table = score_table("wide")
+    threshold = 0.2
+    m, _, _ = report.compute_report(table, threshold=threshold)
+    figs = plots.figures(table, m)
+    ax = figs["score_hist.png"].axes[0]
+    lines = {line.get_label(): line.get_xdata()[0] for line in ax.lines}
+    assert set(lines) == {"decision threshold (--threshold; confusion.png)",
+                          "EER point of this data"}
+    assert lines["EER point of this data"] == pytest.approx(m["eer_threshold"])
+    cut = lines["decision threshold (--threshold; confusion.png)"]
+    assert cut == pytest.approx(np.log((1 - threshold) / threshold))
+    chosen = m["operating_points"]["chosen"]
+    spoof_side = table["score"] <= cut  # P(spoof) >= threshold
+    assert (spoof_side & (table["label"] == "bonafide")).sum() == chosen["fp"]
+    assert (spoof_side & (table["label"] == "spoof")).sum() == chosen["tp"]
+    # a calibrated run's scores carry the prior's log-odds: the line moves with them
+    shifted = table.assign(score=table["score"] + 1.5)
+    assert plots.decision_score(shifted["score"].to_numpy(), shifted["p_spoof"].to_numpy(),
+                                threshold) == pytest.approx(cut + 1.5)
+    plots._pyplot().close("all")
