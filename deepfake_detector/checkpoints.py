@@ -285,9 +285,13 @@ def resolve(source, conf=None):
         except (ValueError, KeyError, TypeError) as e:  # UnicodeDecodeError is a ValueError
             raise ValueError(f"{conf}: not an AASIST configuration file "
                              f"({type(e).__name__}: {str(e)[:300]})") from None
-    return path, config, {"source": str(path.resolve()), "sha256": sha256(path),
-                          "config_file": str(conf) if conf.is_file() else None,
-                          "licence": LICENCE}
+    digest = sha256(path)
+    known = [name for name, o in OFFICIAL.items() if o["sha256"] == digest]
+    info = {"source": str(path.resolve()), "sha256": digest,
+            "config_file": str(conf) if conf.is_file() else None, "licence": LICENCE}
+    if known:  # an official checkpoint by its digest: what it was trained on is known
+        info.update(official=known[0], trained_on=OFFICIAL[known[0]]["trained_on"])
+    return path, config, info
 
 
 def load_keras(source, conf=None, input_shape=(aasist.SAMPLES,)):

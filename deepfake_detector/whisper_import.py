@@ -410,6 +410,7 @@ def import_preset(source, out, overwrite=False):
     try:
         tmp.chmod(0o755)  # mkdtemp's 0o700 would make the preset private
         _write_preset(tmp, arch, audio, weights)
+        info["files"] = {f.name: sha256(f) for f in sorted(tmp.iterdir())}  # reuse checks them
         write_json_atomic(tmp / IMPORT_FILE, info)
         old = None
         if out.exists():  # a preset of ours (check_output): moved aside, removed once replaced

@@ -11,7 +11,8 @@ a reader that refuses anything but tensors (`deepfake_detector.pth`).
 
 The run folder gets ``best.keras`` (the Keras port with the weights and the feature parameters
 inside: mono 16 kHz waveform, the first 64,600 samples, tiled when shorter, the official input),
-``config.json`` (where the weights came from: source, sha256, licence) and ``threshold.json``:
+``config.json`` (where the weights came from: source, sha256, licence; for the ASVspoof 2019
+checkpoints the measured caveat every verdict then carries, `CAVEATS`) and ``threshold.json``:
 P(spoof) >= 0.5, the official model's own decision (its softmax argmax), unless
 ``--calibrate-on`` chooses the EER threshold on a labelled preprocessed folder of yours
 (``preprocess.py --features waveform --clip-samples 64600``), which the run then also reports
@@ -30,6 +31,16 @@ from deepfake_detector import models as M  # noqa: E402
 from deepfake_detector.atomic import write_json_atomic  # noqa: E402
 from deepfake_detector.cli import HelpFormatter  # noqa: E402
 from deepfake_detector.models import aasist  # noqa: E402
+
+# -----------------------------------------------------------------------------
+# what a user must read beside every verdict of a model trained on one corpus, as measured
+# (README, docs/recipes.md): predict.py prints it, the page and /health show it
+CAVEATS = {"ASVspoof 2019 LA train": (
+    "trained on ASVspoof 2019 LA only (one studio's read English, 2019's synthesizers): on "
+    "recordings from elsewhere it is often confidently wrong (41% EER on LJSpeech/WaveFake; "
+    "71% of genuine recordings from other sources called spoof, with P(spoof) near 1; "
+    "README), so its P(spoof) near 0 or 1 is no certainty outside ASVspoof")}
+# -----------------------------------------------------------------------------
 
 
 def import_run(source, run_dir, conf=None, calibrate_on=None, overwrite=False):
@@ -61,7 +72,8 @@ def import_run(source, run_dir, conf=None, calibrate_on=None, overwrite=False):
     meta = {"features": params, "labels": runs.LABELS, "input": M.input_spec("aasist", params),
             "model": "aasist", "run": run_dir.name, "preset": config, "weights": weights,
             "trained_on": {"data": [{"folder": corpus, "utterances": None, "protocol": None,
-                                     "synthetic_demo": False}], "synthetic_demo": False}}
+                                     "synthetic_demo": False}], "synthetic_demo": False,
+                           "caveat": CAVEATS.get(corpus)}}
     M.save_model_atomic(model, run_dir / "best.keras", meta)
     args = {"model": "aasist", "preset": config, "init": str(source), "data": None,
             "val_data": [str(Path(calibrate_on).resolve())] if calibrate_on else None}

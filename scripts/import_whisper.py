@@ -16,9 +16,15 @@ every encoder shape is checked, float16 weights become float32. The preset holds
 (the decoder is a placeholder: a detector never reads it), Whisper's audio front end and
 ``import.json`` (source, sha256, package and licence, architecture). Quantized (int8) models
 are refused: convert them again with ``--quantization float16``.
+
+An ``--out`` that already holds the same model (imported from weights of the same sha256, its
+files intact: their sha256 as ``import.json`` recorded them) is kept as it is: a second call,
+or one after ``train_offline.py`` imported base itself, has nothing to do. Anything else there
+is refused without ``--overwrite``.
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -27,6 +33,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from deepfake_detector import ct2  # noqa: E402
 from deepfake_detector.cli import HelpFormatter  # noqa: E402
 from deepfake_detector import whisper_import  # noqa: E402
+from deepfake_detector.atomic import sha256  # noqa: E402
+
+
+def already_imported(source, out):
+    """The ``import.json`` of ``out`` when it holds the model of ``source`` (the same sha256)
+    with every file as recorded, else None."""
+    out = Path(out)
+    try:
+        made = json.loads((out / whisper_import.IMPORT_FILE).read_text(encoding="utf-8"))
+        files = made["files"]
+        parts, _ = whisper_import.find_model_parts(source)
+        same = made["sha256"] == sha256(*parts) and all(
+            sha256(out / name) == digest for name, digest in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ct2.CT2FormatError):
+        return None
+    return made if same else None
 
 
 def build_parser():
@@ -45,6 +67,11 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    kept = None if args.overwrite else already_imported(args.source, args.out)
+    if kept:
+        print(f"{args.out}/ already holds Whisper {kept['model']} from the same weights "
+              "(sha256 of the source and of every file checked); nothing to do")
+        return kept
     try:
         info = whisper_import.import_preset(args.source, args.out, args.overwrite)
     except (ct2.CT2FormatError, FileNotFoundError, FileExistsError) as e:

@@ -458,3 +458,28 @@ def test_a_run_on_the_imported_preset_saves_reloads_evaluates_predicts_and_serve
     assert r.status_code == 200, r.text
     assert r.json()["results"][0]["p_spoof"] == pytest.approx(table.loc[first, "p_spoof"],
                                                               rel=1e-4, abs=1e-6)
+
+
+def test_the_same_model_again_is_kept_and_a_changed_one_is_refused(fake_folder, tmp_path,
+                                                                   capsys):
+    """import_whisper.py into a folder that already holds the same model (the same source
+    sha256, every file as recorded) has nothing to do (README's order imports base after
+    train_offline.py did); a damaged file or other weights are refused without --overwrite."""
+    import import_whisper
+
+    out = tmp_path / "p"
+    info = import_whisper.main([str(fake_folder), "--out", str(out)])
+    assert {"config.json", "model.weights.h5"} <= set(info["files"])
+    stamp = (out / "model.weights.h5").stat().st_mtime_ns
+    capsys.readouterr()
+    again = import_whisper.main([str(fake_folder), "--out", str(out)])
+    assert again["sha256"] == info["sha256"]
+    assert "already holds Whisper" in capsys.readouterr().out
+    assert (out / "model.weights.h5").stat().st_mtime_ns == stamp  # not written again
+    with open(out / "model.weights.h5", "r+b") as f:  # one byte changed: not the same model
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+        import_whisper.main([str(fake_folder), "--out", str(out)])
