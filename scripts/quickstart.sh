@@ -15,12 +15,15 @@
 #           imagenet: the design card with ImageNet weights (needs network once);
 #           or the path of a local efficientnetb0_notop.h5 for the design card.
 #   EPOCHS: training epochs (default: the recipe's own).
+# DEMO_CORPUS_ARGS (environment, optional): more flags for scripts/make_demo_corpus.py, e.g.
+#   "--train 24 --dev 12" for a smaller corpus (scripts/walkthrough.py --fast uses it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RECIPE="${1:-lcnn}"
 EPOCHS=()
 if [ -n "${2:-}" ]; then EPOCHS=(--epochs "$2"); fi
-python scripts/make_demo_corpus.py --out data/demo --eval 0 --no-next-step
+# shellcheck disable=SC2086  # DEMO_CORPUS_ARGS holds several flags
+python scripts/make_demo_corpus.py --out data/demo --eval 0 --no-next-step ${DEMO_CORPUS_ARGS:-}
 python preprocess.py --dataset-root data/demo/LA --split dev --out data/features/demo_dev
 if [ "$RECIPE" = offline ]; then
     python scripts/train_offline.py --dataset-root data/demo/LA --split train --run runs/demo \

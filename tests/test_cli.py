@@ -22,10 +22,11 @@ import train_offline
 import leave_sources_out
 import fit_familiarity
 import long_audio
+import walkthrough
 
 SCRIPTS = [preprocess, data_loader, train, compare_recipes, evaluate, make_demo_corpus, predict,
            serve, make_vocoded_spoofs, lfcc_gmm, train_offline, import_aasist, make_tts_spoofs,
-           degrade_audio, leave_sources_out, fit_familiarity, long_audio]
+           degrade_audio, leave_sources_out, fit_familiarity, long_audio, walkthrough]
 
 
 def documented_actions(parser):
