@@ -81,6 +81,13 @@ def combine(logits, rule):
     return float(lows[at]), scored[at:at + k].tolist()
 
 
+def span(rule, window_s, hop_s):
+    """The seconds K consecutive windows of ``window_s`` every ``hop_s`` cover, for ``run:K``
+    (None for the other rules, or when the window or hop is unknown)."""
+    k = check(rule).partition(":")[2]
+    return window_s + (int(k) - 1) * hop_s if k and window_s and hop_s else None
+
+
 def describe(rule, seconds=None):
     """What ``rule`` means, for people: e.g. "4 consecutive windows (about 10 s) at or above
     the threshold". ``seconds``: the span of K windows, when known."""

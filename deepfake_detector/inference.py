@@ -131,14 +131,6 @@ class Detector:
         x = datasets.to_model_input(np.asarray(window)[None], "waveform")
         return np.asarray(self.model.get_layer("log_mel")(x))[0].T
 
-    def describe_rule(self, hop_seconds=HOP_SECONDS):
-        """`aggregate.describe` of the run's window rule, with the seconds K windows span."""
-        k = self.aggregate.partition(":")[2]
-        win = self.window_samples
-        span = (win / self.features["sample_rate"] + (int(k) - 1) * hop_seconds
-                if k and win else None)
-        return A.describe(self.aggregate, span)
-
     def identity(self, public=False):
         """What /health and the JSON output say about the model; ``public`` (the API): the run
         folder's name only, never the server's paths."""
@@ -147,7 +139,9 @@ class Detector:
                 "threshold": self.threshold, "threshold_source": self.threshold_source,
                 "threshold_text": runs.format_threshold(self.threshold),
                 "threshold_calibrated": self.threshold_calibrated,
-                "aggregate": self.aggregate, "rule": self.describe_rule(),
+                "aggregate": self.aggregate, "rule": A.describe(self.aggregate, A.span(
+                    self.aggregate, (self.window_samples or 0) / self.features["sample_rate"],
+                    HOP_SECONDS)),
                 "score": ("calibrated log-likelihood ratio, bonafide vs spoof; P(spoof) at "
                           f"prior {self.calibration.get('prior_spoof', C.PRIOR_SPOOF):g}"
                           if self.calibration else "log-odds of bonafide (not calibrated)"),

@@ -349,9 +349,6 @@ def display(result, margin=UNCERTAIN_MARGIN):
     training recordings (``unfamiliar``; reason "unfamiliar", with its unfamiliarity); and
     ``rule``, what the window rule that decided means (`aggregate.describe`)."""
     p, t = result["p_spoof"], result["threshold"]
-    k = result["aggregate"].partition(":")[2]
-    span = (result["window_s"] + (int(k) - 1) * result["hop_s"]
-            if k and result.get("hop_s") and result.get("window_s") else None)
     reason = ("unfamiliar" if result.get("unfamiliar") else
               "near_threshold" if abs(p - t) < margin else None)
     return {"p_spoof": format_probability(p, t), "threshold": format_threshold(t),
@@ -360,7 +357,8 @@ def display(result, margin=UNCERTAIN_MARGIN):
             "p_spoof_max": format_probability(result["p_spoof_max"], t),
             "verdict": "uncertain" if reason else result["label"],
             "uncertain_reason": reason, "uncertain_margin": f"{margin:g}",
-            "rule": aggregate.describe(result["aggregate"], span),
+            "rule": aggregate.describe(result["aggregate"], aggregate.span(
+                result["aggregate"], result.get("window_s"), result.get("hop_s"))),
             "unfamiliarity": None if result.get("unfamiliarity") is None
             else f"{result['unfamiliarity']:.2f}"}
 

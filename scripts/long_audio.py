@@ -55,15 +55,18 @@ SEED = 0
 # -----------------------------------------------------------------------------
 
 
-def utterances(spec, label=None):
-    """The audio files of one ``PROTOCOL[:AUDIO_DIR]`` with ``label`` (None: all): a list of
-    paths, and their labels."""
+def labelled(spec):
+    """The audio files of one ``PROTOCOL[:AUDIO_DIR]`` and their labels: two lists."""
     protocol, _, audio = str(spec).partition(":")
-    df = protocols.parse_protocol(protocol)
+    rows = protocols.parse_protocol(protocol).to_dict("records")
     audio = Path(audio) if audio else Path(protocol).parent
-    rows = [row for row in df.to_dict("records") if label is None or row["label"] == label]
-    paths = [str(protocols.audio_path(row, audio)) for row in rows]
-    return paths if label else (paths, [row["label"] for row in rows])
+    return [str(protocols.audio_path(row, audio)) for row in rows], [r["label"] for r in rows]
+
+
+def utterances(spec, label):
+    """The audio files of one ``PROTOCOL[:AUDIO_DIR]`` with ``label``: a list of paths."""
+    paths, labels = labelled(spec)
+    return [f for f, y in zip(paths, labels) if y == label]
 
 
 def short_files(specs):
@@ -71,7 +74,7 @@ def short_files(specs):
     ``label``, ``set`` (the protocol's file name)."""
     rows = []
     for spec in specs:
-        paths, labels = utterances(spec)
+        paths, labels = labelled(spec)
         rows += [{"file": f, "kind": "short", "label": y,
                   "set": Path(str(spec).partition(":")[0]).name} for f, y in zip(paths, labels)]
     return pd.DataFrame(rows, columns=["file", "kind", "label", "set"])
@@ -90,10 +93,7 @@ def evaluate_short(files, windows, thresholds, rules=RULES):
     for run, threshold in thresholds.items():
         mine = windows[windows["run"] == run].groupby("file")["p_spoof"]
         for rule in rules:
-            p = {}
-            for f, g in mine:
-                z = logit(np.clip(g.to_numpy(dtype=float), 1e-15, 1 - 1e-15))
-                p[f] = aggregate.combine(z, rule)[0]  # log-odds: ranks as P(spoof) does
+            p = {f: rule_logit(g.to_numpy(dtype=float), rule) for f, g in mine}
             for name, g in short.groupby("set", sort=False):
                 z = g["file"].map(p).to_numpy(dtype=float)
                 bona = (g["label"] == "bonafide").to_numpy()
@@ -154,14 +154,19 @@ def make_files(genuine, spoof, lengths, n_files, out, seed=SEED):
     return pd.DataFrame(rows)
 
 
-def decide(p, threshold, rule):
-    """One verdict (True = spoof) from the windows' P(spoof) ``p`` (NaN: silent) by ``rule``
-    (`aggregate.combine` of their log-odds)."""
-    from scipy.special import expit, logit
+def rule_logit(p, rule):
+    """The recording's log-odds of spoof under ``rule`` from its windows' P(spoof) ``p`` (NaN:
+    silent): `aggregate.combine` of their log-odds."""
+    from scipy.special import logit
 
-    z = logit(np.clip(np.asarray(p, float), 1e-15, 1 - 1e-15))
-    value, _ = aggregate.combine(z, rule)
-    return bool(expit(value) >= threshold)
+    return aggregate.combine(logit(np.clip(np.asarray(p, float), 1e-15, 1 - 1e-15)), rule)[0]
+
+
+def decide(p, threshold, rule):
+    """One verdict (True = spoof) from the windows' P(spoof) ``p`` (NaN: silent) by ``rule``."""
+    from scipy.special import expit
+
+    return bool(expit(rule_logit(p, rule)) >= threshold)
 
 
 def score(files, run, reuse=None):

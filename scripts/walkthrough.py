@@ -259,11 +259,6 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     commands = readme_commands((REPO / "README.md").read_text())
-    for command in commands:  # every command known before the first one runs
-        try:
-            rule_for(command)
-        except ValueError as e:
-            raise SystemExit(f"error: {e}") from None
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="walkthrough-"))
     copy = base / "repo"
     copy.mkdir(parents=True)
