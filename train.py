@@ -281,7 +281,7 @@ def finalize(cfg, run_dir, model, meta, data, inputs):
     if cfg.calibrate != "none":
         try:
             report.calibrate_run(run_dir, cfg.calibrate, val_features=inputs.val_features,
-                                 val_targets=data.val_df["target"])
+                                 val_targets=data.val_df["target"], model=model)
             return history
         except ValueError as e:  # e.g. a validation part with one class: the run is still good
             note = f"no threshold calibrated ({e})"

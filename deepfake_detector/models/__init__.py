@@ -20,7 +20,7 @@ from ..features import check_kind
 from . import aasist, efficientnet, lcnn, whisper
 from .common import (KERAS_PACKAGE, LEARNING_RATE, LR_SCHEDULES, META_NAME,  # noqa: F401
                      PREDICT_BATCH_SIZE, WeightsUnavailable, backbone_blocks, backbone_key,
-                     backbone_of, compile_model, encoder_frozen, feature_extractor,
+                     backbone_of, batch_function, compile_model, encoder_frozen, feature_extractor,
                      head_hidden, head_layers, head_model,
                      inference_mode_layer, load_tensorflow, logit_parts, logits_from_hidden,
                      param_counts, predict_logits, read_model_meta, save_model_atomic,

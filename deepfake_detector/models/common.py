@@ -302,11 +302,43 @@ def logits_from_hidden(hidden, kernel, bias):
     return (np.asarray(hidden, np.float64) @ kernel + bias).reshape(-1)
 
 
+def batch_function(model):
+    """``model`` in inference mode as one compiled function for every batch size:
+    ``f(x) -> np.ndarray``, the same numbers ``model.predict_on_batch(x)`` gives.
+
+    Keras traces its predict graph again for each new batch size: a corpus's last, partial
+    batch, and each new number of windows in predict.py and serve.py (about 1.2 s each for
+    EfficientNetB0 on 2 cores, measured in benchmarks/run.py's training group). This function
+    is traced once, with the batch dimension left open.
+
+    Parameters
+    ----------
+    model : keras.Model
+        One input of shape (batch, ...).
+
+    Returns
+    -------
+    f : callable
+        ``f(x)``, x of shape (n, *model input shape[1:]) -> np.ndarray of shape (n, ...).
+    """
+    tf, _ = load_tensorflow()
+
+    if len(model.inputs) != 1:
+        return model.predict_on_batch
+    spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), model.inputs[0].dtype)
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    return lambda x: np.asarray(fn(tf.convert_to_tensor(x, spec.dtype)))
+
+
 def predict_logits(model, ds, progress=False, total=None, with_hidden=False):
     """Batched log-odds of spoof for every element of ``ds``, in order (see `logit_parts`).
 
     Parameters
     ----------
+    model : keras.Model
+    ds : tf.data.Dataset or array_like
+        Batches of model inputs, or the inputs themselves, shape (n, ...), scored in batches
+        of `PREDICT_BATCH_SIZE`.
     progress : bool
         A progress bar over the batches on stderr (``total`` of them).
     with_hidden : bool
@@ -317,15 +349,18 @@ def predict_logits(model, ds, progress=False, total=None, with_hidden=False):
     logits : np.ndarray, shape (n,), float64
         ``log(P(spoof) / P(bonafide))``; the ASVspoof score is ``-logits``.
     """
-    hidden, kernel, bias = logit_parts(model)
-    if not progress:
-        h = hidden.predict(ds, verbose=0)
-    else:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        parts = [hidden.predict_on_batch(x) for x in tqdm(ds, total=total, desc="scoring",
-                                                           unit="batch")]
-        h = np.concatenate(parts) if parts else np.zeros((0, kernel.shape[0]))
+    tf, _ = load_tensorflow()
+
+    hidden, kernel, bias = logit_parts(model)
+    f = batch_function(hidden)  # one trace, the last partial batch included
+    if not isinstance(ds, tf.data.Dataset):
+        x = np.asarray(ds)
+        ds = (x[i:i + PREDICT_BATCH_SIZE] for i in range(0, len(x), PREDICT_BATCH_SIZE))
+    parts = [f(x) for x in tqdm(ds, total=total, desc="scoring", unit="batch",
+                                disable=not progress)]
+    h = np.concatenate(parts) if parts else np.zeros((0, kernel.shape[0]))
     z = logits_from_hidden(h, kernel, bias)
     return (z, np.asarray(h)) if with_hidden else z
 
