@@ -35,6 +35,51 @@ def test_features_follow_the_stated_definition():
     np.testing.assert_allclose(features.compute_features(y), expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("mel_args", [(16000, 1024, 128, 0.0, 8000.0),
+                                      (16000, 512, 64, 20.0, 7600.0),
+                                      (22050, 2048, 80, 0.0, 11025.0)])
+def test_numpy_log_mel_gives_librosas_bits(mel_args):
+    """The numpy STFT, filterbank and dB conversion equal librosa's to the last bit (both fits,
+    lengths below, at and above the window), so arrays and models made before stay valid."""
+    import librosa
+
+    sr, n_fft, n_mels, fmin, fmax = mel_args
+    np.testing.assert_array_equal(
+        features.mel_filterbank(sr, n_fft, n_mels, fmin, fmax),
+        librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax,
+                            dtype=np.float64))
+    rng = np.random.default_rng(sum(mel_args[:3]))
+    for fit in ("window", "resize"):
+        p = features.feature_params(fit)
+        for n in (800, 5000, p["clip_samples"] or 64524, 100_001):
+            y = (rng.standard_normal(n) * rng.uniform(1e-3, 0.4)).astype(np.float32)
+            x = features.fit_length(y, p["clip_samples"] or max(n, p["n_fft"]))
+            power = np.abs(librosa.stft(x, n_fft=p["n_fft"], hop_length=p["hop_length"],
+                                        window="hann", center=False)) ** 2.0
+            np.testing.assert_array_equal(features.power_spectrogram(x, p), power)
+            mel = (features.mel_filterbank(16000, 1024, 128, 0.0, 8000.0)
+                   @ power.astype(np.float64)).astype(np.float32)
+            np.testing.assert_array_equal(features.power_to_db(mel, 80.0),
+                                          librosa.power_to_db(mel, ref=np.max, top_db=80.0))
+
+
+def test_scoring_features_import_no_spectral_library():
+    """Start-up: a process that decodes and computes mel arrays never imports scipy.signal
+    or numba (librosa's spectral modules, about 1.5 s per process)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from deepfake_detector import features as F\n"
+            "y = np.sin(np.arange(70000) / 7).astype(np.float32)\n"
+            "assert F.compute_features(y).shape == (128, 128)\n"
+            "print(sorted(m for m in ('scipy.signal', 'numba', 'librosa.core.spectrum')"
+            " if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    assert out.stdout.strip() == "[]"
+
+
 def test_short_utterances_are_repeat_padded_and_long_ones_cropped_at_start():
     n = features.CLIP_SAMPLES
     short = tone(1.0, seed=1)
