@@ -141,6 +141,31 @@ def test_workers_give_identical_arrays(messy_corpus, tmp_path):
                                       np.load(tmp_path / "w2" / f"U_{i}.npy"))
 
 
+def test_workers_fork_unless_tensorflow_is_loaded(messy_corpus, tmp_path, monkeypatch):
+    """Workers fork from a process without TensorFlow (no interpreter to start again: checked
+    in a fresh process, which then writes the same arrays as one worker) and come from a clean
+    forkserver when it is loaded (its threads make fork unsafe)."""
+    import subprocess
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorflow", sys.modules.get("tensorflow", object()))
+    assert preprocess.pool_context().get_start_method() == "forkserver"
+    protocol, audio = messy_corpus
+    code = ("import sys, preprocess\n"
+            "assert 'tensorflow' not in sys.modules\n"
+            "print(preprocess.pool_context().get_start_method())\n"
+            f"s = preprocess.preprocess({str(protocol)!r}, {str(audio)!r}, "
+            f"{str(tmp_path / 'w2')!r}, workers=2, progress=False)\n"
+            "print(s['written'], s['failed'])\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=str(Path(preprocess.__file__).parent),
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["fork", "4", "4"]
+    preprocess.preprocess(protocol, audio, tmp_path / "w1", workers=1, progress=False)
+    for i in range(4):
+        np.testing.assert_array_equal(np.load(tmp_path / "w1" / f"U_{i}.npy"),
+                                      np.load(tmp_path / "w2" / f"U_{i}.npy"))
+
+
 def test_csv_protocol_with_relative_and_absolute_paths(tmp_path):
     (tmp_path / "audio" / "sub").mkdir(parents=True)
     write_wav(tmp_path / "audio" / "sub" / "a.wav", tone(1.0), 22050)
