@@ -124,7 +124,7 @@ def without_autotune(ds):
 
     The autotuner's background thread can hold the end of an iterator for 10 s: scoring 2,000
     arrays ended 10.0 s late in 2 of 8 runs with it, in none of 16 without it, at the same
-    speed otherwise (docs/speed.md, "The 10-second stall"). Keras starts a new iterator every
+    speed otherwise (docs/speed.md, "Where users wait"). Keras starts a new iterator every
     epoch and every validation pass. Maps keep their ``AUTOTUNE`` parallelism, which without
     the autotuner is the number of cores.
 

@@ -45,10 +45,12 @@ CONFIGS = {
 }
 BN_EPSILON, BN_MOMENTUM = 1e-5, 0.9  # PyTorch's BatchNorm defaults (its momentum 0.1)
 DROPOUT = 0.5  # before the output layer (official)
-# batches sized by memory on a CPU (benchmarks/run.py --only aasist): scoring at 8 holds about
-# 2.2 GB and is as fast per utterance as 32 (5.9 GB); a training step at 8 holds about 5.6 GB
-# (the official batch of 24 would need about three times that)
-PREDICT_BATCH, TRAIN_BATCH = 8, 8
+# batches sized by memory on a CPU: scoring is as fast per utterance at 1, 2, 4 or 8 windows
+# (AASIST 7.9-8.2, AASIST-L 9.0-9.4 utterances/s on 2 cores) while each window of a batch holds
+# about 0.19 GB (AASIST-L) of feature maps: predict.py peaks at 1.2 GB at batch 2 against 2.2 GB
+# at 8 (benchmarks/memory.py), and a short upload waits for at most 2 windows of a long one;
+# a training step at 8 holds about 5.6 GB (the official batch of 24 would need about 3x that)
+PREDICT_BATCH, TRAIN_BATCH = 2, 8
 # the family (see deepfake_detector.models.FAMILIES): waveform arrays of the official length;
 # trained end to end; defaults of the official recipe (Adam 1e-4, weight decay 1e-4, cosine
 # decay) with the batch a CPU's memory affords and the epochs its time affords

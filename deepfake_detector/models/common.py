@@ -306,10 +306,11 @@ def batch_function(model):
     """``model`` in inference mode as one compiled function for every batch size:
     ``f(x) -> np.ndarray``, the same numbers ``model.predict_on_batch(x)`` gives.
 
-    Keras traces its predict graph again for each new batch size: a corpus's last, partial
-    batch, and each new number of windows in predict.py and serve.py (about 1.2 s each for
-    EfficientNetB0 on 2 cores, measured in benchmarks/run.py's training group). This function
-    is traced once, with the batch dimension left open.
+    Keras traces its predict graph again for each new batch size, e.g. a corpus's last,
+    partial batch (about 1.2 s for EfficientNetB0 on 2 cores). This function is traced once,
+    with the batch dimension left open, for paths that run many batches (evaluate.py, the
+    feature cache); its first call is slower than a fixed shape's (about 0.5 s more for
+    AASIST-L), so predict.py and serve.py, which often score one small batch, keep Keras'.
 
     Parameters
     ----------
