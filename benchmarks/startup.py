@@ -18,6 +18,7 @@ Timings on a shared 2-core VM vary by 20-30%: compare ratios of one run.
 """
 
 import argparse
+import contextlib
 import json
 import socket
 import statistics
@@ -64,12 +65,15 @@ def upload(url, path):
         return json.loads(r.read())
 
 
-def serve_times(run, path):
-    """(seconds until /health answers, seconds of the first upload) of one fresh server."""
+@contextlib.contextmanager
+def server(run, *extra):
+    """A fresh ``serve.py --run RUN`` on a free port: yields (its URL, seconds until /health
+    answered); stopped on exit."""
     port = free_port()
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "serve.py", "--run", str(run), "--port", str(port)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "serve.py", "--run", str(run), "--port", str(port),
+                             *extra], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         while True:
             if proc.poll() is not None or time.perf_counter() - start > SERVE_TIMEOUT_S:
@@ -79,15 +83,25 @@ def serve_times(run, path):
                     break
             except OSError:
                 time.sleep(0.05)
-        ready = time.perf_counter() - start
-        t = time.perf_counter()
-        result = upload(f"http://127.0.0.1:{port}/predict", path)
-        if result["results"][0]["status"] != "ok":
-            raise RuntimeError(f"the upload of {path} was not scored: {result}")
-        return ready, time.perf_counter() - t
+        yield f"http://127.0.0.1:{port}", time.perf_counter() - start
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def scored_upload(url, path):
+    """Seconds one upload of ``path`` to ``url``/predict takes; it must be scored."""
+    t = time.perf_counter()
+    result = upload(f"{url}/predict", path)
+    if result["results"][0]["status"] != "ok":
+        raise RuntimeError(f"the upload of {path} was not scored: {result}")
+    return time.perf_counter() - t
+
+
+def serve_times(run, path):
+    """(seconds until /health answers, seconds of the first upload) of one fresh server."""
+    with server(run) as (url, ready):
+        return ready, scored_upload(url, path)
 
 
 def measure(run, path, repeat=REPEAT):

@@ -18,7 +18,8 @@ SCRIPTS = {"preprocess.py", "data_loader.py", "train.py", "evaluate.py", "predic
            "scripts/import_aasist.py", "scripts/degrade_audio.py", "benchmarks/run.py",
            "scripts/import_whisper.py", "scripts/fuse_scores.py", "scripts/make_tts_spoofs.py",
            "benchmarks/augment.py", "benchmarks/startup.py", "scripts/leave_sources_out.py",
-           "scripts/fit_familiarity.py", "scripts/long_audio.py", "scripts/walkthrough.py"}
+           "scripts/fit_familiarity.py", "scripts/long_audio.py", "scripts/walkthrough.py",
+           "benchmarks/memory.py", "benchmarks/fairness.py", "benchmarks/aasist_flops.py"}
 
 
 def commands(text):
