@@ -37,11 +37,12 @@ def floor(protocol, audio):
 
 
 def preprocess(protocol, audio, out, workers):
-    """preprocess.py's pipeline with ``workers`` processes."""
+    """preprocess.py's pipeline with ``workers`` processes; every array computed, even in a
+    reused ``--workdir`` (resuming would keep the last run's arrays and time nothing)."""
     import preprocess as P
 
     t = time.perf_counter()
-    P.preprocess(protocol, audio, out, workers=workers, progress=False)
+    P.preprocess(protocol, audio, out, workers=workers, progress=False, overwrite=True)
     return time.perf_counter() - t
 
 
