@@ -103,13 +103,10 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for path in (Path(args.run), Path(args.short)):
-        if not path.exists():
-            raise SystemExit(f"error: {path} does not exist")
+    run, short = startup.existing(args.run, args.short)
     with tempfile.TemporaryDirectory() as tmp:
         long_file = memory.make_recording(Path(tmp) / "long.wav", args.long_minutes)
-        r = measure(Path(args.run).resolve(), Path(args.short).resolve(), long_file,
-                    args.repeat, args.head_start)
+        r = measure(run, short, long_file, args.repeat, args.head_start)
     print(report(r))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2))

@@ -77,7 +77,7 @@ def parts(run, path, batch_size=None):
 
     out["runtime_rss"] = status_mb("VmRSS")
     detector = inference.Detector(run)
-    out["model_rss"], out["model_hwm"] = status_mb("VmRSS"), status_mb("VmHWM")
+    out["model_rss"] = status_mb("VmRSS")
     y = features.load_audio(path, detector.features["sample_rate"])
     out["audio_rss"], out["audio_hwm"] = status_mb("VmRSS"), status_mb("VmHWM")
     out["audio_mb"] = y.nbytes / 2**20

@@ -146,12 +146,17 @@ def build_parser():
     return ap
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    for path in (Path(args.run), Path(args.file)):
+def existing(*paths):
+    """``paths`` as absolute Paths; one clear error line for the first that does not exist."""
+    for path in map(Path, paths):
         if not path.exists():
             raise SystemExit(f"error: {path} does not exist")
-    times = measure(Path(args.run).resolve(), Path(args.file).resolve(), args.repeat)
+    return [Path(p).resolve() for p in paths]
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    times = measure(*existing(args.run, args.file), args.repeat)
     print(table(times))
     if args.json:
         Path(args.json).write_text(json.dumps({"run": str(args.run), "file": str(args.file),

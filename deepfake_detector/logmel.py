@@ -12,6 +12,10 @@ import functools
 
 import numpy as np
 
+# Slaney's mel scale: 200/3 Hz per mel below 1 kHz, 27 mels per factor of 6.4 above
+F_SP, MIN_LOG_HZ, LOGSTEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+MIN_LOG_MEL = MIN_LOG_HZ / F_SP
+
 
 def hz_to_mel(hz):
     """Slaney's mel scale (Auditory Toolbox; librosa's default, ``htk=False``): linear below
@@ -26,18 +30,15 @@ def hz_to_mel(hz):
     mel : np.ndarray, float64, same shape
     """
     hz = np.asarray(hz, dtype=np.float64)
-    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
-    log_part = min_log_hz / f_sp + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep
-    return np.where(hz >= min_log_hz, log_part, hz / f_sp)
+    log_part = MIN_LOG_MEL + np.log(np.maximum(hz, MIN_LOG_HZ) / MIN_LOG_HZ) / LOGSTEP
+    return np.where(hz >= MIN_LOG_HZ, log_part, hz / F_SP)
 
 
 def mel_to_hz(mel):
     """Inverse of `hz_to_mel`. mel : np.ndarray -> hz : np.ndarray, float64, same shape."""
     mel = np.asarray(mel, dtype=np.float64)
-    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
-    min_log_mel = min_log_hz / f_sp
-    log_part = min_log_hz * np.exp(logstep * (np.maximum(mel, min_log_mel) - min_log_mel))
-    return np.where(mel >= min_log_mel, log_part, f_sp * mel)
+    log_part = MIN_LOG_HZ * np.exp(LOGSTEP * (np.maximum(mel, MIN_LOG_MEL) - MIN_LOG_MEL))
+    return np.where(mel >= MIN_LOG_MEL, log_part, F_SP * mel)
 
 
 @functools.lru_cache(maxsize=8)
