@@ -212,6 +212,9 @@ def measure_preprocessing(b):
     """Floor, 1 and all workers at both sizes, independent processes."""
     r = {"floor": b.stage("floor", {"protocol": b.proto_small, "audio": str(b.audio)},
                           f"decode+mel floor, {b.small} files", files=b.small)}
+    r["floor_write"] = b.stage("floor_write", {"protocol": b.proto_small, "audio": str(b.audio),
+                                               "out": str(b.work / "floor_write")},
+                               f"decode+mel+np.save floor, {b.small} files", files=b.small)
     r["p1"] = b.prep(b.proto_small, b.small, 1, "feat_small_w1")
     r["pn"] = b.prep(b.proto_small, b.small, b.cores, "feat_small_wn")
     r["pl1"] = b.prep(b.protocol, b.large, 1, "feat_large_w1")
@@ -337,6 +340,7 @@ def _summary_core(r):
         "preprocess_speedup_all_vs_1_large": fps(r["pl"]) / fps(r["pl1"]),
         "independent_processes_speedup_large": fps(r["pair"]) / fps(r["pl1"]),
         "preprocess_1_share_of_floor": fps(r["p1"]) / fps(r["floor"]),
+        "preprocess_1_share_of_write_floor": fps(r["p1"]) / fps(r["floor_write"]),
         "train_plain_s": r["plain"]["work_seconds"], "train_cached_s": r["cache"]["work_seconds"],
         "train_speedup_cache": r["plain"]["work_seconds"] / r["cache"]["work_seconds"],
         "evaluate_fps_small": fps(r["e_small"]), "evaluate_fps_large": fps(r["e_large"]),
@@ -386,8 +390,8 @@ def _summary_aasist(r):
 
 SUMMARIES = {"core": _summary_core, "families": _summary_families,
              "serving": _summary_serving, "whisper": _summary_whisper, "aasist": _summary_aasist}
-SUMMARY_NEEDS = {"core": ("floor", "p1", "pn", "pl", "pl1", "pair", "plain", "cache", "e_small",
-                          "e_large", "batched", "per_file"),
+SUMMARY_NEEDS = {"core": ("floor", "floor_write", "p1", "pn", "pl", "pl1", "pair", "plain",
+                          "cache", "e_small", "e_large", "batched", "per_file"),
                  "families": ("lcnn", "vocode_1", f"vocode_{CORES}"),
                  "serving": ("serve_locked", "serve_unlocked"),
                  "whisper": ("w4_32", "w4_8", "w30_8"),
@@ -442,7 +446,8 @@ def print_core(s, cores, small, large):
     print(f"\npreprocessing: all {cores} workers {s['preprocess_speedup_all_vs_1_large']:.2f}x "
           f"one worker at {large} files ({s['preprocess_speedup_all_vs_1_small']:.2f}x at "
           f"{small}: worker start-up weighs more); one worker at "
-          f"{s['preprocess_1_share_of_floor']:.0%} of the decode+mel floor; {cores} "
+          f"{s['preprocess_1_share_of_floor']:.0%} of the decode+mel floor "
+          f"({s['preprocess_1_share_of_write_floor']:.0%} of decode+mel+np.save); {cores} "
           f"independent single-worker processes reach "
           f"{s['independent_processes_speedup_large']:.2f}x (this machine's ceiling)")
     print(f"training (10 epochs): feature cache {s['train_speedup_cache']:.1f}x faster "

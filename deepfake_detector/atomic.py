@@ -23,7 +23,8 @@ def atomic_output(path, suffix=".tmp", fsync=True):
     """Yield a temporary path beside ``path``; on success it is flushed to disk (fsync) and
     renamed onto ``path`` (atomic on one filesystem), and the folder entry flushed too; on any
     error or interruption it is removed. Readers never see a partial file, and after a power cut
-    the file is either the old or the new one.
+    the file is either the old or the new one. For writers that open the file by name (Keras,
+    soundfile); `atomic_file` hands out the open file instead, one open and close fewer.
 
     Parameters
     ----------
@@ -36,19 +37,61 @@ def atomic_output(path, suffix=".tmp", fsync=True):
         read again (preprocess.py's arrays) skip it: it would cost more than the work.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_MARK}", suffix=suffix)
+    fd, tmp = _temporary(path, suffix)
     os.close(fd)
     try:
         yield tmp
         os.chmod(tmp, 0o644)
         if fsync:
             _fsync(tmp)
-        os.replace(tmp, path)
-        if fsync:
-            _fsync(path.parent)
+        _commit(tmp, path, fsync)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode="wb", fsync=True, **open_kwargs):
+    """Like `atomic_output`, but yield the temporary file already open (``open(fd, mode)``
+    on the descriptor that created it): preprocess.py writes thousands of small arrays, and
+    opening each one again by name, with the truncation that makes ext4 start writing it
+    back on close, cost about a tenth of a millisecond per file.
+
+    Parameters
+    ----------
+    path : str or Path
+    mode : str
+        A write mode of `open` (``"wb"``, ``"w"``).
+    fsync : bool
+        As in `atomic_output`.
+    **open_kwargs
+        Passed to `open` (e.g. ``encoding``).
+    """
+    path = Path(path)
+    fd, tmp = _temporary(path, ".tmp")
+    try:
+        with open(fd, mode, **open_kwargs) as f:
+            os.fchmod(fd, 0o644)
+            yield f
+            if fsync:
+                f.flush()
+                os.fsync(fd)
+        _commit(tmp, path, fsync)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _temporary(path, suffix):
+    """A new, empty temporary file beside ``path`` (its descriptor and name)."""
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_MARK}", suffix=suffix)
+
+
+def _commit(tmp, path, fsync):
+    """Rename the finished temporary file onto ``path``; flush the folder entry too."""
+    os.replace(tmp, path)
+    if fsync:
+        _fsync(path.parent)
 
 
 def _fsync(path):
@@ -102,13 +145,13 @@ def sha256(*paths):
 
 def save_npy_atomic(path, array, fsync=True):
     """Write ``array`` to ``path`` atomically (see `atomic_output`)."""
-    with atomic_output(path, fsync=fsync) as tmp, open(tmp, "wb") as f:
+    with atomic_file(path, "wb", fsync=fsync) as f:
         np.save(f, array, allow_pickle=False)
 
 
 def write_text_atomic(path, text):
     """Write a text file atomically (see `atomic_output`)."""
-    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic_file(path, "w", encoding="utf-8") as f:
         f.write(text)
 
 

@@ -123,6 +123,22 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_atomic_file_replaces_the_target_whole_and_readable(tmp_path):
+    target = tmp_path / "x.npy"
+    target.write_bytes(b"old")
+    atomic.save_npy_atomic(target, np.arange(6, dtype=np.float32).reshape(2, 3), fsync=False)
+    np.testing.assert_array_equal(np.load(target), np.arange(6).reshape(2, 3))
+    assert target.stat().st_mode & 0o777 == 0o644  # mkstemp's 0o600 widened, as before
+    atomic.write_text_atomic(tmp_path / "t.txt", "naïve\n")
+    assert (tmp_path / "t.txt").read_text(encoding="utf-8") == "naïve\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt", "x.npy"]  # no temporary left
+    with pytest.raises(ValueError), atomic.atomic_file(target, "w") as f:
+        f.write("half")
+        raise ValueError("writer failed")
+    np.testing.assert_array_equal(np.load(target), np.arange(6).reshape(2, 3))  # old one kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt", "x.npy"]
+
+
 def test_refuses_to_mix_feature_parameters(messy_corpus, tmp_path):
     protocol, audio = messy_corpus
     out = tmp_path / "out"
