@@ -30,13 +30,11 @@ import sys
 import time
 from pathlib import Path
 
-from deepfake_detector import calibration as C
-from deepfake_detector import datasets
-from deepfake_detector import protocols
-from deepfake_detector import report
+from deepfake_detector import datasets, display, protocols, runs
 from deepfake_detector.atomic import write_json_atomic
 from deepfake_detector.cli import HelpFormatter, number
-from deepfake_detector import runs
+from deepfake_detector.evaluation import calibration as C
+from deepfake_detector.evaluation import report
 
 
 def calibration_ids(cal):
@@ -50,13 +48,14 @@ def calibration_ids(cal):
     return None
 
 
-def fit_calibration(run_dir, which, calibrate_on, calibrate_protocol, prior_spoof,
+def fit_calibration(run, which, calibrate_on, calibrate_protocol, prior_spoof,
                     batch_size=None, progress=False):
     """Fit the LLR calibration (`calibration.fit_llr`) on labelled data: a preprocessed folder
-    scored by the run's model, or a score file with its protocol. Returns the calibration
-    (with ``prior_spoof``, ``data``, ``created``) and the ids it was fitted on."""
-    if run_dir is not None:
-        table, _ = report.scores_from_model(run_dir, calibrate_on, which, batch_size, progress)
+    scored by the run's model (``run``: a `runs.Run` or its folder), or a score file with its
+    protocol (``run`` None). Returns the calibration (with ``prior_spoof``, ``data``,
+    ``created``) and the ids it was fitted on."""
+    if run is not None:
+        table, _ = report.scores_from_model(run, calibrate_on, which, batch_size, progress)
     else:
         if calibrate_protocol is None:
             raise ValueError("--calibrate-on with a score file needs its labels: "
@@ -87,12 +86,13 @@ def refuse_test_calibration(cal, ids, table, force, warnings):
     warnings.append(f"{what} (--force-calibration-on-test): actDCF and Cllr are optimistic")
 
 
-def calibrate_table(table, source, calibrated, run_dir, which, out_dir, calibrate_on,
+def calibrate_table(table, source, calibrated, run, which, out_dir, calibrate_on,
                     calibrate_protocol, calibration, prior_spoof, force, batch_size=None,
                     progress=False):
     """The evaluated table on the calibrated scale, when there is a calibration: fitted now
     (``calibrate_on``, then saved in the run or ``out_dir``), given (``calibration``), or the
-    run's own (see `evaluate`). The run's calibrated threshold moves with it.
+    run's own (``run``: the open `runs.Run`, None in score-file mode; see `evaluate`). The
+    run's calibrated threshold moves with it.
 
     Returns
     -------
@@ -101,18 +101,20 @@ def calibrate_table(table, source, calibrated, run_dir, which, out_dir, calibrat
     """
     cal, ids, warnings = None, None, []
     if calibrate_on is not None:
-        cal, ids = fit_calibration(run_dir, which, calibrate_on, calibrate_protocol,
+        cal, ids = fit_calibration(run, which, calibrate_on, calibrate_protocol,
                                    prior_spoof, batch_size, progress)
-    elif calibration is not False and (calibration or run_dir):
-        cal = C.read_calibration(calibration or run_dir, which)
+    elif calibration:
+        cal = C.read_calibration(calibration, which)
+    elif calibration is not False and run is not None:
+        cal = run.calibration
     if cal is None:
         return table, calibrated, None, warnings
     refuse_test_calibration(cal, ids, table, force, warnings)
     if cal.get("warning"):
         warnings.append(cal["warning"])
     if calibrate_on is not None:  # saved once it passed every check
-        if run_dir is not None:
-            saved = C.write_run_calibration(run_dir, which, cal)
+        if run is not None:
+            saved = C.write_run_calibration(run.path, which, cal)
         else:
             saved = Path(out_dir) / C.CALIBRATION_FILE
             saved.parent.mkdir(parents=True, exist_ok=True)
@@ -131,8 +133,8 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None,
 
     Parameters
     ----------
-    run_dir : str or Path, optional
-        A run from train.py (model mode).
+    run_dir : str or Path or runs.Run, optional
+        A run from train.py or an importer (model mode); or the run already open.
     data : str or Path, optional
         Preprocessed folder to score; default the run's held-out part.
     which : {"best", "final"}
@@ -177,7 +179,7 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None,
     metrics : dict
         As written to metrics.json, plus ``files`` and ``out_dir``.
     """
-    history = calibrated = None
+    history = calibrated = run = None
     if scores is not None:
         if protocol is None:
             raise ValueError("--scores needs --protocol (the labels of the scored utterances)")
@@ -185,14 +187,15 @@ def evaluate(run_dir=None, data=None, which="best", threshold=None,
         name = name or Path(scores).stem
         out_dir = Path(out) if out else Path(scores).parent / f"{Path(scores).stem}_eval"
     else:
-        table, source = scored or report.scores_from_model(run_dir, data, which, batch_size,
+        run = runs.Run.of(run_dir, which)  # each of its files read once from here on
+        table, source = scored or report.scores_from_model(run, data, which, batch_size,
                                                            progress)
         name = name or ("validation" if data is None else Path(data).resolve().name)
-        out_dir = Path(out) if out else Path(run_dir) / "eval" / name
-        history = Path(run_dir) / "history.csv"
-        calibrated = runs.read_threshold(run_dir, which)
+        out_dir = Path(out) if out else run.path / "eval" / name
+        history = run.path / "history.csv"
+        calibrated = run.saved_threshold
     table, calibrated, cal, warnings = calibrate_table(
-        table, source, calibrated, run_dir if scores is None else None, which, out_dir,
+        table, source, calibrated, run, which, out_dir,
         calibrate_on, calibrate_protocol, calibration, prior_spoof, force_calibration,
         batch_size, progress)
     asv = protocols.read_asv_scores(asv_scores) if asv_scores else None
@@ -301,11 +304,11 @@ def format_report(metrics):
            f"{'recall':>6s} {'F1':>6s}")
     thr = metrics["threshold"]
     lines += ["", f"operating points{mark} (positive class = spoof; chosen = "
-                  f"{runs.format_threshold(thr['value'])}, "
+                  f"{display.format_threshold(thr['value'])}, "
                   f"{thr['source']}; best_f1 and eer are picked on this data itself, "
                   "for reference only):", hdr]
     for key, m in metrics["operating_points"].items():
-        lines.append(f"{key:>10s} {runs.format_threshold(m['threshold']):>10s} "
+        lines.append(f"{key:>10s} {display.format_threshold(m['threshold']):>10s} "
                      f"{m['score_threshold']:9.4g} "
                      f"{m['accuracy']:6.3f} {m['precision']:6.3f} {m['recall']:6.3f} "
                      f"{m['f1']:6.3f}")

@@ -30,8 +30,7 @@ import json
 import sys
 from pathlib import Path
 
-from deepfake_detector import aggregate, inference
-from deepfake_detector import runs
+from deepfake_detector import aggregate, display, inference, runs
 from deepfake_detector.cli import HelpFormatter, number
 
 MAX_SECONDS = 3600.0  # longest recording scored (an hour)
@@ -45,7 +44,7 @@ NAME_WIDTH = 40  # the file column of the table
 
 def short_names(files, width=NAME_WIDTH):
     """The file column: each path relative to the folder all files share (named in the table's
-    heading), escaped (`runs.display_name`), and cut in the middle when longer than ``width``
+    heading), escaped (`display.display_name`), and cut in the middle when longer than ``width``
     so that its start and its extension both stay readable.
 
     Returns
@@ -62,16 +61,16 @@ def short_names(files, width=NAME_WIDTH):
     except ValueError:  # absolute and relative mixed
         common = ""
     names = [os.path.relpath(p, common) if common else p for p in paths]
-    names = [runs.display_name(n) for n in names]
+    names = [display.display_name(n) for n in names]
     cut = [n if len(n) <= width else n[:width // 2 - 2] + "..." + n[-(width - width // 2 - 1):]
            for n in names]
-    return cut, (runs.display_name(common) if common not in ("", ".") else None)
+    return cut, (display.display_name(common) if common not in ("", ".") else None)
 
 
 def format_table(rows):
     """A readable table of results: P(spoof) with the digits that show the decision against the
-    threshold (`runs.format_probability`), the margin to it, and ``uncertain`` beside a label
-    within `runs.UNCERTAIN_MARGIN` of it; a legend of the columns below it."""
+    threshold (`display.format_probability`), the margin to it, and ``uncertain`` beside a label
+    within `display.UNCERTAIN_MARGIN` of it; a legend of the columns below it."""
     names, common = short_names([r["file"] for r in rows])
     lines = ([f"files in {common}/"] if common else []) + [
         f"{'file':{NAME_WIDTH}s} {'label':>9s} {'P(spoof)':>10s} {'margin':>10s} {'mean':>8s} "
@@ -94,7 +93,7 @@ def format_table(rows):
     if any(r["display"].get("uncertain_reason") == "unfamiliar" for r in ok):
         lines.append("! UNCERTAIN: unlike the recordings this detector was trained on "
                      "(unfamiliarity above 1: " + ", ".join(
-                         f"{runs.display_name(Path(r['file']).name)} "
+                         f"{display.display_name(Path(r['file']).name)} "
                          f"{r['display']['unfamiliarity']}" for r in ok
                          if r["display"].get("uncertain_reason") == "unfamiliar")[:300]
                      + "); its P(spoof) means little (the label is the side it leans to)")
@@ -166,11 +165,11 @@ def main(argv=None):
         import pandas as pd
 
         table = pd.DataFrame(rows).reindex(columns=CSV_COLUMNS)
-        table["file"] = table["file"].map(runs.display_name)  # as in the table: escaped
+        table["file"] = table["file"].map(display.display_name)  # as in the table: escaped
         print(table.to_csv(index=False), end="")
     else:
         print(f"model: {detector.model_path} | threshold "
-              f"{runs.format_threshold(detector.threshold)} ({detector.threshold_source}) | "
+              f"{display.format_threshold(detector.threshold)} ({detector.threshold_source}) | "
               f"label by {aggregate.describe(args.aggregate or detector.aggregate)}\n"
               f"{detector.trained_on}")
         print(format_table(rows))

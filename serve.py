@@ -39,8 +39,7 @@ import threading
 import time
 from pathlib import Path
 
-from deepfake_detector import inference
-from deepfake_detector import runs
+from deepfake_detector import display, inference, runs
 from deepfake_detector.cli import HelpFormatter, number
 from deepfake_detector.features import AudioError
 
@@ -398,7 +397,7 @@ def startup_message(detector):
     """What the server loaded, for its log: run, model, threshold and its source, what the
     model was trained on, and the demo warning when it applies."""
     lines = [f"serving {detector.run_dir} ({detector.model_path.name}): threshold "
-             f"{runs.format_threshold(detector.threshold)} ({detector.threshold_source}); "
+             f"{display.format_threshold(detector.threshold)} ({detector.threshold_source}); "
              f"{detector.trained_on}"]
     if detector.warning:
         lines.append(f"warning: this model was {detector.warning}")

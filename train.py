@@ -44,21 +44,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepfake_detector import checkpoints
-from deepfake_detector import config as C
-from deepfake_detector import datasets
+from deepfake_detector import datasets, display, runs
 from deepfake_detector import features as F
 from deepfake_detector import models as M
-from deepfake_detector import report
-from deepfake_detector import runs
 from deepfake_detector.atomic import atomic_output, write_json_atomic, write_text_atomic
-from deepfake_detector.callbacks import (epochs_done, make_batchnorm_callback,
-                                         make_checkpoint_callback, make_early_stopping_callback,
-                                         make_history_callback, make_random_state_callback,
-                                         make_validation_callback, resume_where_stopped)
-from deepfake_detector.distribute import configure_cpu_devices, get_strategy, trim_to_replicas
-from deepfake_detector.feature_cache import feature_batches, feature_dataset, part_features
+from deepfake_detector.evaluation import report
 from deepfake_detector.sampling import EpochClock, epoch_order
+from deepfake_detector.training import config as C
+from deepfake_detector.training.callbacks import (
+    epochs_done, make_batchnorm_callback, make_checkpoint_callback, make_early_stopping_callback,
+    make_history_callback, make_random_state_callback, make_validation_callback,
+    resume_where_stopped)
+from deepfake_detector.training.distribute import (configure_cpu_devices, get_strategy,
+                                                   trim_to_replicas)
+from deepfake_detector.training.feature_cache import feature_batches, feature_dataset, part_features
+from deepfake_detector.weights import checkpoints
 
 BN_KEY = 2**32  # the epoch key of precise BN's selection of utterances (no epoch uses it)
 DESCRIPTION = ("Train EfficientNetB0 (frozen) -> GAP -> Dense(128, relu) -> Dropout -> "
@@ -404,7 +404,8 @@ def report_run(run_dir, history):
     if cal is not None:
         v = cal["validation"]
         lines.append(f"calibrated threshold ({cal['method']}, validation): P(spoof) >= "
-                     f"{runs.format_threshold(cal['threshold'])}; F1 {v['calibrated']['f1']:.3f} "
+                     f"{display.format_threshold(cal['threshold'])}; "
+                     f"F1 {v['calibrated']['f1']:.3f} "
                      f"(recall {v['calibrated']['recall']:.3f}) vs F1 {v['at_0.5']['f1']:.3f} "
                      f"(recall {v['at_0.5']['recall']:.3f}) at 0.5")
     return "\n".join(lines)

@@ -7,8 +7,9 @@ Not part of the test suite. Prints one table and writes ``--out`` (JSON)::
     python benchmarks/augment.py --files 16 --skip-models
 
 1. **Augmentation**, milliseconds per 4 s utterance (64,600 samples at 16 kHz), one process:
-   every RawBoost algorithm (`deepfake_detector.rawboost`), every codec and channel step
-   (`deepfake_detector.channel`), and one augmented view as scripts/degrade_audio.py makes it
+   every RawBoost algorithm (`deepfake_detector.augment.rawboost`), every codec and channel
+   step (`deepfake_detector.augment.channel`), and one augmented view as scripts/degrade_audio.py
+   makes it
    (RawBoost 5 + the channel at p = 0.5). Genuine mini ASVspoof utterances when ``../shared``
    is there, else tones.
 2. **Training throughput**, utterances per second (all cores), random weights of the same
@@ -34,7 +35,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from deepfake_detector import augment, channel, features, rawboost  # noqa: E402
+from deepfake_detector import augment, features  # noqa: E402
+from deepfake_detector.augment import channel, rawboost  # noqa: E402
 from deepfake_detector.cli import HelpFormatter  # noqa: E402
 
 SAMPLES, SR = 64_600, 16_000

@@ -3,16 +3,13 @@
 Not part of the test suite. Generates N synthetic utterances of realistic length (log-normal,
 median 3 s like ASVspoof 2019 LA, 1-10 s, 16 kHz FLAC) and measures, with the machine stated:
 
-- preprocessing files/s with 1 worker and with all cores, and the decode-plus-mel floor on the
-  same files (decoding and the log-mel computation alone on one core, nothing written: the work
-  no implementation can skip),
-- training time of the default recipe (10 epochs, batch 16) with and without the backbone
-  feature cache,
+- preprocessing files/s with 1 worker and with all cores, and two floors on the same files on
+  one core: decoding and the log-mel alone (nothing written: the work no implementation can
+  skip), and the same with a bare ``np.save`` of each array (the files left behind),
+- training time of the default recipe (10 epochs, batch 16) with and without the feature cache,
 - evaluation files/s: batched streaming prediction vs ``model.predict`` once per file,
-- peak RSS (main process, and the whole process tree) of preprocessing and evaluation at two
-  corpus sizes,
-- LCNN training throughput, vocoding with one and all workers, the API under concurrent
-  uploads,
+- peak RSS (main process, whole process tree) of preprocessing and evaluation at two sizes,
+- LCNN training throughput, vocoding with one and all workers, the API under concurrent uploads,
 - the Whisper tiny encoder's feature extraction (``--model whisper``; needs
   requirements-whisper.txt): utterances/s and peak RSS on the ~4 s window, against the same
   window zero-padded to Whisper's 30 s input,
@@ -210,11 +207,10 @@ class Bench:
 
 def measure_preprocessing(b):
     """Floor, 1 and all workers at both sizes, independent processes."""
-    r = {"floor": b.stage("floor", {"protocol": b.proto_small, "audio": str(b.audio)},
-                          f"decode+mel floor, {b.small} files", files=b.small)}
-    r["floor_write"] = b.stage("floor_write", {"protocol": b.proto_small, "audio": str(b.audio),
-                                               "out": str(b.work / "floor_write")},
-                               f"decode+mel+np.save floor, {b.small} files", files=b.small)
+    small = {"protocol": b.proto_small, "audio": str(b.audio)}
+    r = {"floor": b.stage("floor", small, f"decode+mel floor, {b.small} files", files=b.small),
+         "floor_write": b.stage("floor_write", {**small, "out": str(b.work / "floor_write")},
+                                f"decode+mel+np.save floor, {b.small} files", files=b.small)}
     r["p1"] = b.prep(b.proto_small, b.small, 1, "feat_small_w1")
     r["pn"] = b.prep(b.proto_small, b.small, b.cores, "feat_small_wn")
     r["pl1"] = b.prep(b.protocol, b.large, 1, "feat_large_w1")

@@ -46,7 +46,7 @@ def build_parser():
 def main(argv=None):
     import run  # benchmarks/run.py: fresh-process stages, peak RSS, the machine
 
-    from deepfake_detector import whisper_import
+    from deepfake_detector.weights import whisper_import
 
     args = build_parser().parse_args(argv)
     model_bin, package = whisper_import.find_model_bin(PACKAGE)

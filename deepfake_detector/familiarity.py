@@ -145,7 +145,7 @@ def selective(table, threshold, coverages=COVERAGES):
         ``at_fit``: the same for the share with unfamiliarity at most 1 (what predict.py
         answers without UNCERTAIN).
     """
-    from .metrics import compute_eer
+    from .evaluation.metrics import compute_eer
 
     t = table.sort_values("unfamiliarity", kind="stable").reset_index(drop=True)
     spoof = (t["label"] == "spoof").to_numpy()

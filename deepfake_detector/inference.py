@@ -20,10 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from . import aggregate as A
-from . import calibration as C
-from . import datasets
-from . import familiarity
-from . import runs
+from . import datasets, display, familiarity, runs
+from .evaluation import calibration as C
 from .features import AudioError, compute_features, load_audio
 from .models import logit_parts, logits_from_hidden, predict_batch_size
 
@@ -41,7 +39,8 @@ class Detector:
 
     Parameters
     ----------
-    run_dir : str or Path
+    run_dir : str or Path or runs.Run
+        The run folder, or the run already open (`runs.Run`).
     which : {"best", "final"}
     threshold : float, optional
         Decision threshold on P(spoof); default the threshold train.py calibrated on the
@@ -53,31 +52,32 @@ class Detector:
     SOURCES = {"explicit": "--threshold", "default": "default 0.5 (no threshold saved)"}
 
     def __init__(self, run_dir, which="best", threshold=None):
-        self.run_dir = Path(run_dir)
-        self.model, self.meta, self.model_path = runs.load_run(self.run_dir, which)
+        self.run = runs.Run.of(run_dir, which)  # each of the run's files read once
+        self.run_dir, self.model_path, self.meta = self.run.path, self.run.model_path, self.run.meta
+        self.model = self.run.model
         self.features = self.meta["features"]
         self._hidden, self._kernel, self._bias = logit_parts(self.model)
         self.batch_size = predict_batch_size(self.meta)  # the family's prediction batch
-        self.trained_on, self.warning = runs.training_summary(self.meta)
+        self.trained_on, self.warning = self.run.training_summary()
         # the run's own window rule (a linear probe was measured on the mean), else the default
         try:
             self.aggregate = A.check(self.meta.get("aggregate") or AGGREGATE)
         except ValueError:
             self.aggregate = AGGREGATE
         # the band around the threshold shown as uncertain: the run's own (a probe's P(spoof)
-        # is compressed: `probe.UNCERTAIN_MARGIN`), else runs.UNCERTAIN_MARGIN
+        # is compressed: `probe.UNCERTAIN_MARGIN`), else display.UNCERTAIN_MARGIN
         margin = self.meta.get("uncertain_margin")
         self.uncertain_margin = float(margin) if isinstance(margin, (int, float)) and \
-            0 <= margin < 0.5 else runs.UNCERTAIN_MARGIN
-        self.calibration = C.read_calibration(self.run_dir, which)
+            0 <= margin < 0.5 else display.UNCERTAIN_MARGIN
+        self.calibration = self.run.calibration
         # score = -logit + prior_logit: the LLR, when calibrated (`calibration.posterior_logit`)
         self.prior_logit = float(C.posterior_logit(0.0, self.calibration.get(
             "prior_spoof", C.PRIOR_SPOOF))) if self.calibration else 0.0
-        saved = runs.read_threshold(self.run_dir, which)
+        saved = self.run.saved_threshold
         if self.calibration:
             saved = C.translate_threshold(saved, self.calibration)
         self.threshold, kind = runs.decision_threshold(threshold, saved)
-        self.familiarity, problem = familiarity.load(self.run_dir, self.model_path)
+        self.familiarity, problem = self.run.familiarity
         if problem:
             import sys
 
@@ -98,7 +98,7 @@ class Detector:
         the calibration's prior when the run is calibrated. ``with_unfamiliarity``: also each
         window's unfamiliarity (`familiarity`: distance / threshold, (n,); NaN when the run
         has no familiarity fit)."""
-        x = datasets.to_model_input(np.asarray(mels), runs.input_kind(self.meta))
+        x = datasets.to_model_input(np.asarray(mels), self.run.input_kind)
         # static shapes: a first call 0.5 s faster than `batch_function`'s open batch (AASIST-L,
         # one window); at most `batch_size` shapes are ever traced
         hidden = self._hidden.predict_on_batch(x)
@@ -122,7 +122,7 @@ class Detector:
         itself; for a waveform model the log-mel its own front end (layer ``log_mel``)
         computes, shape (num_mels, frames); for one without a mel front end (AASIST's sinc
         filters) the project's 128 x 128 log-mel of the same samples."""
-        if runs.input_kind(self.meta) != "waveform":
+        if self.run.input_kind != "waveform":
             return window
         names = {layer.name for layer in self.model.layers}
         if "log_mel" not in names:
@@ -139,7 +139,7 @@ class Detector:
         return {"run": self.run_dir.name if public else str(self.run_dir),
                 "model": self.model_path.name,
                 "threshold": self.threshold, "threshold_source": self.threshold_source,
-                "threshold_text": runs.format_threshold(self.threshold),
+                "threshold_text": display.format_threshold(self.threshold),
                 "threshold_calibrated": self.threshold_calibrated,
                 "aggregate": self.aggregate, "rule": A.describe(self.aggregate, A.span(
                     self.aggregate, (self.window_samples or 0) / self.features["sample_rate"],
@@ -228,7 +228,7 @@ def open_windows(path, detector, hop_seconds=HOP_SECONDS, max_seconds=None):
 
 def summarize(info, spans, logits, detector, aggregate=None, unfamiliarity=None):
     """Per-file result from its window logits (log-odds of spoof; NaN for silent windows), with
-    the texts people read about it (``display``, `runs.display`); ``unfamiliarity`` per window
+    the texts people read about it (``display``, `display.display`); ``unfamiliarity`` per window
     (`Detector.logits`; NaN when unknown) gives the file's, the mean over its scored windows
     (above 1: ``unfamiliar``, the verdict shown as uncertain)."""
     from scipy.special import expit
@@ -256,7 +256,7 @@ def summarize(info, spans, logits, detector, aggregate=None, unfamiliarity=None)
                      "unfamiliarity": None if np.isnan(z) or not np.isfinite(v) else float(v)}
                     for (a, b), z, v in zip(spans, logits, u)],
     }
-    return {**result, "display": runs.display(result, detector.uncertain_margin)}
+    return {**result, "display": display.display(result, detector.uncertain_margin)}
 
 
 def error_kind(exc):

@@ -1,5 +1,6 @@
-"""Run folders (written by train.py, read by evaluate.py, predict.py and serve.py), the decision
-threshold rule, and the ASVspoof score convention.
+"""Run folders (written by train.py and the importers, read by evaluate.py, predict.py and
+serve.py as one `Run`, opened once), the decision threshold rule, and the ASVspoof score
+convention.
 
 A run folder holds ``model.keras`` (last epoch), ``best.keras`` (best validation epoch),
 ``threshold.json`` (decision thresholds calibrated on the validation part), ``config.json``,
@@ -10,6 +11,7 @@ threshold calibrated on the run's validation data, else 0.5. **Scores** that lea
 follow ASVspoof: ``score = -logit = log(P(bonafide) / P(spoof))``, higher = more bonafide.
 """
 
+import functools
 import json
 import platform
 import sys
@@ -19,10 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import aggregate, datasets, features
-from .cli import printable
-from .metrics import THRESHOLD, sigmoid
-from .protocols import CONDITIONS
+from . import datasets, familiarity, features
+from .evaluation.calibration import read_calibration
+from .evaluation.metrics import THRESHOLD
 from .models import (FAMILIES, META_NAME, WeightsUnavailable, load_model, load_tensorflow,
                      read_model_meta)
 
@@ -87,10 +88,9 @@ def model_file(run_dir, which="best"):
 
 def peek_meta(run_dir, which="best"):
     """The metadata of a run's model without loading the model (None when unreadable or
-    invalid: then `load_run` says why)."""
+    invalid: then `Run` says why)."""
     try:
-        path = model_file(run_dir, which)
-        return check_meta(read_model_meta(path), path)
+        return Run(run_dir, which).meta
     except Exception:  # noqa: BLE001 - zipfile and JSON raise many types
         return None
 
@@ -128,15 +128,7 @@ def check_meta(meta, path):
 
 
 def load_run(run_dir, which="best"):
-    """Load a run's model and its metadata.
-
-    Parameters
-    ----------
-    run_dir : str or Path
-    which : {"best", "final"}
-        ``best.keras`` (best validation metric, see train.py ``--monitor``) or
-        ``model.keras`` (last epoch); "best" falls back to the final model when no checkpoint
-        exists.
+    """Load a run's model and its metadata (`Run`, for callers that want the three).
 
     Returns
     -------
@@ -145,25 +137,8 @@ def load_run(run_dir, which="best"):
         Feature parameters, label convention and input transform saved with the model.
     path : Path
     """
-    path = model_file(run_dir, which)
-    try:
-        meta = check_meta(read_model_meta(path), path)
-        model = load_model(path, meta)
-        bad = next((w.path for w in model.weights if not np.isfinite(np.asarray(w)).all()),
-                   None)
-        if bad:  # NaN weights give NaN scores, which would read as silence
-            raise ModelFileError(f"{path}: weight {bad} holds NaN or infinite values (a damaged "
-                                 "or crafted model); not used")
-        return model, meta, path
-    except ModelFileError:
-        raise
-    except WeightsUnavailable as e:  # a Whisper model without KerasHub installed
-        raise ModelFileError(f"{path}: {e}") from None
-    except Exception as e:  # noqa: BLE001 - zipfile, h5py, JSON and Keras raise many types
-        raise ModelFileError(f"{path} is not a readable model file ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else 'no detail'}); train "
-                             "the run again or use the other model (--model best|final)") \
-            from None
+    run = Run(run_dir, which)
+    return run.model, run.meta, run.model_path
 
 
 # config.json arguments that may differ between the start of a run and its resumption
@@ -301,71 +276,9 @@ def training_summary(meta):
                                    info.get("caveat") or None)
 
 
-# ----------------------------------------------------------------------------- display
-
-UNCERTAIN_MARGIN = 0.02  # a verdict within this of the threshold (in P(spoof)) is "uncertain"
-
-
-def decision_digits(p, threshold, least=3, most=12):
-    """The fewest decimals (at least ``least``) at which ``p`` rounds to a value on the same
-    side of the rounded ``threshold`` as ``p`` is of ``threshold``: a reader comparing the two
-    printed numbers sees the decision that was made."""
-    for d in range(least, most + 1):
-        rp, rt = round(p, d), round(threshold, d)
-        if (rp >= rt) == (p >= threshold) and (rp != rt or p == threshold):
-            return d
-    return most
-
-
-def format_probability(p, threshold=None):
-    """A probability as people read it: 3 decimals, more when they are needed to show on which
-    side of ``threshold`` it lies (`decision_digits`)."""
-    return f"{p:.{3 if threshold is None else decision_digits(p, threshold)}f}"
-
-
-def format_threshold(t):
-    """A threshold in 6 significant digits, more if those would print one that is not 0.5 as
-    0.5 (the default it would be mistaken for)."""
-    for digits in range(6, 17):
-        text = f"{t:.{digits}g}"
-        if t == 0.5 or float(text) != 0.5:
-            return text
-    return repr(t)
-
-
-def display_name(name):
-    """A file name as a terminal can show it: bytes that are not UTF-8 (kept by Python as
-    surrogates) as ``\\xNN``, control characters (newlines, escape sequences) as ``\\n``,
-    ``\\x1b``..., so a hostile name can neither break a table nor drive the terminal."""
-    return printable(str(name).encode("utf-8", "surrogateescape").decode("utf-8",
-                                                                          "backslashreplace"))
-
-
-def display(result, margin=UNCERTAIN_MARGIN):
-    """The texts people read about one scored file (`inference.summarize`): P(spoof), its mean
-    and max over windows and the threshold with the digits that show the decision, the margin
-    to the threshold, and the verdict: ``uncertain`` when P(spoof) is within ``margin`` of the
-    threshold (``uncertain_reason`` "near_threshold") or when the recording is unlike the
-    training recordings (``unfamiliar``; reason "unfamiliar", with its unfamiliarity); and
-    ``rule``, what the window rule that decided means (`aggregate.describe`)."""
-    p, t = result["p_spoof"], result["threshold"]
-    reason = ("unfamiliar" if result.get("unfamiliar") else
-              "near_threshold" if abs(p - t) < margin else None)
-    return {"p_spoof": format_probability(p, t), "threshold": format_threshold(t),
-            "margin": f"{p - t:+.{decision_digits(p, t)}f}",
-            "p_spoof_mean": format_probability(result["p_spoof_mean"], t),
-            "p_spoof_max": format_probability(result["p_spoof_max"], t),
-            "verdict": "uncertain" if reason else result["label"],
-            "uncertain_reason": reason, "uncertain_margin": f"{margin:g}",
-            "rule": aggregate.describe(result["aggregate"], aggregate.span(
-                result["aggregate"], result.get("window_s"), result.get("hop_s"))),
-            "unfamiliarity": None if result.get("unfamiliarity") is None
-            else f"{result['unfamiliarity']:.2f}"}
-
-
-def heldout_manifest(run_dir):
+def heldout_manifest(run_dir, config=None):
     """The manifest rows a run held out: its validation folder(s), or the validation part of its
-    80/20 split (from ``split.csv``).
+    80/20 split (from ``split.csv``). ``config``: its ``config.json``, when already read.
 
     Returns
     -------
@@ -374,7 +287,7 @@ def heldout_manifest(run_dir):
         The preprocessed folder(s) those rows come from (their features.json are identical).
     """
     run_dir = Path(run_dir)
-    args = read_config(run_dir)["args"]
+    args = (config or read_config(run_dir))["args"]
     if args["val_data"]:
         folders = datasets.as_folders(args["val_data"])
         return datasets.load_sources(folders)[0], folders
@@ -392,31 +305,6 @@ def input_kind(meta):
     return spec.get("kind", "rgb255") if isinstance(spec, dict) else None
 
 
-def score_table(df, logits):
-    """The table every report is made from: one row per utterance of ``df`` (a manifest or
-    protocol table) with its ASVspoof score and P(spoof).
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        ``utt_id, speaker, attack, label`` per utterance.
-    logits : array, shape (n,)
-        Log-odds of spoof, ``log(P(spoof) / P(bonafide))``.
-
-    Returns
-    -------
-    table : pandas.DataFrame
-        ``utt_id, speaker, attack, label, score, p_spoof`` with ``score = -logits`` (higher =
-        more bonafide) and ``p_spoof = sigmoid(logits)``, and the condition columns of ``df``
-        (`protocols.CONDITIONS`: codec, transmission, ...), when it has them.
-    """
-    logits = np.asarray(logits, dtype=np.float64)
-    conditions = {c: np.asarray(df[c]).astype(str) for c in CONDITIONS if c in df.columns}
-    return pd.DataFrame({"utt_id": np.asarray(df["utt_id"]), "speaker": np.asarray(df["speaker"]),
-                         "attack": np.asarray(df["attack"]), "label": np.asarray(df["label"]),
-                         "score": -logits, "p_spoof": sigmoid(logits), **conditions})
-
-
 def versions():
     """Library versions, for config.json."""
     import librosa
@@ -428,3 +316,130 @@ def versions():
             "keras": keras.__version__, "numpy": np.__version__, "librosa": librosa.__version__,
             "scikit-learn": sklearn.__version__, "pandas": pd.__version__,
             "platform": platform.platform()}
+
+
+# ----------------------------------------------------------------------------- one run, opened once
+
+
+class Run:
+    """A trained run folder, opened once: what evaluate.py, predict.py, serve.py, the report
+    and the importers know of a run. Each of its files is read once, when first needed, and
+    kept: the model's metadata (`meta`, checked: `check_meta`), ``config.json`` (`config`),
+    the saved threshold (`saved_threshold`), the LLR calibration (`calibration`), the
+    familiarity fit (`familiarity`) and the model itself (`model`). Nothing is read before it
+    is used: data can be checked against `meta` before a slow model load, and a run scored
+    elsewhere (scripts/lfcc_gmm.py, no Keras model) still gives its threshold.
+
+    Parameters
+    ----------
+    path : str or Path
+        The run folder.
+    which : {"best", "final"}
+        ``best.keras`` (best validation metric; the final model when no checkpoint exists) or
+        ``model.keras`` (last epoch).
+
+    Raises
+    ------
+    FileNotFoundError
+        On first use of `model_path`, `meta` or `model`: no model file (`model_file`).
+    ModelFileError
+        On first use of `meta` or `model`: metadata or weights that cannot be read, or are
+        invalid (one line naming the file).
+    """
+
+    def __init__(self, path, which="best"):
+        self.name = str(path)  # as the user gave it, for reports
+        self.path = Path(path)
+        self.which = which
+
+    @classmethod
+    def of(cls, run, which="best"):
+        """``run`` itself when it is already an open `Run` of model ``which``, else
+        ``Run(run, which)``."""
+        if isinstance(run, cls):
+            if run.which != which:
+                raise ValueError(f"{run.path} is open for its {run.which!r} model, not {which!r}")
+            return run
+        return cls(run, which)
+
+    @functools.cached_property
+    def model_path(self):
+        """The model file (`model_file`)."""
+        return model_file(self.path, self.which)
+
+    @functools.cached_property
+    def meta(self):
+        """The model's metadata, read from its archive and checked (`check_meta`)."""
+        return _opened(self.model_path, lambda: check_meta(read_model_meta(self.model_path),
+                                                           self.model_path))
+
+    @property
+    def features(self):
+        """The feature parameters the model was trained on (`features.feature_params`)."""
+        return self.meta["features"]
+
+    @property
+    def input_kind(self):
+        """How the model takes the arrays (`input_kind`)."""
+        return input_kind(self.meta)
+
+    @functools.cached_property
+    def config(self):
+        """``config.json``: the arguments, split and versions the run was made with."""
+        return read_config(self.path)
+
+    @functools.cached_property
+    def saved_threshold(self):
+        """The decision threshold saved for this model (`read_threshold`), or None."""
+        return read_threshold(self.path, self.which)
+
+    @functools.cached_property
+    def calibration(self):
+        """This model's LLR calibration (``calibration.json``, `calibration.read_calibration`),
+        or None."""
+        return read_calibration(self.path, self.which)
+
+    @functools.cached_property
+    def familiarity(self):
+        """``(fit, problem)``: the familiarity fit for this model, or None, and why a file
+        that exists is not used (`familiarity.load`)."""
+        return familiarity.load(self.path, self.model_path)
+
+    @functools.cached_property
+    def model(self):
+        """The Keras model, loaded once (safe mode; refused when a weight is NaN or
+        infinite)."""
+        return _opened(self.model_path, lambda: _finite(load_model(self.model_path, self.meta),
+                                                        self.model_path))
+
+    def training_summary(self):
+        """What the model was trained on, and the warning a user must see (`training_summary`)."""
+        return training_summary(self.meta)
+
+    def heldout(self):
+        """The manifest rows the run held out, and their folders (`heldout_manifest`)."""
+        return heldout_manifest(self.path, self.config)
+
+
+def _finite(model, path):
+    bad = next((w.path for w in model.weights if not np.isfinite(np.asarray(w)).all()), None)
+    if bad:  # NaN weights give NaN scores, which would read as silence
+        raise ModelFileError(f"{path}: weight {bad} holds NaN or infinite values (a damaged or "
+                             "crafted model); not used")
+    return model
+
+
+def _opened(path, read):
+    """``read()``, with whatever reading a model file raises turned into one `ModelFileError`
+    line naming the file."""
+    try:
+        return read()
+    except ModelFileError:
+        raise
+    except WeightsUnavailable as e:  # a Whisper model without KerasHub installed
+        raise ModelFileError(f"{path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - zipfile, h5py, JSON and Keras raise many types
+        raise ModelFileError(f"{path} is not a readable model file ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else 'no detail'}); train "
+                             "the run again or use the other model (--model best|final)") \
+            from None

@@ -36,12 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
-from deepfake_detector import config as C  # noqa: E402
+from deepfake_detector.training import config as C  # noqa: E402
 from deepfake_detector.cli import HelpFormatter  # noqa: E402
 import evaluate  # noqa: E402
 import lfcc_gmm  # noqa: E402
 from deepfake_detector import models as model  # noqa: E402
-from deepfake_detector import report, runs  # noqa: E402
+from deepfake_detector.evaluation import report  # noqa: E402
+from deepfake_detector import runs  # noqa: E402
 import train  # noqa: E402
 
 # -----------------------------------------------------------------------------

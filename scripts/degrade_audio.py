@@ -16,9 +16,9 @@ for bonafide and spoof, so a detector cannot read the label off the channel:
 - ``noise``: white Gaussian noise at ``--snr`` dB below the utterance's mean power;
 - ``mp3``: encoded as MP3 by libsndfile (LAME) at 8 kHz with ``--mp3-quality`` (0 = best, 1 =
   smallest; 0.9 gives about 16 kbit/s) and decoded again;
-- ``rawboost``: RawBoost algorithm ``--rawboost`` (`deepfake_detector.rawboost`, drawn anew for
-  every copy);
-- ``channel``: a random codec, packet loss and room (`deepfake_detector.channel`), each with
+- ``rawboost``: RawBoost algorithm ``--rawboost`` (`deepfake_detector.augment.rawboost`, drawn
+  anew for every copy);
+- ``channel``: a random codec, packet loss and room (`deepfake_detector.augment.channel`), each with
   probability ``--channel-p``.
 
 With ``--views K`` every utterance gets K copies, each drawn from its own seed; their labels,
@@ -89,7 +89,7 @@ def degrade(y, chain=CHAIN, snr_db=SNR_DB, mp3_quality=MP3_QUALITY, rng=None,
     import librosa
     import soundfile as sf
 
-    from deepfake_detector import channel, rawboost as rb
+    from deepfake_detector.augment import channel, rawboost as rb
 
     unknown = sorted(set(chain) - set(STEPS))
     if unknown:

@@ -31,8 +31,9 @@ SEED = 0
 # -----------------------------------------------------------------------------
 
 
-def reference_rows(run_dir, data=None, seed=SEED):
-    """The manifest rows of the reference (training) and development parts."""
+def reference_rows(run, data=None, seed=SEED):
+    """The manifest rows of the reference (training) and development parts (``run``: the open
+    `runs.Run`)."""
     import pandas as pd
 
     if data is not None:
@@ -41,13 +42,13 @@ def reference_rows(run_dir, data=None, seed=SEED):
         dev = np.zeros(len(df), bool)
         dev[rng.permutation(len(df))[:max(1, len(df) // 5)]] = True
         return df[~dev].reset_index(drop=True), df[dev].reset_index(drop=True), [str(data)]
-    split_file = Path(run_dir) / "split.csv"
+    split_file = run.path / "split.csv"
     if not split_file.is_file():
-        raise FileNotFoundError(f"{run_dir}: no split.csv (an imported run?): pass --data "
+        raise FileNotFoundError(f"{run.name}: no split.csv (an imported run?): pass --data "
                                 "FOLDER, recordings of the kind it was trained on")
     split = pd.read_csv(split_file, dtype={"utt_id": str}, keep_default_na=False)
     train = split[split["part"] == "train"].reset_index(drop=True)
-    dev, folders = runs.heldout_manifest(run_dir)
+    dev, folders = run.heldout()
     return train, dev, folders
 
 
@@ -58,7 +59,7 @@ def hidden_vectors(detector, df, params):
 
     shape, dtype = features.array_spec(params)
     ds = datasets.make_dataset(df, detector.batch_size, shape=shape, with_labels=False,
-                               kind=runs.input_kind(detector.meta), dtype=dtype)
+                               kind=detector.run.input_kind, dtype=dtype)
     return predict_logits(detector.model, ds, with_hidden=True)[1]
 
 
@@ -82,7 +83,7 @@ def main(argv=None):
 
     try:
         detector = inference.Detector(args.run, args.model)
-        train, dev, folders = reference_rows(args.run, args.data)
+        train, dev, folders = reference_rows(detector.run, args.data)
         params = datasets.load_features_json(folders[0])
         features.check_features(detector.features, params, detector.model_path, folders[0])
         if len(train) > MAX_TRAIN:

@@ -29,8 +29,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepfake_detector import calibration as C  # noqa: E402
-from deepfake_detector import metrics as M  # noqa: E402
+from deepfake_detector.evaluation import calibration as C  # noqa: E402
+from deepfake_detector.evaluation import metrics as M  # noqa: E402
 from deepfake_detector import protocols  # noqa: E402
 from deepfake_detector.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from deepfake_detector.cli import HelpFormatter  # noqa: E402

@@ -7,7 +7,7 @@
 SOURCE is a local ``.pth`` (its ``.conf`` beside it or ``--conf``) or one of the names AASIST,
 AASIST-L, AASIST-ASVspoof5 (found in ``$AASIST_WEIGHTS`` or the cache, else downloaded from the
 official repository at a pinned commit, sha256-checked). The ``.pth`` is read without PyTorch by
-a reader that refuses anything but tensors (`deepfake_detector.pth`).
+a reader that refuses anything but tensors (`deepfake_detector.weights.pth`).
 
 The run folder gets ``best.keras`` (the Keras port with the weights and the feature parameters
 inside: mono 16 kHz waveform, the first 64,600 samples, tiled when shorter, the official input),
@@ -26,7 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepfake_detector import checkpoints, features, pth, report, runs  # noqa: E402
+from deepfake_detector.weights import checkpoints, pth  # noqa: E402
+from deepfake_detector import features, runs  # noqa: E402
+from deepfake_detector.evaluation import report  # noqa: E402
 from deepfake_detector import models as M  # noqa: E402
 from deepfake_detector.atomic import write_json_atomic  # noqa: E402
 from deepfake_detector.cli import HelpFormatter  # noqa: E402

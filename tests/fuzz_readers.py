@@ -1,5 +1,5 @@
-"""Seeded fuzzing of the two weight readers that exist to be safe: `deepfake_detector.pth`
-(PyTorch ``.pth``) and `deepfake_detector.ct2` (CTranslate2 ``model.bin``, with the Whisper
+"""Seeded fuzzing of the two weight readers that exist to be safe: `deepfake_detector.weights.pth`
+(PyTorch ``.pth``) and `deepfake_detector.weights.ct2` (CTranslate2 ``model.bin``, with the Whisper
 encoder checks of `whisper_import.encoder_architecture`).
 
 Run as a child process by tests/test_hostile_readers.py (a crash is a signal of the child,
@@ -173,7 +173,7 @@ def pth_case(rng, folder):
 
 
 def pth_check(path):
-    from deepfake_detector import pth
+    from deepfake_detector.weights import pth
 
     try:
         state = pth.read_state_dict(path)
@@ -204,7 +204,7 @@ def ct2_case(rng, folder, base):
 
 
 def ct2_check(path):
-    from deepfake_detector import ct2, whisper_import
+    from deepfake_detector.weights import ct2, whisper_import
 
     try:
         spec, _, variables = ct2.read_model_bin(path)
@@ -243,7 +243,8 @@ def main(argv=None):
     folder.mkdir(parents=True, exist_ok=True)
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
     base = base_model_bin() if kind == "ct2" else None
-    import deepfake_detector.pth, deepfake_detector.whisper_import  # noqa: F401,E401 - baseline
+    import deepfake_detector.weights.pth  # noqa: F401 - baseline
+    import deepfake_detector.weights.whisper_import  # noqa: F401 - baseline
     start_mb = peak_rss_mb()
     bad = 0
     for case in range(cases):

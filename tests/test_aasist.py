@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from conftest import MINI_LA, REPO, SHARED, needs_mini
-from deepfake_detector import checkpoints, features, pth
+from deepfake_detector.weights import checkpoints, pth
+from deepfake_detector import features
 from deepfake_detector.models import aasist
 
 AASIST_DIR = SHARED.parent / "models" / "aasist"
@@ -331,7 +332,8 @@ def test_predict_py_windows_keep_the_official_eer_on_all_of_mini_dev(imported_ru
     spoof-like): at most 1% EER there, and at most 1 wrong verdict in 100 at the official 0.5
     (with the most spoof-like window, the rule before, one bonafide file of 5.2 s was flagged
     by its second window, at P(spoof) 0.53)."""
-    from deepfake_detector import metrics, protocols
+    from deepfake_detector.evaluation import metrics
+    from deepfake_detector import protocols
 
     proto = protocols.parse_protocol(MINI_LA / "ASVspoof2019_LA_cm_protocols" /
                                      "ASVspoof2019.LA.cm.dev.trl.txt")

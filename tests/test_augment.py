@@ -1,12 +1,14 @@
-"""deepfake_detector.rawboost and .channel (the waveform augmentations of train.py --rawboost and
---channel, and of scripts/degrade_audio.py): each algorithm does what its definition says, keeps
-length, level bounds and sample rate, is the same for the same seed, and training-only."""
+"""deepfake_detector.augment.rawboost and .channel (the waveform augmentations of train.py
+--rawboost and --channel, and of scripts/degrade_audio.py): each algorithm does what its
+definition says, keeps length, level bounds and sample rate, is the same for the same seed, and
+training-only."""
 
 import numpy as np
 import pytest
 
 from conftest import tone, write_wav
-from deepfake_detector import augment, channel, features, rawboost
+from deepfake_detector import augment, features
+from deepfake_detector.augment import channel, rawboost
 
 SR = 16000
 

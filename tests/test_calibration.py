@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 import evaluate
-from deepfake_detector import calibration as C
-from deepfake_detector import metrics
+from deepfake_detector.evaluation import calibration as C
+from deepfake_detector.evaluation import metrics
 from deepfake_detector import protocols
-from deepfake_detector import report
+from deepfake_detector.evaluation import report
 
 
 # ----------------------------------------------------------------------------- conditions

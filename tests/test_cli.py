@@ -55,7 +55,7 @@ def test_every_training_option_is_a_flag():
     """The parser is derived from TrainConfig: one flag per field, nothing else."""
     import dataclasses
 
-    from deepfake_detector import config
+    from deepfake_detector.training import config
 
     dests = {a.dest for a in documented_actions(train.build_parser())}
     assert dests == {f.name for f in dataclasses.fields(config.TrainConfig)}

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 import evaluate
-from deepfake_detector import metrics
-from deepfake_detector import plots
+from deepfake_detector.evaluation import metrics
+from deepfake_detector.evaluation import plots
 import preprocess
 from deepfake_detector import protocols
-from deepfake_detector import report
+from deepfake_detector.evaluation import report
 from deepfake_detector import runs
 import train
 from conftest import MINI_LA, needs_mini

@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import fuse_scores  # noqa: E402
-from deepfake_detector import calibration as C  # noqa: E402
-from deepfake_detector import metrics  # noqa: E402
+from deepfake_detector.evaluation import calibration as C  # noqa: E402
+from deepfake_detector.evaluation import metrics  # noqa: E402
 
 
 def complementary_systems(folder, n=1_200, seed=0):

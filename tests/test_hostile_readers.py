@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from deepfake_detector import checkpoints, ct2, pth
+from deepfake_detector.weights import checkpoints, ct2, pth
 from fuzz_readers import Pickle, base_pth, write_pth
 
 FUZZ_CASES = int(os.environ.get("DEEPFAKE_FUZZ_CASES", "3000"))
@@ -176,7 +176,7 @@ def test_nan_weights_are_not_imported(tmp_path, monkeypatch):
 
 keras_hub = pytest.importorskip("keras_hub", reason="the Whisper import needs "
                                                     "requirements-whisper.txt")
-from deepfake_detector import whisper_import  # noqa: E402
+from deepfake_detector.weights import whisper_import  # noqa: E402
 from test_import_whisper import fake_whisper, write_model_bin  # noqa: E402
 
 

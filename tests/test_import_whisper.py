@@ -16,18 +16,18 @@ import numpy as np
 import pytest
 
 from conftest import MINI_LA, needs_mini
-from deepfake_detector import ct2
+from deepfake_detector.weights import ct2
 
 keras_hub = pytest.importorskip("keras_hub", reason="--model whisper needs "
                                                     "requirements-whisper.txt")
-from deepfake_detector import whisper_import  # noqa: E402
+from deepfake_detector.weights import whisper_import  # noqa: E402
 from deepfake_detector.models import whisper  # noqa: E402
 
 DTYPE_IDS = {"float32": 0, "int8": 1, "int16": 2, "int32": 3, "float16": 4}
 
 
 def write_model_bin(path, variables, spec="WhisperSpec", version=6, aliases=()):
-    """Write ``variables`` in CTranslate2's layout (see deepfake_detector/ct2.py)."""
+    """Write ``variables`` in CTranslate2's layout (see deepfake_detector/weights/ct2.py)."""
     def string(s):
         b = s.encode() + b"\0"
         return struct.pack("<H", len(b)) + b

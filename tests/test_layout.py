@@ -1,7 +1,8 @@
 """The project's structure: the top level holds only the programs a user runs, the library is one
-package (`deepfake_detector`, one module per model family under ``models/``), no import cycles,
-entry-point scripts never import one another, no module over 500 lines, no function longer than
-80 lines, train.py short. Read from the source with ``ast`` (nothing but the family registry is
+package (`deepfake_detector`) whose folders name its stages (one module per model family under
+``models/``) and whose imports go down its layers, no import cycles, entry-point scripts never
+import one another, no module over 500 lines, no function longer than 80 lines, train.py short.
+Read from the source with ``ast`` (nothing but the family registry and the old names are
 imported), so a change that breaks the layout fails here."""
 
 import ast
@@ -15,6 +16,23 @@ ENTRY_POINTS = {"preprocess", "data_loader", "train", "evaluate", "predict", "se
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 500
 MAX_TRAIN_LINES = 450
+
+# The package, as its docstring (deepfake_detector/__init__.py) and README's "Layout" say.
+CORE = {"atomic", "cli", "audio", "logmel", "features", "protocols", "aggregate", "display"}
+# modules at the root above the stages: tf.data pipelines, and what reads runs
+RUN_LEVEL = {"datasets", "sampling", "runs", "familiarity", "inference"}
+FOLDERS = {"models": "one module per model family; saving and loading",
+           "augment": "what perturbs training data (SpecAugment, waveforms, RawBoost, channel)",
+           "evaluation": "metrics, calibration, tables, plots, and the report of a run",
+           "weights": "readers of published weights, and the official AASIST checkpoints",
+           "training": "what only training needs, and the linear probe recipe"}
+# bottom to top: a module imports modules of its own layer and of the layers below, never above.
+# A name is a root module, a folder (all its modules) or one module of a folder (it overrides
+# its folder's layer).
+LAYERS = [("the core", CORE),
+          ("stages on the core", {"models", "augment", "evaluation", "weights"}),
+          ("data and runs", RUN_LEVEL),
+          ("on top, reading runs", {"training", "evaluation.report", "weights.checkpoints"})]
 
 
 def module_name(path):
@@ -148,3 +166,93 @@ def test_no_function_longer_than_80_lines():
 def test_train_py_is_short():
     n = len((REPO / "train.py").read_text().splitlines())
     assert n < MAX_TRAIN_LINES, f"train.py has {n} lines"
+
+
+def layer_of(module):
+    """The index in `LAYERS` of a package module (its most specific name there), or None for
+    the package itself."""
+    name = module[len(PACKAGE) + 1:]
+    if not name:
+        return None
+    best = None
+    for i, (_, names) in enumerate(LAYERS):
+        for n in names:
+            if (name == n or name.startswith(n + ".")) and (best is None or len(n) > best[1]):
+                best = (i, len(n))
+    return None if best is None else best[0]
+
+
+def layer_violations(graph):
+    """``"a (layer) imports b (a layer above)"`` for every import up the layers, and every package
+    module no layer holds."""
+    found = []
+    for module, imported in sorted(graph.items()):
+        if not module.startswith(PACKAGE + "."):
+            continue
+        mine = layer_of(module)
+        if mine is None:
+            found.append(f"{module} is in no layer of LAYERS")
+            continue
+        for other in sorted(imported):
+            theirs = layer_of(other)
+            if theirs is not None and theirs > mine:
+                found.append(f"{module} ({LAYERS[mine][0]}) imports {other} ({LAYERS[theirs][0]})")
+    return found
+
+
+def test_layer_check_can_fail():
+    graph = {f"{PACKAGE}.atomic": {f"{PACKAGE}.runs"}, f"{PACKAGE}.runs": {f"{PACKAGE}.atomic"},
+             f"{PACKAGE}.evaluation.report": {f"{PACKAGE}.training.config"},
+             f"{PACKAGE}.evaluation.metrics": {f"{PACKAGE}.evaluation.report"},
+             f"{PACKAGE}.stray": set()}
+    assert layer_violations(graph) == [
+        f"{PACKAGE}.atomic (the core) imports {PACKAGE}.runs (data and runs)",
+        f"{PACKAGE}.evaluation.metrics (stages on the core) imports "
+        f"{PACKAGE}.evaluation.report (on top, reading runs)",
+        f"{PACKAGE}.stray is in no layer of LAYERS"]
+
+
+def test_imports_go_down_the_layers():
+    graph = import_graph()
+    assert f"{PACKAGE}.evaluation.metrics" in graph[f"{PACKAGE}.runs"]  # the graph is resolved
+    assert not layer_violations(graph), "imports up the layers:\n" + "\n".join(
+        layer_violations(graph))
+
+
+def test_package_root_holds_the_core_and_the_run_level():
+    root = {p.stem for p in (REPO / PACKAGE).glob("*.py")} - {"__init__"}
+    new = sorted(root - CORE - RUN_LEVEL)
+    folders = ", ".join(f"{f}/" for f in FOLDERS)
+    assert not new, (f"{', '.join(f'{PACKAGE}/{n}.py' for n in new)}: a new module at the package "
+                     f"root; put it in the folder of its stage ({folders}), or add it to CORE or "
+                     "RUN_LEVEL here (and to the package docstring) if every stage needs it")
+    assert root == CORE | RUN_LEVEL, f"listed but gone: {sorted(CORE | RUN_LEVEL - root)}"
+
+
+def test_folders_are_the_stages_and_say_what_they_hold():
+    folders = {p.parent.name for p in (REPO / PACKAGE).glob("*/__init__.py")}
+    assert folders == set(FOLDERS), f"folders {sorted(folders)} vs FOLDERS {sorted(FOLDERS)}"
+    doc = ast.get_docstring(ast.parse((REPO / PACKAGE / "__init__.py").read_text()))
+    for folder in FOLDERS:
+        assert ast.get_docstring(ast.parse((REPO / PACKAGE / folder / "__init__.py").read_text()))
+        assert f"``{folder}/``" in doc, f"the package docstring does not say what {folder}/ holds"
+    for module in CORE | RUN_LEVEL:
+        assert f"``{module}``" in doc, f"the package docstring does not name {module}"
+
+
+def test_old_module_names_import_the_moved_modules():
+    import importlib
+
+    import deepfake_detector
+
+    for old, new in deepfake_detector.MOVED.items():
+        assert (REPO / PACKAGE / (new.replace(".", "/") + ".py")).is_file()
+        assert not (REPO / PACKAGE / f"{old}.py").exists()
+        moved = importlib.import_module(f"{PACKAGE}.{new}")
+        assert importlib.import_module(f"{PACKAGE}.{old}") is moved
+        assert moved.__name__ == moved.__spec__.name == f"{PACKAGE}.{new}"
+    from deepfake_detector import report  # noqa: F401 - the from-import form
+    from deepfake_detector.metrics import compute_eer
+
+    assert compute_eer is importlib.import_module(f"{PACKAGE}.evaluation.metrics").compute_eer
+

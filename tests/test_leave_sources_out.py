@@ -6,7 +6,7 @@ import pytest
 
 import leave_sources_out as L
 from conftest import tone, write_wav
-from deepfake_detector import probe
+from deepfake_detector.training import probe
 
 
 def table_of(rows):

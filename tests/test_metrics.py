@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from deepfake_detector import metrics
+from deepfake_detector.evaluation import metrics
 
 Y = np.array([0, 0, 1, 1, 1])  # 1 = spoof
 P = np.array([0.1, 0.6, 0.4, 0.8, 0.9])  # P(spoof)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfake_detector import metrics
+from deepfake_detector.evaluation import metrics
 
 PI, C_MISS, C_FA = 0.05, 1.0, 10.0
 

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfake_detector import metrics
-from deepfake_detector import report
+from deepfake_detector.evaluation import metrics
+from deepfake_detector.evaluation import report
 
 P_SPOOF = 0.05
 COSTS = dict(p_tar=(1 - P_SPOOF) * 0.99, p_non=(1 - P_SPOOF) * 0.01, c_miss_asv=1.0,

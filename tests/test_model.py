@@ -150,7 +150,7 @@ def test_logits_match_the_sigmoid_output(trained_run, demo_features):
     import data_loader
 
     from deepfake_detector import runs
-    from deepfake_detector.metrics import sigmoid
+    from deepfake_detector.evaluation.metrics import sigmoid
 
     m, meta, _ = runs.load_run(trained_run)
     df = data_loader.load_manifest(demo_features["dev"])
@@ -275,7 +275,7 @@ def test_best_checkpoint_keeps_the_batchnorm_statistics_of_its_epoch(tmp_path):
     statistics (they are not trainable weights)."""
     import keras
 
-    from deepfake_detector.callbacks import make_checkpoint_callback
+    from deepfake_detector.training.callbacks import make_checkpoint_callback
 
     model = bn_toy_model()
     cb = make_checkpoint_callback(tmp_path / "best.keras", {"run": "t"}, model)
@@ -328,7 +328,7 @@ def test_a_damaged_feature_cache_is_computed_again_never_used(informative_weight
 
     import data_loader
     from conftest import REPO
-    from deepfake_detector import feature_cache
+    from deepfake_detector.training import feature_cache
 
     model = efficientnet.build_model(informative_weights)
     data = demo_features["dev"]

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfake_detector import plots
-from deepfake_detector import report
-from deepfake_detector.metrics import sigmoid
+from deepfake_detector.evaluation import plots
+from deepfake_detector.evaluation import report
+from deepfake_detector.evaluation.metrics import sigmoid
 
 
 def score_table(kind, n=400, seed=0):

@@ -198,7 +198,7 @@ def test_csv_protocol_with_relative_and_absolute_paths(tmp_path):
 def test_a_2021_protocol_s_conditions_reach_the_manifest_and_the_score_table(tmp_path):
     """Issue 22: per-condition tables in model mode need the protocol's codec and channel in
     the manifest; the score table a run's report is made from carries them on."""
-    from deepfake_detector import runs
+    from deepfake_detector.evaluation import breakdown
 
     (tmp_path / "audio").mkdir()
     for i in range(2):
@@ -209,7 +209,7 @@ def test_a_2021_protocol_s_conditions_reach_the_manifest_and_the_score_table(tmp
                           progress=False)
     m = pd.read_csv(tmp_path / "out" / "manifest.csv", keep_default_na=False)
     assert list(m["codec"]) == ["alaw", "none"] and list(m["transmission"]) == ["ita_tx", "-"]
-    table = runs.score_table(m, [1.0, -1.0])
+    table = breakdown.score_table(m, [1.0, -1.0])
     assert list(table["codec"]) == ["alaw", "none"]
 
 

@@ -1,5 +1,5 @@
-"""deepfake_detector.probe and train_offline.py's default recipe (issue 33): the linear probe
-chosen out of domain, written as a run folder that predict.py scores like any other run."""
+"""deepfake_detector.training.probe and train_offline.py's default recipe (issue 33): the linear
+probe chosen out of domain, written as a run folder that predict.py scores like any other run."""
 
 import json
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import train_offline
-from deepfake_detector import probe
+from deepfake_detector.training import probe
 
 
 def blobs(n=60, d=16, seed=0):

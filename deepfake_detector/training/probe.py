@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import aggregate, features, metrics
-from .atomic import write_json_atomic
+from .. import aggregate, features
+from ..evaluation import metrics
+from ..atomic import write_json_atomic
 
 # -----------------------------------------------------------------------------
 PROBE_C = 3e-4  # inverse L2 strength (module docstring; docs/recipes.md)
@@ -51,7 +52,7 @@ SAVE_EVERY = 100  # recordings embedded between two saves of the cache (resumabl
 GATE_AT = 0.9
 GATE_STEEPNESS = 20.0
 GATE_C = 1.0
-# P(spoof) within this of the threshold is shown as uncertain (`runs.display`): the probe's
+# P(spoof) within this of the threshold is shown as uncertain (`display.display`): the probe's
 # P(spoof) is compressed (a strong penalty keeps its log-odds small); out of domain this band
 # held 24.5% of the left-out recordings, 41.7% of them answered wrongly against 20.9% of the rest
 # (docs/recipes.md, "Leaving sources out")
@@ -70,7 +71,7 @@ def window_batches(path, window=features.CLIP_SAMPLES, max_windows=MAX_WINDOWS):
 
 def encoder_parts(preset):
     """The frozen encoder of a Whisper preset and its log-mel layer, built once."""
-    from .models import whisper
+    from ..models import whisper
 
     enc, front = whisper.whisper_encoder(str(preset))
     return enc, whisper.log_mel_layer(front)
@@ -144,19 +145,17 @@ def expert_logits(paths, run_dir, cache_dir, progress=True):
     cached); NaN for a file that cannot be read."""
     from tqdm import tqdm
 
-    from . import familiarity, inference, runs
+    from .. import familiarity, inference, runs
 
-    meta = runs.peek_meta(run_dir)
-    if meta is None:
-        inference.Detector(run_dir)  # raises why the run cannot be used
-    window = int(meta["features"]["clip_samples"])
-    record = {"run": str(Path(run_dir).resolve()), "window": window, "max_windows": MAX_WINDOWS,
-              **familiarity.model_stamp(runs.model_file(run_dir))}
+    run = runs.Run(run_dir)  # raises why the run cannot be used; the model loads when needed
+    window = int(run.features["clip_samples"])
+    record = {"run": str(run.path.resolve()), "window": window, "max_windows": MAX_WINDOWS,
+              **familiarity.model_stamp(run.model_path)}
     state = {}
 
     def compute(chunk):
         if "detector" not in state:
-            state["detector"] = inference.Detector(run_dir)
+            state["detector"] = inference.Detector(run)
         detector = state["detector"]
         out = np.full((len(chunk),), np.nan, np.float32)
         for i, path in enumerate(tqdm(chunk, desc="expert", unit="file", disable=not progress)):
@@ -260,7 +259,7 @@ def output_weights(probe):
 def probe_model(preset, probe):
     """The probe as a Keras model of the Whisper family: waveform (batch, CLIP_SAMPLES) ->
     P(spoof) (batch, 1); see the module docstring."""
-    from .models import whisper
+    from ..models import whisper
 
     model = whisper.build_whisper(str(preset), (features.CLIP_SAMPLES,), dense_units=0)
     model.get_layer("p_spoof").set_weights(list(output_weights(probe)))
@@ -325,8 +324,8 @@ def fused_model(preset, fitted, gate, expert, expert_threshold=0.5):
     """
     from scipy.special import logit
 
-    from .models import whisper
-    from .models.common import load_tensorflow
+    from ..models import whisper
+    from ..models.common import load_tensorflow
 
     _, keras = load_tensorflow()
     from keras import layers
@@ -385,7 +384,7 @@ def write_run(run_dir, preset, fitted, x, y, trained_on, args, gate=None, expert
     threshold : dict
         What ``threshold.json`` holds for ``best``.
     """
-    from . import familiarity, models as M, runs
+    from .. import familiarity, models as M, runs
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -439,7 +438,7 @@ def write_run(run_dir, preset, fitted, x, y, trained_on, args, gate=None, expert
 def fit_familiarity(run_dir, fitted, x, trained_on):
     """``familiarity.npz`` of a probe run: the first-window embeddings of its fitted and
     validation recordings (what one window of predict.py gives)."""
-    from . import familiarity
+    from .. import familiarity
 
     fam = familiarity.fit(x[fitted["fit_rows"], 1], x[fitted["val_rows"], 1])
     return familiarity.save(run_dir, fam, Path(run_dir) / "best.keras",

@@ -16,8 +16,9 @@ import math
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from . import augment, cli, datasets, metrics
-from . import models as M
+from .. import augment, cli, datasets
+from ..evaluation import metrics
+from .. import models as M
 from .distribute import STRATEGIES
 
 # The recommended recipes without network (scripts/train_offline.py; docs/recipes.md,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import printable
+from ..cli import printable
 
 # -----------------------------------------------------------------------------
 VERSIONS = (5, 6)  # binary versions with this layout (CTranslate2 >= 2.x .. 4.x)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from . import pth
-from .atomic import sha256
-from .models import aasist
+from ..atomic import sha256
+from ..models import aasist
 
 # -----------------------------------------------------------------------------
 CACHE = Path("~/.cache/deepfake_detector/aasist").expanduser()
@@ -100,7 +100,7 @@ def _torch_targets(model):
 
 def load_state_dict(model, state, source="checkpoint"):
     """Set the weights of an AASIST model (`build_aasist`) from an official PyTorch state_dict
-    (`deepfake_detector.pth.read_state_dict`).
+    (`deepfake_detector.weights.pth.read_state_dict`).
 
     The two-logit output layer (``out_layer``, rows spoof and bonafide) becomes ``p_spoof``:
     kernel ``w_spoof - w_bonafide``, bias ``b_spoof - b_bonafide`` (module docstring).
@@ -327,17 +327,18 @@ def init_weights(model, source, preset="AASIST"):
         A source of another AASIST configuration than ``preset`` (naming the ``--preset`` to
         pass), or a run of another family.
     """
-    from . import runs
+    from .. import runs
 
     want = aasist.resolve_config(preset)
     if Path(str(source)).is_dir():
-        loaded, meta, path = runs.load_run(source)
+        run = runs.Run(source)  # the family checked before the model loads
+        meta, path = run.meta, run.model_path
         saved = meta.get("preset")
         if meta.get("model") != "aasist" or not (saved == preset or isinstance(saved, dict)
                                                  and aasist.same_architecture(saved, want)):
             raise ValueError(f"--init {source}: {path} is a {meta.get('model')} model of "
                              f"configuration {meta.get('preset')!r}, not AASIST {preset!r}")
-        model.set_weights(loaded.get_weights())
+        model.set_weights(run.model.get_weights())
         return {"source": str(Path(path).resolve())}
     path, config, info = resolve(source)
     if not aasist.same_architecture(config, want):

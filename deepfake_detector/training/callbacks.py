@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output
-from .metrics import compute_eer
-from .models import load_tensorflow, save_model_atomic
-from .models.common import batchnorm_statistics, recalibrate_batchnorm
+from ..atomic import atomic_output
+from ..evaluation.metrics import compute_eer
+from ..models import load_tensorflow, save_model_atomic
+from ..models.common import batchnorm_statistics, recalibrate_batchnorm
 
 
 def make_checkpoint_callback(path, meta, model, monitor="val_loss", mode="min", best=None,
@@ -114,7 +114,7 @@ def make_history_callback(path):
     _, keras = load_tensorflow()
     import pandas as pd
 
-    from .atomic import write_csv_atomic
+    from ..atomic import write_csv_atomic
 
     path = Path(path)
 
@@ -164,7 +164,7 @@ def make_random_state_callback(backup_dir):
                 var.assign(np.asarray(value, dtype="int64"))
 
         def on_epoch_end(self, epoch, logs=None):
-            from .atomic import write_text_atomic
+            from ..atomic import write_text_atomic
 
             if path.parent.is_dir():
                 states = [np.asarray(v).tolist() for v in self._states()]
@@ -186,7 +186,7 @@ def make_early_stopping_callback(backup_dir, monitor, patience, mode):
     """
     import json
 
-    from .atomic import write_text_atomic
+    from ..atomic import write_text_atomic
 
     _, keras = load_tensorflow()
     path = Path(backup_dir) / EARLY_STOPPING_STATE

@@ -6,12 +6,15 @@ applied to the source audio, which is read again and goes through the same
 Only the training part is ever augmented (`datasets.make_dataset` with ``augment``); validation,
 evaluation and prediction read the stored arrays as they are. Every draw comes from a
 ``numpy.random.Generator`` seeded per example and epoch, so a run is repeatable from its seed.
+
+The folder holds the waveform algorithms this module draws from: RawBoost (``rawboost``) and a
+codec, packet loss and room (``channel``).
 """
 
 import numpy as np
 
 from . import channel as Ch
-from . import features as F
+from .. import features as F
 from . import rawboost as RB
 
 # -----------------------------------------------------------------------------

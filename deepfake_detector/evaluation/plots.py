@@ -4,7 +4,7 @@ at the chosen threshold, and the training curves of a run. matplotlib, no displa
 Every axis stays readable whatever the scores' range: at most a handful of ticks, an offset or
 scientific notation when the values are packed (a random backbone's scores all sit within
 1e-5 of one value), DET ticks spaced on the normal-deviate scale, and thresholds printed with
-the digits that tell them from 0.5 (`runs.format_threshold`). tests/test_plots.py checks that
+the digits that tell them from 0.5 (`display.format_threshold`). tests/test_plots.py checks that
 no two tick labels overlap, for packed and for wide scores.
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import protocols
-from .atomic import atomic_output
+from .. import protocols
+from ..atomic import atomic_output
+from ..display import format_threshold
 from .metrics import det_curve
-from .runs import format_threshold
 
 # -----------------------------------------------------------------------------
 PLOTS = ("roc.png", "det.png", "score_hist.png", "confusion.png", "training_curves.png")
@@ -221,7 +221,7 @@ def save_plots(table, report, out_dir, history_csv=None):
     Parameters
     ----------
     table : pandas.DataFrame
-        ``label, score, p_spoof`` per utterance (`runs.score_table`).
+        ``label, score, p_spoof`` per utterance (`breakdown.score_table`).
     report : dict
         From `report.compute_report` (``roc_auc``, ``eer``, ``eer_threshold``,
         ``operating_points``).

@@ -41,7 +41,7 @@ import zlib
 
 import numpy as np
 
-from .cli import printable
+from ..cli import printable
 
 # -----------------------------------------------------------------------------
 # storage types a state_dict may hold -> NumPy dtype of their bytes

@@ -1,6 +1,6 @@
 """tf.distribute strategies for train.py (``--strategy``, ``--cpu-devices``)."""
 
-from .models import load_tensorflow
+from ..models import load_tensorflow
 
 MULTIWORKER_BLOCKED = (
     "--strategy multiworker is not available: Keras 3's Model.fit fails under "

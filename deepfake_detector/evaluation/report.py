@@ -12,17 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import datasets, familiarity, protocols, runs
+from ..atomic import write_csv_atomic, write_json_atomic, write_text_atomic
+from ..features import array_spec, check_features
+from ..models import (head_hidden, logit_parts, logits_from_hidden, predict_batch_size,
+                      predict_logits)
 from . import calibration as C
-from . import datasets
-from . import familiarity
-from .breakdown import per_attack_table, per_condition_table
 from . import metrics as M
-from . import protocols
-from . import runs
-from .atomic import write_csv_atomic, write_json_atomic, write_text_atomic
-from .features import array_spec, check_features
-from .models import (head_hidden, logit_parts, logits_from_hidden, predict_batch_size,
-                     predict_logits)
+from .breakdown import per_attack_table, per_condition_table, score_table
 from .plots import save_plots
 
 # -----------------------------------------------------------------------------
@@ -40,34 +37,38 @@ def scores_from_model(run_dir, data=None, which="best", batch_size=None, progres
     """Score a preprocessed folder (default: the run's held-out part) with a run's model. The
     data are checked (manifest, feature parameters, every array) before the model loads.
 
+    Parameters
+    ----------
+    run_dir : str or Path or runs.Run
+        The run, or the run already open (`runs.Run`: its files are not read again).
+
     Returns
     -------
     table : pandas.DataFrame
-        ``utt_id, speaker, attack, label, score, p_spoof`` (`runs.score_table`).
+        ``utt_id, speaker, attack, label, score, p_spoof`` (`breakdown.score_table`).
     source : dict
         What was scored with what (for metrics.json).
     """
+    run = runs.Run.of(run_dir, which)
     if data is None:
-        df, folders = runs.heldout_manifest(run_dir)
+        df, folders = run.heldout()
     else:
         df, folders = datasets.load_manifest(data), [str(Path(data))]
     features = datasets.load_features_json(folders[0])
     datasets.check_arrays(df, *array_spec(features))
-    saved = runs.peek_meta(run_dir, which)
-    if saved:  # before the model loads (a Whisper model takes seconds); unreadable: load_run says
-        check_features(saved["features"], features, runs.model_file(run_dir, which), folders[0])
-    model, meta, model_path = runs.load_run(run_dir, which)
-    batch_size = batch_size or predict_batch_size(meta)
-    shape, dtype = array_spec(meta["features"])
+    # before the model loads (a Whisper model takes seconds)
+    check_features(run.features, features, run.model_path, folders[0])
+    batch_size = batch_size or predict_batch_size(run.meta)
+    shape, dtype = array_spec(run.features)
     ds = datasets.make_dataset(df, batch_size, shape=shape, with_labels=False,
-                                  kind=runs.input_kind(meta), dtype=dtype)
-    fitted, _ = familiarity.load(run_dir, model_path)  # its unfamiliarity, when fitted
-    z = predict_logits(model, ds, progress, -(-len(df) // batch_size),
+                               kind=run.input_kind, dtype=dtype)
+    fitted, _ = run.familiarity  # its unfamiliarity, when fitted
+    z = predict_logits(run.model, ds, progress, -(-len(df) // batch_size),
                        with_hidden=fitted is not None)
-    table = runs.score_table(df, z if fitted is None else z[0])
+    table = score_table(df, z if fitted is None else z[0])
     if fitted is not None:
         table["unfamiliarity"] = familiarity.distances(fitted, z[1]) / fitted["threshold"]
-    source = {"mode": "model", "run": str(run_dir), "model": model_path.name,
+    source = {"mode": "model", "run": run.name, "model": run.model_path.name,
               "data": ", ".join(folders), "heldout": data is None,
               "coverage": coverage(len(df), len(df))}
     return table, source
@@ -79,25 +80,26 @@ def scores_from_cache(run_dir, data, which="best", batch_size=64):
     in ``<data>/backbone_cache`` under the encoder's weights' fingerprint, so every run with
     that encoder, any seed, reuses them) and only the head runs per run. Same scores, up to
     float32 rounding. Returns (table, source) as `scores_from_model`."""
-    from .feature_cache import cached_features
-    from .models import encoder_frozen
+    from ..training.feature_cache import cached_features
+    from ..models import encoder_frozen
 
     df, folder = datasets.load_manifest(data), str(Path(data))
     features = datasets.load_features_json(folder)
     datasets.check_arrays(df, *array_spec(features))
-    model, meta, model_path = runs.load_run(run_dir, which)
-    check_features(meta["features"], features, model_path, folder)
+    run = runs.Run.of(run_dir, which)
+    check_features(run.features, features, run.model_path, folder)
+    model = run.model
     if not encoder_frozen(model):
-        raise ValueError(f"{model_path}: its encoder trains; score it with scores_from_model")
+        raise ValueError(f"{run.model_path}: its encoder trains; score it with scores_from_model")
     rows, array = cached_features(model, folder, df, features, progress=False,
-                                  kind=runs.input_kind(meta))
+                                  kind=run.input_kind)
     _, kernel, bias = logit_parts(model)
     x = array[rows.loc[df["utt_id"], "row"].to_numpy()]
     hidden = np.concatenate([head_hidden(model, x[i:i + batch_size])
                              for i in range(0, len(x), batch_size)] or [np.zeros((0, 1))])
-    table = runs.score_table(df, logits_from_hidden(hidden, kernel, bias))
-    source = {"mode": "model (cached encoder features)", "run": str(run_dir),
-              "model": model_path.name, "data": folder, "heldout": False,
+    table = score_table(df, logits_from_hidden(hidden, kernel, bias))
+    source = {"mode": "model (cached encoder features)", "run": run.name,
+              "model": run.model_path.name, "data": folder, "heldout": False,
               "coverage": coverage(len(df), len(df))}
     return table, source
 
@@ -139,7 +141,7 @@ def scores_from_file(scores_path, protocol, fmt=None, partial=False):
             raise ValueError(f"{scores_path}: the key of {wrong[0]!r} is {keys[wrong[0]]!r}, "
                              f"{protocol} says {proto.at[wrong[0], 'label']!r}")
     proto = proto.loc[common].reset_index()
-    table = runs.score_table(proto, -scores.loc[common].to_numpy())
+    table = score_table(proto, -scores.loc[common].to_numpy())
     source = {"mode": "scores", "scores": str(scores_path), "layout": layout,
               "protocol": str(protocol), "protocol_entries_without_score": cov["unscored"],
               "coverage": cov}
@@ -390,7 +392,7 @@ def saved_model(run_dir, which, model=None):
     and for another the same model with the saved weights read in (``load_weights``), its own
     put back on exit; without, loaded from the run folder."""
     if model is None:
-        yield runs.load_run(run_dir, which)[0]
+        yield runs.Run(run_dir, which).model
     elif which == "final":
         yield model
     else:
@@ -472,21 +474,22 @@ def seed_summary(run_dirs, test_data=None, batch_size=None):
     """
     rows = []
     for run in map(Path, run_dirs):
-        row = {"run": str(run), "seed": runs.read_config(run)["args"]["seed"]}
-        cal = runs.read_threshold(run, "best")
+        opened = runs.Run(run, "best")  # its model is read only to score
+        row = {"run": str(run), "seed": opened.config["args"]["seed"]}
+        cal = opened.saved_threshold
         if cal is not None:  # calibration scored the validation part already
             row.update({"val_eer": cal["eer"], "val_f1_0.5": cal["validation"]["at_0.5"]["f1"],
                         "val_f1_cal": cal["validation"]["calibrated"]["f1"]})
         else:
-            table, _ = scores_from_model(run, None, "best", batch_size)
+            table, _ = scores_from_model(opened, None, "best", batch_size)
             y, score = protocols.targets(table["label"]), table["score"].to_numpy()
             row.update({"val_eer": M.compute_eer(score[y == 0], score[y == 1])[0],
                         "val_f1_0.5": M.binary_metrics(y, table["p_spoof"], 0.5)["f1"]})
         if test_data is not None:
-            table, source = scores_from_model(run, test_data, "best", batch_size)
+            table, source = scores_from_model(opened, test_data, "best", batch_size)
             name = Path(test_data).resolve().name
-            m = write_report(table, source, run / "eval" / name, name,
-                             calibrated=runs.read_threshold(run, "best"), plots=False)
+            m = write_report(table, source, run / "eval" / name, name, calibrated=cal,
+                             plots=False)
             row.update({"test_eer": m["eer"], "test_f1": m["operating_points"]["chosen"]["f1"],
                         "test_recall": m["operating_points"]["chosen"]["recall"]})
         rows.append(row)
