@@ -78,3 +78,25 @@ def test_predict_reads_the_run_once(reads, tmp_path, capsys):
     assert counts["metadata"] == 1, counts
     assert counts["threshold.json"] == 1, counts
     assert all(counts[name] <= 1 for name in RUN_FILES), counts
+
+
+def test_a_run_reads_nothing_until_asked(tmp_path):
+    import json
+
+    from deepfake_detector import runs
+
+    folder = tmp_path / "scored_elsewhere"  # a threshold but no Keras model (lfcc_gmm.py's)
+    folder.mkdir()
+    (folder / "threshold.json").write_text(json.dumps({"final": {"threshold": 0.3}}))
+    run = runs.Run(folder)
+    assert run.name == str(folder) and run.which == "best"
+    assert run.saved_threshold == {"threshold": 0.3}  # "best" falls back to the final model's
+    assert run.calibration is None
+    with pytest.raises(FileNotFoundError, match="model.keras not found"):
+        run.meta
+    assert runs.Run.of(run) is run
+    with pytest.raises(ValueError, match="open for its 'best' model, not 'final'"):
+        runs.Run.of(run, "final")
+    (folder / "best.keras").write_bytes(b"not a zip")
+    with pytest.raises(runs.ModelFileError, match="best.keras is not a readable model file"):
+        runs.Run(folder).meta
