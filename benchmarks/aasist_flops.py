@@ -35,6 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import startup  # noqa: E402 - benchmarks/startup.py: publish
 from deepfake_detector.cli import HelpFormatter, number  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -202,10 +203,7 @@ def main(argv=None):
                                     args.with_peak)))
         return None
     r = measure(args.config, args.batch_size, args.utterances, args.repeat)
-    print(report(r))
-    if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=2))
-    return r
+    return startup.publish(report(r), r, args.json)
 
 
 if __name__ == "__main__":

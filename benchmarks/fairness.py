@@ -15,7 +15,6 @@ the numbers and writes ``--json``. Timings vary by 20-30% on a shared 2-core VM.
 """
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -78,7 +77,7 @@ def report(r):
         f"{max(r['short_alone_s']):.2f}; the first one {r['first_short_s']:.2f} s)",
         f"long upload alone: {r['long_alone_s']:.1f} s; with the short ones beside it: "
         f"{r['long_during_s']:.1f} s",
-        f"short uploads while the long one was scored: "
+        "short uploads while the long one was scored: "
         + ", ".join(f"{d:.2f}" for d in r["short_during_s"])
         + f" s (target: at most {r['target_s']:.2f} s each; "
           f"{'all within' if r['all_within_target'] else 'NOT all within'}; the long one "
@@ -107,10 +106,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         long_file = memory.make_recording(Path(tmp) / "long.wav", args.long_minutes)
         r = measure(run, short, long_file, args.repeat, args.head_start)
-    print(report(r))
-    if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=2))
-    return r
+    return startup.publish(report(r), r, args.json)
 
 
 if __name__ == "__main__":

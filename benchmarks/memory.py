@@ -32,6 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import startup  # noqa: E402 - benchmarks/startup.py: publish
 from deepfake_detector.cli import HelpFormatter, number  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -192,10 +193,7 @@ def main(argv=None):
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
         out = measure(Path(args.run).resolve(), work, args.minutes, args.batch_sizes)
-    print(report(out))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-    return out
+    return startup.publish(report(out), out, args.json)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from deepfake_detector.atomic import write_json_atomic  # noqa: E402
 from deepfake_detector.cli import HelpFormatter, number  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -146,6 +147,15 @@ def build_parser():
     return ap
 
 
+def publish(text, results, json_path=None):
+    """Print a benchmark's report ``text`` and, with ``json_path``, write ``results`` there
+    (atomically, strict JSON); returns ``results``."""
+    print(text)
+    if json_path:
+        write_json_atomic(json_path, results)
+    return results
+
+
 def existing(*paths):
     """``paths`` as absolute Paths; one clear error line for the first that does not exist."""
     for path in map(Path, paths):
@@ -157,10 +167,8 @@ def existing(*paths):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     times = measure(*existing(args.run, args.file), args.repeat)
-    print(table(times))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"run": str(args.run), "file": str(args.file),
-                                               "seconds": times}, indent=2))
+    publish(table(times), {"run": str(args.run), "file": str(args.file), "seconds": times},
+            args.json)
     return times
 
 

@@ -53,12 +53,9 @@ class Detector:
 
     def __init__(self, run_dir, which="best", threshold=None):
         self.run = runs.Run.of(run_dir, which)  # each of the run's files read once
-        self.run_dir, self.model_path, self.meta = self.run.path, self.run.model_path, self.run.meta
-        self.model = self.run.model
-        self.features = self.meta["features"]
         self._hidden, self._kernel, self._bias = logit_parts(self.model)
         self.batch_size = predict_batch_size(self.meta)  # the family's prediction batch
-        self.trained_on, self.warning = self.run.training_summary()
+        self.trained_on, self.warning = runs.training_summary(self.meta)
         # the run's own window rule (a linear probe was measured on the mean), else the default
         try:
             self.aggregate = A.check(self.meta.get("aggregate") or AGGREGATE)
@@ -69,7 +66,6 @@ class Detector:
         margin = self.meta.get("uncertain_margin")
         self.uncertain_margin = float(margin) if isinstance(margin, (int, float)) and \
             0 <= margin < 0.5 else display.UNCERTAIN_MARGIN
-        self.calibration = self.run.calibration
         # score = -logit + prior_logit: the LLR, when calibrated (`calibration.posterior_logit`)
         self.prior_logit = float(C.posterior_logit(0.0, self.calibration.get(
             "prior_spoof", C.PRIOR_SPOOF))) if self.calibration else 0.0
@@ -86,6 +82,14 @@ class Detector:
                                  if kind == "calibrated" else self.SOURCES[kind])
         # fitted on labelled data: an EER/F1/FAR point of the run's validation part
         self.threshold_calibrated = kind == "calibrated" and runs.is_calibrated(saved)
+
+    # the run's own, read once (`runs.Run`)
+    run_dir = property(lambda self: self.run.path)
+    model_path = property(lambda self: self.run.model_path)
+    meta = property(lambda self: self.run.meta)
+    model = property(lambda self: self.run.model)
+    features = property(lambda self: self.run.features)
+    calibration = property(lambda self: self.run.calibration)
 
     @property
     def window_samples(self):

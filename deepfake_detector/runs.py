@@ -412,10 +412,6 @@ class Run:
         return _opened(self.model_path, lambda: _finite(load_model(self.model_path, self.meta),
                                                         self.model_path))
 
-    def training_summary(self):
-        """What the model was trained on, and the warning a user must see (`training_summary`)."""
-        return training_summary(self.meta)
-
     def heldout(self):
         """The manifest rows the run held out, and their folders (`heldout_manifest`)."""
         return heldout_manifest(self.path, self.config)
